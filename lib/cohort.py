@@ -1,0 +1,94 @@
+"""The cohort: which cases exist, where their files are, and a per-case summary from the signal.
+
+The manifest (`cases.csv`) has one row per case: caseid, subjectid, path, duration_s,
+has_hypotension (MAP < 65 mmHg for >= 1 min anywhere in the recording, derived from the ABP
+waveform by `lib.labels`), and `skip_reason` for cases that cannot be used.
+"""
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib import demo_cohort, labels, signals
+from lib.errors import CaseError, PipelineError
+from lib.parallel import parallel_map
+from lib.vital_io import read_tracks, write_vital
+
+REQUIRED_CLINICAL_COLUMNS = ["caseid", "subjectid", "age", "sex", "height", "weight", "bmi", "asa",
+                             "department", "optype", "casestart", "caseend", "anestart", "aneend",
+                             "opstart", "opend", "ane_type", "aline1"]
+DEMO_EPOCH = 4102444800.0  # 2100-01-01 UTC: VitalDB's open data shifts dates the same way
+
+
+def load_clinical(path) -> pd.DataFrame:
+    """Read a clinical table in VitalDB's schema; a missing file or column is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"clinical table {path} not found")
+    try:
+        table = pd.read_csv(path)
+    except Exception as err:
+        raise PipelineError(f"clinical table {path}: unreadable CSV ({err})") from err
+    missing = [c for c in REQUIRED_CLINICAL_COLUMNS if c not in table.columns]
+    if missing:
+        raise PipelineError(f"clinical table {path}: missing column(s) {', '.join(missing)} "
+                            "(VitalDB's case-table schema is required)")
+    if table["caseid"].duplicated().any():
+        raise PipelineError(f"clinical table {path}: duplicate caseid values")
+    return table
+
+
+def eligible_cases(clinical: pd.DataFrame, min_age: float = 18) -> pd.DataFrame:
+    """Adults under general anaesthesia with an arterial line (`aline1` filled in)."""
+    age = pd.to_numeric(clinical["age"], errors="coerce")
+    has_aline = clinical["aline1"].fillna("").astype(str).str.strip() != ""
+    return clinical[(age >= min_age) & (clinical["ane_type"] == "General") & has_aline]
+
+
+def _simulate_and_write(job, srate):
+    caseid, duration_s, has_ioh, seed, path = job
+    case = demo_cohort.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed))
+    write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo_cohort.UNITS)
+
+
+def generate_demo(out_dir, clinical: pd.DataFrame, n_cases: int, n_multi_case_subjects: int,
+                  srate: float, min_minutes: float, max_minutes: float, ioh_fraction: float,
+                  seed: int, workers: int) -> pd.DataFrame:
+    """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
+    cases = demo_cohort.select_demo_cases(eligible_cases(clinical), n_cases, n_multi_case_subjects, seed)
+    rng = np.random.default_rng(seed)
+    durations = np.round(rng.uniform(min_minutes, max_minutes, len(cases)) * 60).astype(int)
+    ioh = demo_cohort.choose_ioh_cases(cases, ioh_fraction, seed + 1)
+    case_seeds = np.random.SeedSequence(seed).spawn(len(cases))
+    jobs = [(int(c), int(d), bool(h), s, Path(out_dir) / f"{int(c)}.vital")
+            for c, d, h, s in zip(cases["caseid"], durations, ioh, case_seeds)]
+    parallel_map(partial(_simulate_and_write, srate=srate), jobs, workers, "simulate demo cases")
+    return demo_cohort.demo_clinical_rows(cases, durations)
+
+
+def summarise_case(path, abp_track: str, fs: int = 125) -> dict:
+    """Duration and whether the case has hypotension, from its ABP waveform; or its skip reason."""
+    try:
+        samples, srate = read_tracks(path, [abp_track])[abp_track]
+        abp, invalid = signals.resample_to(samples, srate, fs)
+        map_1hz = labels.map_per_second(abp, invalid, fs)
+        return {"duration_s": round(len(samples) / srate, 2),
+                "has_hypotension": labels.has_hypotension(map_1hz), "skip_reason": ""}
+    except CaseError as err:
+        return {"duration_s": 0.0, "has_hypotension": False, "skip_reason": err.reason,
+                "skip_message": str(err)}
+
+
+def build_manifest(clinical: pd.DataFrame, files: dict, abp_track: str, workers: int) -> pd.DataFrame:
+    """Manifest rows for every clinical case that has a file; cases without one are dropped."""
+    rows = clinical[clinical["caseid"].isin(list(files))].sort_values("caseid")
+    paths = [str(files[c]) for c in rows["caseid"]]
+    summaries = parallel_map(partial(summarise_case, abp_track=abp_track), paths, workers,
+                             "summarise cases")
+    manifest = pd.DataFrame({"caseid": rows["caseid"].astype(int).to_numpy(),
+                             "subjectid": rows["subjectid"].astype(int).to_numpy(), "path": paths})
+    summary = pd.DataFrame(summaries)
+    for column in ["duration_s", "has_hypotension", "skip_reason"]:
+        manifest[column] = summary[column].to_numpy()
+    return manifest

@@ -1,0 +1,69 @@
+"""Labels derived from the ABP waveform by one documented rule.
+
+MAP trace: `map_per_second[k]` is the mean arterial pressure over [k-1, k+1) seconds (2 s, at
+least one cardiac cycle above 30 bpm), NaN where any sample is invalid or the mean is outside
+20-200 mmHg (flush, zeroing, disconnection).
+
+Hypotension `horizon_s` ahead, for a window ending at time `e` (seconds from recording start):
+
+* positive (1) when MAP is < `threshold` (65 mmHg) throughout the `duration_s` (60 s) starting
+  at `e + horizon_s`; negative (0) otherwise;
+* unknown, and the window dropped, when fewer than `min_valid` of those seconds have a valid
+  MAP (`label_artefact`), when that minute runs past the recording end (`label_past_end`), or
+  when the window is already hypotensive: MAP at its end < threshold (`already_hypotensive`).
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+MAP_MIN, MAP_MAX = 20.0, 200.0
+
+
+def map_per_second(abp: np.ndarray, invalid: np.ndarray, fs: int) -> np.ndarray:
+    """Per-second MAP (mmHg) over a trailing 2-s span; NaN where the ABP is not usable."""
+    fs = int(fs)
+    n_sec = len(abp) // fs
+    blocks = abp[: n_sec * fs].reshape(n_sec, fs)
+    bad = invalid[: n_sec * fs].reshape(n_sec, fs).any(axis=1)
+    mean = np.where(bad, np.nan, blocks.mean(axis=1))
+    two_s = np.full(n_sec, np.nan)
+    two_s[1:] = 0.5 * (mean[1:] + mean[:-1])
+    two_s[(two_s < MAP_MIN) | (two_s > MAP_MAX)] = np.nan
+    return two_s
+
+
+def hypotension_labels(map_1hz: np.ndarray, window_end_s: np.ndarray, horizon_s: float,
+                       duration_s: int = 60, threshold: float = 65.0, min_valid: float = 0.8):
+    """Labels for windows ending at `window_end_s`; returns (labels float with NaN, reasons).
+
+    `reasons` holds '' for a labelled window, else why it has no label (see module doc).
+    """
+    window_end_s = np.asarray(window_end_s, dtype=float)
+    n = len(window_end_s)
+    labels = np.full(n, np.nan)
+    reasons = np.full(n, "", dtype=object)
+    first = np.ceil(window_end_s + horizon_s - 1e-9).astype(np.int64)
+    past_end = first + duration_s > len(map_1hz)
+    reasons[past_end] = "label_past_end"
+
+    now_idx = np.clip(np.floor(window_end_s + 1e-9).astype(np.int64) - 1, 0, max(len(map_1hz) - 1, 0))
+    map_now = map_1hz[now_idx] if len(map_1hz) else np.full(n, np.nan)
+    ok = ~past_end
+    if ok.any() and len(map_1hz) >= duration_s:
+        minutes = sliding_window_view(map_1hz, duration_s)[first[ok]]
+        valid = np.isfinite(minutes)
+        enough = valid.mean(axis=1) >= min_valid
+        below = np.where(valid, minutes < threshold, True).all(axis=1)
+        idx = np.flatnonzero(ok)
+        labels[idx[enough]] = below[enough].astype(float)
+        reasons[idx[~enough]] = "label_artefact"
+    hypotensive_now = ok & (map_now < threshold)
+    labels[hypotensive_now] = np.nan
+    reasons[hypotensive_now] = "already_hypotensive"
+    return labels, reasons
+
+
+def has_hypotension(map_1hz: np.ndarray, threshold: float = 65.0, min_duration_s: int = 60) -> bool:
+    """True when MAP stays below `threshold` for `min_duration_s` consecutive valid seconds."""
+    below = np.concatenate([[0], (map_1hz < threshold).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(below))
+    return bool(len(edges) and (edges[1::2] - edges[::2]).max() >= min_duration_s)

@@ -1,0 +1,65 @@
+"""Subject-level train/val/test splits, stratified by whether a subject has hypotension.
+
+A subject (VitalDB `subjectid`) can have several cases; all of them land in one split, so no
+patient is ever seen in training and again at test.
+"""
+import numpy as np
+import pandas as pd
+
+from lib.errors import PipelineError
+
+SPLITS = ("train", "val", "test")
+
+
+def check_ratios(ratios: dict) -> None:
+    """Ratios must be non-negative, cover train/val/test and sum to 1."""
+    if set(ratios) != set(SPLITS):
+        raise PipelineError(f"splits: ratios must be exactly {', '.join(SPLITS)} (got {sorted(ratios)})")
+    if any(r < 0 for r in ratios.values()) or abs(sum(ratios.values()) - 1) > 1e-6:
+        raise PipelineError(f"splits.train/val/test must be >= 0 and sum to 1 (got {ratios})")
+
+
+def subject_splits(cases: pd.DataFrame, ratios: dict, seed: int, max_cases: dict | None = None) -> dict:
+    """{split: sorted caseids} from rows with caseid, subjectid, has_hypotension.
+
+    Subjects are shuffled with `seed` inside each stratum (any case with hypotension or not) and
+    dealt out by ratio. `max_cases` optionally caps a split's case count (fasttrack), dropping
+    whole subjects from the end of the shuffled order.
+    """
+    check_ratios(ratios)
+    subjects = cases.groupby("subjectid")["has_hypotension"].any()
+    rng = np.random.default_rng(seed)
+    assigned = {s: [] for s in SPLITS}
+    for stratum in (True, False):
+        ids = np.sort(subjects[subjects == stratum].index.to_numpy())
+        ids = ids[rng.permutation(len(ids))]
+        n_train = int(round(ratios["train"] * len(ids)))
+        n_val = int(round(ratios["val"] * len(ids)))
+        assigned["train"] += list(ids[:n_train])
+        assigned["val"] += list(ids[n_train:n_train + n_val])
+        assigned["test"] += list(ids[n_train + n_val:])
+
+    case_lists = {}
+    for split, subject_ids in assigned.items():
+        order = rng.permutation(len(subject_ids))  # interleave strata before any cap
+        chosen = []
+        for subject in np.asarray(subject_ids, dtype=np.int64)[order]:
+            subject_cases = cases.loc[cases["subjectid"] == subject, "caseid"].tolist()
+            cap = (max_cases or {}).get(split)
+            if cap is not None and len(chosen) + len(subject_cases) > cap:
+                continue
+            chosen += subject_cases
+        case_lists[split] = sorted(int(c) for c in chosen)
+    assert_subject_disjoint(cases, case_lists)
+    return case_lists
+
+
+def assert_subject_disjoint(cases: pd.DataFrame, case_lists: dict) -> None:
+    """Raise if any subject has cases in two splits."""
+    subject_of = dict(zip(cases["caseid"], cases["subjectid"]))
+    seen = {}
+    for split, caseids in case_lists.items():
+        for caseid in caseids:
+            other = seen.setdefault(subject_of[caseid], split)
+            if other != split:
+                raise PipelineError(f"subject {subject_of[caseid]} is in both {other} and {split}")

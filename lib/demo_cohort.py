@@ -108,7 +108,7 @@ def simulate_case(duration_s: int, srate: float, has_ioh: bool, rng) -> Simulate
     """Simulate one case's ABP, PPG and ECG at `srate` Hz."""
     n1 = int(duration_s)
     t1 = np.arange(n1, dtype=float)
-    map0 = rng.uniform(72, 95)
+    map0 = rng.uniform(76, 100)
     hr0 = rng.uniform(55, 85)
     pp0 = rng.uniform(35, 60)
     map_offset = 3.5 * slow_noise(n1, rng, 400)
@@ -118,19 +118,19 @@ def simulate_case(duration_s: int, srate: float, has_ioh: bool, rng) -> Simulate
 
     if has_ioh:
         n_episodes = 1 + int(rng.random() < 0.35)
-        earliest = 9 * 60
+        earliest = min(9 * 60, 0.4 * n1)  # short (test) cases still get an episode
         for k in range(n_episodes):
             latest = n1 - 4 * 60
             if latest <= earliest:
                 break
             start = rng.uniform(earliest, min(latest, earliest + (latest - earliest) / (n_episodes - k)))
-            strength = rng.uniform(0.15, 1.0)
+            strength = rng.uniform(0.3, 1.0)
             lead = rng.uniform(3, 12) * 60
             nadir = rng.uniform(48, 60)
             hold = rng.uniform(90, 360)
             fall, recover = rng.uniform(20, 60), rng.uniform(60, 180)
             depth = map0 - nadir
-            pre_depth = strength * max(map0 - 70, 0)
+            pre_depth = strength * max(map0 - 66, 0)  # strong precursor: MAP ~66 at the fall
             offset = _episode_profile(t1, start, lead, fall, hold, recover, pre_depth, depth)
             map_offset = map_offset + offset
             precursor = np.maximum(precursor, strength * offset / -depth)
@@ -141,7 +141,7 @@ def simulate_case(duration_s: int, srate: float, has_ioh: bool, rng) -> Simulate
     for _ in range(rng.poisson(1.3)):  # near misses: same precursors, nadir above 65
         start = rng.uniform(5 * 60, n1)
         strength = rng.uniform(0.2, 1.0)
-        nadir = rng.uniform(67, 76)
+        nadir = rng.uniform(70, 80)
         depth = max(map0 - nadir, 0)
         offset = _episode_profile(t1, start, rng.uniform(3, 12) * 60, 60, rng.uniform(60, 240),
                                   rng.uniform(60, 180), 0.7 * depth, depth)

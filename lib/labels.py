@@ -1,8 +1,8 @@
 """Labels derived from the ABP waveform by one documented rule.
 
 MAP trace: `map_per_second[k]` is the mean arterial pressure over [k-1, k+1) seconds (2 s, at
-least one cardiac cycle above 30 bpm), NaN where any sample is invalid or the mean is outside
-20-200 mmHg (flush, zeroing, disconnection).
+least one cardiac cycle above 30 bpm), NaN when either second has an invalid sample, a sample
+above 250 mmHg (flush) or a mean outside 20-200 mmHg (zeroing, disconnection).
 
 Hypotension `horizon_s` ahead, for a window ending at time `e` (seconds from recording start):
 
@@ -10,12 +10,14 @@ Hypotension `horizon_s` ahead, for a window ending at time `e` (seconds from rec
   at `e + horizon_s`; negative (0) otherwise;
 * unknown, and the window dropped, when fewer than `min_valid` of those seconds have a valid
   MAP (`label_artefact`), when that minute runs past the recording end (`label_past_end`), or
-  when the window is already hypotensive: MAP at its end < threshold (`already_hypotensive`).
+  when the window is already hypotensive: MAP at its end < threshold (`already_hypotensive`),
+  or when MAP at its end is not valid (`map_now_invalid`).
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 MAP_MIN, MAP_MAX = 20.0, 200.0
+PINNED = 250.0  # mmHg: above this the line is being flushed
 
 
 def map_per_second(abp: np.ndarray, invalid: np.ndarray, fs: int) -> np.ndarray:
@@ -23,11 +25,12 @@ def map_per_second(abp: np.ndarray, invalid: np.ndarray, fs: int) -> np.ndarray:
     fs = int(fs)
     n_sec = len(abp) // fs
     blocks = abp[: n_sec * fs].reshape(n_sec, fs)
-    bad = invalid[: n_sec * fs].reshape(n_sec, fs).any(axis=1)
-    mean = np.where(bad, np.nan, blocks.mean(axis=1))
+    mean = blocks.mean(axis=1)
+    bad = (invalid[: n_sec * fs].reshape(n_sec, fs).any(axis=1) | (blocks.max(axis=1) > PINNED)
+           | (mean < MAP_MIN) | (mean > MAP_MAX))
+    mean[bad] = np.nan
     two_s = np.full(n_sec, np.nan)
-    two_s[1:] = 0.5 * (mean[1:] + mean[:-1])
-    two_s[(two_s < MAP_MIN) | (two_s > MAP_MAX)] = np.nan
+    two_s[1:] = 0.5 * (mean[1:] + mean[:-1])  # NaN when either second is unusable
     return two_s
 
 
@@ -59,6 +62,9 @@ def hypotension_labels(map_1hz: np.ndarray, window_end_s: np.ndarray, horizon_s:
     hypotensive_now = ok & (map_now < threshold)
     labels[hypotensive_now] = np.nan
     reasons[hypotensive_now] = "already_hypotensive"
+    unknown_now = ok & ~np.isfinite(map_now)
+    labels[unknown_now] = np.nan
+    reasons[unknown_now] = "map_now_invalid"
     return labels, reasons
 
 

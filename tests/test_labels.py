@@ -1,0 +1,60 @@
+import numpy as np
+
+from lib.labels import has_hypotension, hypotension_labels, map_per_second
+
+FS = 125
+
+
+def test_map_per_second_is_a_two_second_mean():
+    trace = map_per_second(np.repeat([80.0, 90.0, 70.0], FS), np.zeros(3 * FS, dtype=bool), FS)
+    assert np.isnan(trace[0])
+    assert trace[1] == 85.0 and trace[2] == 80.0
+
+
+def test_map_per_second_masks_gaps_flush_and_zeroing():
+    abp = np.repeat([80.0, 80.0, 80.0, 300.0, 0.0, 80.0, 80.0], FS)
+    invalid = np.zeros(len(abp), dtype=bool)
+    invalid[:10] = True  # a gap in the first second
+    trace = map_per_second(abp, invalid, FS)
+    assert np.isnan(trace[1])            # touches the gap
+    assert trace[2] == 80.0
+    assert np.isnan(trace[3]) and np.isnan(trace[4]) and np.isnan(trace[5])  # flush, then zero
+    assert trace[6] == 80.0
+
+
+def test_label_rule_on_hand_built_map_trace():
+    # 20 min at MAP 80; hypotension (55) over [600, 720) s; a NaN gap over [1000, 1060) s.
+    trace = np.full(1200, 80.0)
+    trace[600:720] = 55.0
+    trace[1000:1060] = np.nan
+    ends = [299.0, 300.0, 360.0, 361.0, 750.0, 725.0, 1150.0, 700.0, 299.5]
+    labels, reasons = hypotension_labels(trace, np.array(ends), horizon_s=300, duration_s=60, threshold=65,
+                                         min_valid=0.8)
+    assert labels[0] == 0                 # minute [599, 659): its first second is 80 mmHg
+    assert labels[1] == 1                 # minute [600, 660): below 65 throughout
+    assert labels[2] == 1                 # minute [660, 720)
+    assert labels[3] == 0                 # minute [661, 721): the last second has recovered
+    assert labels[4] == 0 and reasons[4] == ""   # [1050, 1110): 50/60 s valid, all normal
+    assert np.isnan(labels[5]) and reasons[5] == "label_artefact"   # [1025, 1085): 25/60 s valid
+    assert np.isnan(labels[6]) and reasons[6] == "label_past_end"
+    assert np.isnan(labels[7]) and reasons[7] == "already_hypotensive"
+    assert labels[8] == 1                 # minute starts at ceil(599.5) = 600
+
+
+def test_episode_at_recording_end():
+    trace = np.full(700, 80.0)
+    trace[640:] = 50.0                    # an episode that runs off the end of the recording
+    labels, reasons = hypotension_labels(trace, np.array([340.0, 341.0, 400.0]), horizon_s=300, duration_s=60)
+    assert labels[0] == 1                 # [640, 700): the last complete minute
+    assert np.isnan(labels[1]) and reasons[1] == "label_past_end"
+    assert reasons[2] == "label_past_end"
+
+
+def test_has_hypotension_needs_a_full_minute_below_65():
+    trace = np.full(600, 80.0)
+    trace[100:159] = 60.0
+    assert not has_hypotension(trace)
+    trace[100:160] = 60.0
+    assert has_hypotension(trace)
+    trace[130] = np.nan                   # a gap breaks the run
+    assert not has_hypotension(trace)

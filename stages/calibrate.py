@@ -18,7 +18,7 @@ from lib.training import pick_device, predict_logits  # noqa: E402
 
 def main(argv):
     checkpoint, val_h5, calibrator_path, metrics_path = argv
-    p = params.load("calibrate", "evaluate", "train")
+    p = params.load("calibrate", "train")
     if p["calibrate"]["method"] != "temperature":
         raise PipelineError(f"calibrate.method={p['calibrate']['method']!r}: only 'temperature' is implemented")
     device = pick_device(p["train"]["device"])
@@ -29,7 +29,7 @@ def main(argv):
     calibrated = scaler.predict_proba(logits)
     threshold = calibration.youden_threshold(y, calibrated)
     calibration.save_calibrator(calibrator_path, scaler, threshold, {"split": "val", "windows": int(len(y))})
-    bins = p["evaluate"]["ece_bins"]
+    bins = p["calibrate"]["ece_bins"]
     write_json(metrics_path, {"temperature": scaler.temperature, "threshold": threshold,
                               "val_ece_before": expected_calibration_error(y, expit(logits), bins),
                               "val_ece_after": expected_calibration_error(y, calibrated, bins)})

@@ -49,8 +49,9 @@ def main(argv):
                               batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
                               grad_clip=t["grad_clip"], windows_per_epoch=ft["windows_per_epoch"],
                               seed=t["seed"], device=device, log_epoch=log_epoch)
-        summary.update(trainable_parameters=n_trainable, total_parameters=n_total,
-                       train_seconds=round(time.time() - started, 1))
+        summary.update(trainable_parameters=n_trainable, total_parameters=n_total)
+        # Wall time is printed, not logged: metrics must be identical across identical runs.
+        print(f"train: {time.time() - started:.1f} s")
         for key, value in summary.items():
             live.summary[key] = value
         live.end()

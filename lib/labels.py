@@ -12,6 +12,9 @@ Hypotension `horizon_s` ahead, for a window ending at time `e` (seconds from rec
   MAP (`label_artefact`), when that minute runs past the recording end (`label_past_end`), or
   when the window is already hypotensive: MAP at its end < threshold (`already_hypotensive`),
   or when MAP at its end is not valid (`map_now_invalid`).
+
+The same rule runs at every horizon in `windows.horizons_min` (5, 10, 15 min by default), each
+with its own label column; a window is kept when at least one horizon has a label.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -34,22 +37,32 @@ def map_per_second(abp: np.ndarray, invalid: np.ndarray, fs: int) -> np.ndarray:
     return two_s
 
 
+def map_at_end(map_1hz: np.ndarray, window_end_s: np.ndarray) -> np.ndarray:
+    """MAP of the trace's last complete second before each window end (NaN when unknown)."""
+    if len(map_1hz) == 0:
+        return np.full(len(window_end_s), np.nan)
+    idx = np.floor(np.asarray(window_end_s, dtype=float) + 1e-9).astype(np.int64) - 1
+    return map_1hz[np.clip(idx, 0, len(map_1hz) - 1)]
+
+
 def hypotension_labels(map_1hz: np.ndarray, window_end_s: np.ndarray, horizon_s: float,
                        duration_s: int = 60, threshold: float = 65.0, min_valid: float = 0.8):
-    """Labels for windows ending at `window_end_s`; returns (labels float with NaN, reasons).
+    """Labels for windows ending at `window_end_s`; returns (labels, reasons, map_ahead).
 
-    `reasons` holds '' for a labelled window, else why it has no label (see module doc).
+    `labels` is float with NaN where unknown; `reasons` holds '' for a labelled window, else
+    why it has no label (see module doc); `map_ahead` is the mean valid MAP over the label
+    minute (the regression target at this horizon; NaN when the label is unknown).
     """
     window_end_s = np.asarray(window_end_s, dtype=float)
     n = len(window_end_s)
     labels = np.full(n, np.nan)
+    map_ahead = np.full(n, np.nan)
     reasons = np.full(n, "", dtype=object)
     first = np.ceil(window_end_s + horizon_s - 1e-9).astype(np.int64)
     past_end = first + duration_s > len(map_1hz)
     reasons[past_end] = "label_past_end"
 
-    now_idx = np.clip(np.floor(window_end_s + 1e-9).astype(np.int64) - 1, 0, max(len(map_1hz) - 1, 0))
-    map_now = map_1hz[now_idx] if len(map_1hz) else np.full(n, np.nan)
+    map_now = map_at_end(map_1hz, window_end_s)
     ok = ~past_end
     if ok.any() and len(map_1hz) >= duration_s:
         minutes = sliding_window_view(map_1hz, duration_s)[first[ok]]
@@ -58,14 +71,33 @@ def hypotension_labels(map_1hz: np.ndarray, window_end_s: np.ndarray, horizon_s:
         below = np.where(valid, minutes < threshold, True).all(axis=1)
         idx = np.flatnonzero(ok)
         labels[idx[enough]] = below[enough].astype(float)
+        map_ahead[idx[enough]] = np.nanmean(minutes[enough], axis=1)
         reasons[idx[~enough]] = "label_artefact"
-    hypotensive_now = ok & (map_now < threshold)
-    labels[hypotensive_now] = np.nan
-    reasons[hypotensive_now] = "already_hypotensive"
-    unknown_now = ok & ~np.isfinite(map_now)
-    labels[unknown_now] = np.nan
-    reasons[unknown_now] = "map_now_invalid"
-    return labels, reasons
+    for unusable, reason in [(ok & (map_now < threshold), "already_hypotensive"),
+                             (ok & ~np.isfinite(map_now), "map_now_invalid")]:
+        labels[unusable] = np.nan
+        map_ahead[unusable] = np.nan
+        reasons[unusable] = reason
+    return labels, reasons, map_ahead
+
+
+def past_map_slope(map_1hz: np.ndarray, window_end_s: np.ndarray, span_s: int = 300,
+                   min_valid_s: int = 60) -> np.ndarray:
+    """MAP trend (mmHg/min) over the `span_s` seconds up to each window end: past data only.
+
+    Least-squares slope of the valid seconds of the MAP trace in (end - span_s, end], by
+    cumulative sums (vectorised over windows); NaN with fewer than `min_valid_s` valid seconds.
+    """
+    valid = np.isfinite(map_1hz)
+    t = np.arange(len(map_1hz), dtype=np.float64)
+    m = np.where(valid, map_1hz, 0.0)
+    sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (valid.astype(np.float64), t * valid, m, t * m, t * t * valid)]
+    hi = np.clip(np.floor(np.asarray(window_end_s, dtype=float) + 1e-9).astype(np.int64), 0, len(map_1hz))
+    lo = np.maximum(hi - span_s, 0)
+    n, st, sm, stm, stt = (s[hi] - s[lo] for s in sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (n * stm - st * sm) / (n * stt - st * st)
+    return np.where(n >= min_valid_s, 60.0 * slope, np.nan)
 
 
 def has_hypotension(map_1hz: np.ndarray, threshold: float = 65.0, min_duration_s: int = 60) -> bool:

@@ -16,8 +16,12 @@ from lib.errors import PipelineError
 WEIGHT_FILES = ("config.json", "model.safetensors")
 
 
-def load_ttm(weights_dir):
-    """Load TinyTimeMixerForPrediction from a local directory; never falls back to anything else."""
+def load_ttm(weights_dir, revin: bool = True):
+    """Load TinyTimeMixerForPrediction from a local directory; never falls back to anything else.
+
+    `revin=False` turns TTM's per-window scaling off (config `scaling=None`), for inputs that are
+    already standardised with the train split's statistics.
+    """
     from tsfm_public.models.tinytimemixer import TinyTimeMixerForPrediction
 
     weights_dir = Path(weights_dir)
@@ -27,7 +31,8 @@ def load_ttm(weights_dir):
                             "restore the shipped folder with git checkout")
     try:
         json.loads((weights_dir / "config.json").read_text())
-        model = TinyTimeMixerForPrediction.from_pretrained(str(weights_dir))
+        overrides = {} if revin else {"scaling": None}
+        model = TinyTimeMixerForPrediction.from_pretrained(str(weights_dir), **overrides)
     except Exception as err:
         raise PipelineError(f"model.weights_dir={weights_dir}: TTM weights could not be loaded "
                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
@@ -52,21 +57,42 @@ def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, target_mod
     return get_peft_model(backbone, config)
 
 
-class HypotensionModel(nn.Module):
-    """Backbone features (+ level features) → standardisation → linear head → one logit."""
+INPUT_SCALINGS = ("revin", "train_zscore")
 
-    def __init__(self, backbone: nn.Module, n_channels: int, d_model: int, level_features: bool = True):
+
+class HypotensionModel(nn.Module):
+    """(Input z-score) → backbone features (+ level features) → standardisation → linear head → one logit.
+
+    `input_scaling="revin"`: windows go to TTM as they are and TTM scales each by its own mean/std.
+    `"train_zscore"`: every channel is standardised with the train split's statistics (set by
+    `set_input_stats`) and TTM's scaling is off, so the absolute level reaches the backbone.
+    """
+
+    def __init__(self, backbone: nn.Module, n_channels: int, d_model: int, level_features: bool = True,
+                 input_scaling: str = "revin"):
         super().__init__()
         self.backbone = backbone
         self.level_features = level_features
+        self.input_scaling = input_scaling
+        self.register_buffer("input_mean", torch.zeros(n_channels))
+        self.register_buffer("input_std", torch.ones(n_channels))
         n_features = n_channels * d_model + (2 * n_channels if level_features else 0)
         # Feature standardisation, fitted on the train split's features (see training.fit_scaler).
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         self.head = nn.Linear(n_features, 1)
 
+    def set_input_stats(self, stats: dict) -> None:
+        """Per-channel mean/std of the train split (the windows stage's `normalisation` attribute)."""
+        if stats.get("fitted_on") != "train":
+            raise PipelineError("input normalisation statistics must come from the train split")
+        self.input_mean.copy_(torch.tensor(stats["mean"], dtype=torch.float32))
+        self.input_std.copy_(torch.tensor(stats["std"], dtype=torch.float32).clamp_min(1e-6))
+
     def features(self, windows: torch.Tensor) -> torch.Tensor:
         """windows (batch, channels, length) → raw features (batch, n_features)."""
+        if self.input_scaling == "train_zscore":
+            windows = (windows - self.input_mean[:, None]) / self.input_std[:, None]
         out = self.backbone(past_values=windows.transpose(1, 2))
         pooled = out.last_hidden_state.mean(dim=2).flatten(1)
         if not self.level_features:
@@ -82,15 +108,17 @@ class HypotensionModel(nn.Module):
         return self.head_logits(self.features(windows))
 
 
-def build_model(weights_dir, n_channels: int, level_features: bool, lora: dict | None):
+def build_model(weights_dir, n_channels: int, level_features: bool, lora: dict | None, input_scaling: str = "revin"):
     """The model as configured; `lora` is None (frozen backbone) or {r, alpha, dropout, target_modules}."""
-    ttm = load_ttm(weights_dir)
+    if input_scaling not in INPUT_SCALINGS:
+        raise PipelineError(f"model.input_scaling={input_scaling!r}: expected one of {', '.join(INPUT_SCALINGS)}")
+    ttm = load_ttm(weights_dir, revin=input_scaling == "revin")
     backbone = ttm.backbone
     for p in backbone.parameters():
         p.requires_grad_(False)
     if lora:
         backbone = add_lora(backbone, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"])
-    return HypotensionModel(backbone, n_channels, ttm.config.d_model, level_features)
+    return HypotensionModel(backbone, n_channels, ttm.config.d_model, level_features, input_scaling)
 
 
 def trainable_parameters(model: nn.Module) -> dict:
@@ -102,7 +130,7 @@ def save_checkpoint(path, model: HypotensionModel, config: dict, extra: dict) ->
     from lib.atomic import atomic_path
 
     state = {k: v for k, v in model.state_dict().items()
-             if k.startswith(("head.", "feature_")) or "lora_" in k}
+             if k.startswith(("head.", "feature_", "input_")) or "lora_" in k}
     with atomic_path(path) as tmp:
         torch.save({"config": config, "state": state, **extra}, tmp)
 
@@ -117,7 +145,7 @@ def load_checkpoint(path, device="cpu"):
         config = ckpt["config"]
     except Exception as err:
         raise PipelineError(f"checkpoint {path} is corrupt ({type(err).__name__}); rerun dvc repro -f train") from err
-    model = build_model(config["weights_dir"], config["n_channels"], config["level_features"], config["lora"])
+    model = build_model(**config)
     missing = [k for k in ckpt["state"] if k not in model.state_dict()]
     if missing:
         raise PipelineError(f"checkpoint {path} does not match the model ({missing[0]} …); rerun dvc repro -f train")

@@ -41,22 +41,22 @@ def set_mode(model: nn.Module, training: bool) -> None:
 
 
 @torch.no_grad()
-def window_features(model, h5_path, batch_size: int, device) -> np.ndarray:
-    """Raw (unstandardised) features of every window in a split file, streamed in chunks."""
+def window_features(model, h5_path, batch_size: int, device, indices) -> np.ndarray:
+    """Raw (unstandardised) features of the windows at `indices` of a split file, streamed in chunks."""
     set_mode(model, False)
-    out = np.zeros((windows_h5.count(h5_path), model.head.in_features), dtype=np.float32)
-    for start, chunk in tqdm(windows_h5.iter_signal_chunks(h5_path, batch_size),
+    out = np.zeros((len(indices), model.head.in_features), dtype=np.float32)
+    for start, chunk in tqdm(windows_h5.iter_signal_chunks(h5_path, batch_size, indices),
                              total=math.ceil(len(out) / batch_size), desc=f"embed {h5_path}", unit="batch", disable=None):
         out[start:start + len(chunk)] = model.features(torch.from_numpy(chunk).to(device)).cpu().numpy()
     return out
 
 
 @torch.no_grad()
-def predict_logits(model, h5_path, batch_size: int, device) -> np.ndarray:
-    """Logits for every window of a split file, in file order."""
+def predict_logits(model, h5_path, batch_size: int, device, indices=None) -> np.ndarray:
+    """Logits for the windows at `indices` (sorted; default all) of a split file, in file order."""
     set_mode(model, False)
     logits = []
-    for _, chunk in windows_h5.iter_signal_chunks(h5_path, batch_size):
+    for _, chunk in windows_h5.iter_signal_chunks(h5_path, batch_size, indices):
         logits.append(model(torch.from_numpy(chunk).to(device)).cpu().numpy())
     return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
@@ -73,24 +73,24 @@ def _auroc(y, logits):
     return float(roc_auc_score(y, logits)) if len(np.unique(y)) == 2 else float("nan")
 
 
-def train_model(model, train_path, val_path, *, epochs: int, batch_size: int, lr: float,
+def train_model(model, train_path, val_path, label_column: str, *, epochs: int, batch_size: int, lr: float,
                 weight_decay: float, grad_clip: float, windows_per_epoch: int, seed: int,
                 device, log_epoch=None) -> dict:
     """Train in place; restores the best epoch's weights (val AUROC). Returns a summary."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model.to(device)
-    y_train = windows_h5.read_columns(train_path, ["label"])["label"].astype(np.float32)
-    y_val = windows_h5.read_columns(val_path, ["label"])["label"].astype(np.float32)
+    idx_train, y_train = windows_h5.labelled(train_path, label_column)
+    idx_val, y_val = windows_h5.labelled(val_path, label_column)
     for name, y in [("train", y_train), ("val", y_val)]:
         if len(np.unique(y)) < 2:
             raise PipelineError(f"{name} split has only one class ({int(y.sum())} positives in {len(y)} "
                                 "windows): cannot train a classifier; use more cases or another split seed")
 
-    train_features = window_features(model, train_path, 512, device)
+    train_features = window_features(model, train_path, 512, device, idx_train)
     fit_scaler(model, train_features)
     lora = any("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
-    val_features = None if lora else torch.from_numpy(window_features(model, val_path, 512, device))
+    val_features = None if lora else torch.from_numpy(window_features(model, val_path, 512, device, idx_val))
     cached = None if lora else torch.from_numpy(train_features)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -108,7 +108,7 @@ def train_model(model, train_path, val_path, *, epochs: int, batch_size: int, lr
         if lora:
             idx = np.sort(rng.choice(len(y_train), size=n_per_epoch, replace=False))
             inputs = torch.from_numpy(np.concatenate([c for _, c in windows_h5.iter_signal_chunks(
-                train_path, 1024, indices=idx)]))
+                train_path, 1024, indices=idx_train[idx])]))
             targets = torch.from_numpy(y_train[idx])
         else:
             inputs, targets = cached, torch.from_numpy(y_train)
@@ -130,7 +130,7 @@ def train_model(model, train_path, val_path, *, epochs: int, batch_size: int, lr
         with torch.no_grad():
             set_mode(model, False)
             val_logits = (model.head_logits(val_features.to(device)).cpu().numpy() if not lora
-                          else predict_logits(model, val_path, 512, device))
+                          else predict_logits(model, val_path, 512, device, idx_val))
             val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), torch.from_numpy(y_val).to(device)))
         record = {"epoch": epoch + 1, "train_loss": total / len(order), "val_loss": val_loss,
                   "val_auroc": _auroc(y_val, val_logits)}

@@ -1,85 +1,132 @@
-"""One case from `.vital` file to labelled, quality-gated windows (the windows stage's unit of work)."""
-from dataclasses import dataclass
+"""One case from `.vital` file to labelled, quality-gated windows (the windows stage's unit of work).
+
+Everything is computed on the whole recording once (resampling, filters, beat detection, the
+1-Hz MAP trace) and then sliced into windows by index arithmetic, vectorised over windows.
+"""
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lib import labels, quality, signals
+from lib import beats, labels, quality, signals
 from lib.errors import CaseError
+from lib.windows_h5 import label_column, map_ahead_column
 from lib.vital_io import read_tracks
 
 CHANNELS = ("abp", "ppg", "ecg")
+# Per-window context, computed from the window and the past only (for baselines and the level-aware head).
+CONTEXT = ("map", "map_slope", "hr", "pp")
+# Regression targets of the window itself (beat-derived).
+BEAT_PRESSURES = ("sbp", "dbp", "map", "pp")
 
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """How windows are cut and labelled (the stage fills it from params.yaml → windows)."""
+    """How windows are cut, filtered, gated and labelled (the stage fills it from params.yaml → windows)."""
 
     fs: int = 125
     length: int = 512
     stride: int = 512
-    horizon_min: float = 5.0
+    horizons_min: tuple = (5.0, 10.0, 15.0)
     label_duration_s: int = 60
     map_threshold: float = 65.0
     label_min_valid: float = 0.8
+    ppg_band: tuple = (0.4, 7.0)
+    ecg_band: tuple = (0.5, 40.0)
+    abp_lowpass_hz: float = 20.0
+    slope_window_s: int = 300
     ringing_margin_s: float = 1.0
+    limits: quality.QualityLimits = field(default_factory=quality.QualityLimits)
+
+    def columns(self) -> dict:
+        """Per-window HDF5 columns and their dtypes (besides `signals`, `caseid`, `subjectid`)."""
+        cols = {label_column(h): np.int8 for h in self.horizons_min}
+        cols.update({map_ahead_column(h): np.float32 for h in self.horizons_min})
+        cols.update({name: np.float32 for name in ("sbp", "dbp", "map", "pp", "hr", "map_now", "map_slope", "t_end_s")})
+        return cols
 
 
-def process_case(path, track_names: dict, spec: WindowSpec) -> dict:
-    """Read, resample, filter, window, gate and label one case.
-
-    `track_names` maps 'abp'/'ppg'/'ecg' to the file's track names. Returns arrays for the kept
-    windows (`signals` (n, 3, length) float32, `label`, `map_now`, `t_end_s`) and
-    `reasons`: {reason: count} for every dropped window. Raises CaseError for a case that
-    cannot be used at all.
-    """
-    tracks = read_tracks(path, [track_names[c] for c in CHANNELS])
+def _filtered_channels(tracks, track_names, spec):
+    """Resample every channel to spec.fs, filter it, and return (filtered, abp_raw, invalid)."""
     resampled = {}
     for channel in CHANNELS:
         samples, srate = tracks[track_names[channel]]
         resampled[channel] = signals.resample_to(samples, srate, spec.fs)
     n = min(len(x) for x, _ in resampled.values())
-    need = spec.length + int((spec.horizon_min * 60 + spec.label_duration_s) * spec.fs)
-    if n < need:
-        raise CaseError(f"{path}: recording is {n / spec.fs:.0f} s, shorter than one window plus "
-                        f"the {spec.horizon_min:g}-min horizon", "too_short")
     abp_raw, abp_invalid = resampled["abp"][0][:n], resampled["abp"][1][:n]
-    if abp_invalid.all():
-        raise CaseError(f"{path}: track {track_names['abp']} has no finite samples", "all_nan")
-
     filtered = {
-        "abp": signals.lowpass_abp(abp_raw, spec.fs),
-        "ppg": signals.bandpass_ppg(resampled["ppg"][0][:n], spec.fs),
-        "ecg": signals.bandpass_ecg(resampled["ecg"][0][:n], spec.fs),
+        "abp": signals.lowpass_abp(abp_raw, spec.fs, spec.abp_lowpass_hz),
+        "ppg": signals.bandpass_ppg(resampled["ppg"][0][:n], spec.fs, *spec.ppg_band),
+        "ecg": signals.bandpass_ecg(resampled["ecg"][0][:n], spec.fs, *spec.ecg_band),
     }
     invalid = np.zeros(n, dtype=bool)
     for _, mask in resampled.values():
         invalid |= mask[:n]
-    invalid = signals.dilate(invalid, int(spec.ringing_margin_s * spec.fs))
+    return filtered, abp_raw, abp_invalid, signals.dilate(invalid, int(spec.ringing_margin_s * spec.fs))
 
-    def windows_of(x):
-        return sliding_window_view(x, spec.length)[:: spec.stride]
 
-    views = {c: windows_of(filtered[c]) for c in CHANNELS}
-    bad = windows_of(invalid)
-    reasons = quality.window_rejections(views["abp"], views["ppg"], views["ecg"], bad)
+def process_case(path, track_names: dict, spec: WindowSpec) -> dict:
+    """Read, resample, filter, gate, label and window one case.
 
-    map_1hz = labels.map_per_second(abp_raw, abp_invalid, spec.fs)
-    starts = np.arange(len(reasons)) * spec.stride
-    t_end = (starts + spec.length) / spec.fs
-    label, label_reasons = labels.hypotension_labels(
-        map_1hz, t_end, spec.horizon_min * 60, spec.label_duration_s, spec.map_threshold,
-        spec.label_min_valid)
-    reasons = np.where(reasons == "", label_reasons, reasons)
+    `track_names` maps 'abp'/'ppg'/'ecg' to the file's track names. Returns the kept windows'
+    arrays (`signals` (n, 3, length) float32 and the columns of `spec.columns()`), plus
+    `reasons` {reason: count} for every dropped window, `horizon_reasons` {horizon: {reason:
+    count}} for gated-in windows without a label at that horizon, `n_windows`, and `examples`
+    {reason or 'kept': one (3, length) window} for the data-quality report. Raises CaseError
+    for a case that cannot be used at all.
+    """
+    tracks = read_tracks(path, [track_names[c] for c in CHANNELS])
+    filtered, abp_raw, abp_invalid, invalid = _filtered_channels(tracks, track_names, spec)
+    n, fs, length = len(abp_raw), spec.fs, spec.length
+    need = length + int((min(spec.horizons_min) * 60 + spec.label_duration_s) * fs)
+    if n < need:
+        raise CaseError(f"{path}: recording is {n / fs:.0f} s, shorter than one window plus "
+                        f"the {min(spec.horizons_min):g}-min horizon and its label minute", "too_short")
+    if abp_invalid.all():
+        raise CaseError(f"{path}: track {track_names['abp']} has no finite samples", "all_nan")
+
+    starts = np.arange(0, n - length + 1, spec.stride)
+    views = {c: sliding_window_view(filtered[c], length)[starts] for c in CHANNELS}
+    r_peaks = beats.ecg_r_peaks(filtered["ecg"], fs)
+    abp_peaks = beats.abp_systolic_peaks(filtered["abp"], fs)
+    ppg_peaks = beats.ppg_systolic_peaks(filtered["ppg"], fs)
+    pressures = beats.abp_beat_pressures(filtered["abp"], abp_peaks, starts, length)
+    checks = quality.gate_checks(
+        views["abp"], views["ppg"], views["ecg"], sliding_window_view(invalid, length)[starts], pressures,
+        beats.count_in_windows(ppg_peaks, starts, length)[1], beats.bsqi(*r_peaks, fs, starts, length), spec.limits)
+    reasons = quality.window_rejections(checks)
+
+    map_1hz = labels.map_per_second(abp_raw, abp_invalid, fs)
+    t_end = (starts + length) / fs
+    columns = {name: pressures[name] for name in BEAT_PRESSURES}
+    columns.update(hr=beats.heart_rate(r_peaks[0], fs, starts, length), t_end_s=t_end,
+                   map_now=labels.map_at_end(map_1hz, t_end),
+                   map_slope=labels.past_map_slope(map_1hz, t_end, spec.slope_window_s))
+    labelled_any = np.zeros(len(starts), dtype=bool)
+    horizon_reasons, shortest_reason = {}, None
+    for h in sorted(spec.horizons_min):
+        y, why, map_ahead = labels.hypotension_labels(map_1hz, t_end, h * 60, spec.label_duration_s,
+                                                      spec.map_threshold, spec.label_min_valid)
+        columns[label_column(h)] = np.where(np.isnan(y), -1, y)
+        columns[map_ahead_column(h)] = map_ahead
+        labelled_any |= np.isfinite(y)
+        shortest_reason = why if shortest_reason is None else shortest_reason
+        horizon_reasons[f"{h:g}"] = _count(why[(reasons == "") & (why != "")])
+    # A window that passes the gates but has no label at any horizon is dropped; its reason is
+    # the one at the shortest horizon (e.g. already hypotensive, or too near the recording end).
+    reasons = np.where((reasons == "") & ~labelled_any, shortest_reason, reasons)
     keep = reasons == ""
-    counts = dict(zip(*np.unique(reasons[~keep].astype(str), return_counts=True)))
-    stacked = np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)
-    now_idx = np.floor(t_end[keep]).astype(np.int64) - 1
-    return {
-        "signals": stacked,
-        "label": label[keep].astype(np.int8),
-        "map_now": map_1hz[now_idx].astype(np.float32),
-        "t_end_s": t_end[keep].astype(np.float32),
-        "reasons": {str(k): int(v) for k, v in counts.items()},
-        "n_windows": int(len(reasons)),
-    }
+
+    examples = {str(r): np.stack([views[c][np.flatnonzero(reasons == r)[0]] for c in CHANNELS]).astype(np.float32)
+                for r in np.unique(reasons)}
+    examples["kept"] = examples.pop("", None)
+    out = {"signals": np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)}
+    out.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in spec.columns().items()})
+    out.update(reasons=_count(reasons[~keep]), horizon_reasons=horizon_reasons, n_windows=int(len(starts)),
+               examples={k: v for k, v in examples.items() if v is not None})
+    return out
+
+
+def _count(reasons: np.ndarray) -> dict:
+    values, counts = np.unique(reasons.astype(str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts)}

@@ -1,40 +1,56 @@
 """Windows in HDF5: one file per split, appended case by case, read back in chunks.
 
-Layout: `signals` (n, 3, length) float32 chunked by windows and gzip-compressed; `label`
-(int8), `map_now`, `t_end_s` (float32), `caseid`, `subjectid` (int32), all length n. File
-attributes carry the channel names, sample rate, the params and the code version.
+Layout: `signals` (n, 3, length) float32 chunked by windows and gzip-compressed, plus one
+1-D dataset per per-window column (labels per horizon as int8 with -1 = no label, targets and
+context features as float32, `caseid`/`subjectid` int32). File attributes carry the channel
+names, sample rate, the params, the code version and the train split's normalisation statistics.
 """
 import json
 
 import h5py
 import numpy as np
 
+from lib.errors import PipelineError
+
 CHUNK_WINDOWS = 256
-PER_WINDOW = {"label": np.int8, "map_now": np.float32, "t_end_s": np.float32,
-              "caseid": np.int32, "subjectid": np.int32}
+
+
+def label_column(horizon_min) -> str:
+    """Name of the label column for a horizon in minutes (int8: 1 hypotension, 0 none, -1 unknown)."""
+    return f"label_{float(horizon_min):g}min"
+
+
+def map_ahead_column(horizon_min) -> str:
+    """Name of the regression target: mean MAP over the label minute at that horizon."""
+    return f"map_{float(horizon_min):g}min"
+IDS = {"caseid": np.int32, "subjectid": np.int32}
 
 
 class WindowWriter:
     """Append windows to a new HDF5 file; use as a context manager."""
 
-    def __init__(self, path, channels, length: int, attrs: dict):
+    def __init__(self, path, channels, length: int, columns: dict, attrs: dict):
         self.file = h5py.File(path, "w")
+        self.columns = {**columns, **IDS}
         self.file.create_dataset("signals", shape=(0, len(channels), length),
                                  maxshape=(None, len(channels), length), dtype=np.float32,
                                  chunks=(CHUNK_WINDOWS, len(channels), length),
                                  compression="gzip", compression_opts=1, shuffle=True)
-        for name, dtype in PER_WINDOW.items():
+        for name, dtype in self.columns.items():
             self.file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
                                      chunks=(CHUNK_WINDOWS * 16,))
         self.file.attrs["channels"] = list(channels)
+        self.set_attrs(attrs)
+
+    def set_attrs(self, attrs: dict) -> None:
         for key, value in attrs.items():
-            self.file.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+            self.file.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True)
 
     def append(self, arrays: dict) -> None:
         n = len(arrays["signals"])
         if n == 0:
             return
-        for name in ["signals", *PER_WINDOW]:
+        for name in ["signals", *self.columns]:
             dataset = self.file[name]
             start = dataset.shape[0]
             dataset.resize(start + n, axis=0)
@@ -49,13 +65,36 @@ class WindowWriter:
 
 def count(path) -> int:
     with h5py.File(path, "r") as f:
-        return int(f["label"].shape[0])
+        return int(f["signals"].shape[0])
+
+
+def attrs(path) -> dict:
+    """File attributes, JSON values decoded."""
+    with h5py.File(path, "r") as f:
+        out = {}
+        for key, value in f.attrs.items():
+            try:
+                out[key] = json.loads(value) if isinstance(value, str) else value
+            except json.JSONDecodeError:
+                out[key] = value
+        return out
 
 
 def read_columns(path, names) -> dict:
     """The small per-window columns (labels, ids, times), fully in memory."""
     with h5py.File(path, "r") as f:
         return {name: f[name][:] for name in names}
+
+
+def labelled(path, column: str):
+    """(indices, labels float32) of the windows with a label in `column` (-1 means none)."""
+    with h5py.File(path, "r") as f:
+        if column not in f:
+            raise PipelineError(f"{path}: no column {column} (horizons in this file: "
+                                f"{', '.join(k for k in f if k.startswith('label_'))}); rerun the windows stage")
+        y = f[column][:]
+    idx = np.flatnonzero(y >= 0)
+    return idx, y[idx].astype(np.float32)
 
 
 def iter_signal_chunks(path, batch: int = 1024, indices=None):

@@ -22,13 +22,14 @@ def main(argv):
     if p["calibrate"]["method"] != "temperature":
         raise PipelineError(f"calibrate.method={p['calibrate']['method']!r}: only 'temperature' is implemented")
     device = pick_device(p["train"]["device"])
-    model, _ = load_checkpoint(checkpoint, device)
-    logits = predict_logits(model, val_h5, 512, device)
-    y = windows_h5.read_columns(val_h5, ["label"])["label"]
+    model, ckpt = load_checkpoint(checkpoint, device)
+    idx, y = windows_h5.labelled(val_h5, windows_h5.label_column(ckpt["horizon_min"]))
+    logits = predict_logits(model, val_h5, 512, device, idx)
     scaler = calibration.TemperatureScaler().fit(logits, y)
     calibrated = scaler.predict_proba(logits)
     threshold = calibration.youden_threshold(y, calibrated)
-    calibration.save_calibrator(calibrator_path, scaler, threshold, {"split": "val", "windows": int(len(y))})
+    calibration.save_calibrator(calibrator_path, scaler, threshold, {"split": "val", "windows": int(len(y)),
+                                                                         "horizon_min": ckpt["horizon_min"]})
     bins = p["calibrate"]["ece_bins"]
     write_json(metrics_path, {"temperature": scaler.temperature, "threshold": threshold,
                               "val_ece_before": expected_calibration_error(y, expit(logits), bins),

@@ -23,10 +23,10 @@ def main(argv):
     bins = int(p["evaluate"]["ece_bins"])
     scaler, threshold = calibration.load_calibrator(calibrator_path)
     device = pick_device(p["train"]["device"])
-    model, _ = load_checkpoint(checkpoint, device)
-    logits = predict_logits(model, test_h5, 512, device)
-    columns = windows_h5.read_columns(test_h5, ["label", "caseid", "subjectid"])
-    y = columns["label"]
+    model, ckpt = load_checkpoint(checkpoint, device)
+    idx, y = windows_h5.labelled(test_h5, windows_h5.label_column(ckpt["horizon_min"]))
+    logits = predict_logits(model, test_h5, 512, device, idx)
+    columns = {k: v[idx] for k, v in windows_h5.read_columns(test_h5, ["caseid", "subjectid"]).items()}
     raw, calibrated = expit(logits), scaler.predict_proba(logits)
 
     with atomic_dir(live_dir) as tmp:
@@ -38,6 +38,7 @@ def main(argv):
         live.summary["test/ece_uncalibrated"] = before["ece"]
         live.summary["test/brier_uncalibrated"] = before["brier"]
         live.summary["test/threshold"] = threshold
+        live.summary["test/horizon_min"] = ckpt["horizon_min"]
         live.summary["test/windows"] = int(len(y))
         live.summary["test/positives"] = int(y.sum())
         live.summary["test/cases"] = int(len(set(columns["caseid"])))

@@ -1,7 +1,8 @@
 """Stage windows: resample, filter, gate, label and window every case; one HDF5 file per split.
 
-usage: python stages/windows.py <cases_csv> <splits_json> <out_dir> <metrics_json>
+usage: python stages/windows.py <cases_csv> <splits_json> <out_dir> <metrics_json> <report_dir>
 """
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -10,15 +11,64 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import params, windows_h5  # noqa: E402
+from lib import params, quality_report, windows_h5  # noqa: E402
 from lib.atomic import atomic_dir, write_json  # noqa: E402
 from lib.errors import CaseError, PipelineError, run_stage  # noqa: E402
-from lib.parallel import parallel_map  # noqa: E402
+from lib.parallel import parallel_imap  # noqa: E402
+from lib.quality import QualityLimits  # noqa: E402
+from lib.splits import SPLITS  # noqa: E402
 from lib.windowing import CHANNELS, WindowSpec, process_case  # noqa: E402
 
-KEYS = ["fs", "length", "stride", "horizon_min", "map_threshold", "label_min_valid", "workers"]
+KEYS = ["fs", "length", "stride", "horizons_min", "map_threshold", "label_min_valid", "ppg_band_hz",
+        "ecg_band_hz", "abp_lowpass_hz", "ecg_sqi_min", "ppg_ssqi_min", "min_beats", "map_range",
+        "pulse_pressure_range", "map_slope_window_s", "workers"]
+ROOT = Path(__file__).resolve().parents[1]
+# The code that decides what a window holds; its hash is stored in every file as `code_version`.
+CODE = ["stages/windows.py", "lib/windowing.py", "lib/signals.py", "lib/beats.py", "lib/quality.py",
+        "lib/labels.py", "lib/vital_io.py", "lib/windows_h5.py"]
+
+
+def window_spec(w: dict) -> WindowSpec:
+    """params.yaml → windows, validated, as a WindowSpec."""
+    params.require(w, "windows", KEYS)
+    fs = float(w["fs"])
+    if not 0 < w["length"] <= 512:
+        raise PipelineError(f"windows.length={w['length']}: must be 1-512 (TTM's context length is 512)")
+    if w["stride"] <= 0:
+        raise PipelineError(f"windows.stride={w['stride']}: must be > 0")
+    horizons = w["horizons_min"]
+    if not isinstance(horizons, list) or not horizons or any(h <= 0 for h in horizons):
+        raise PipelineError(f"windows.horizons_min={horizons}: must be a non-empty list of minutes > 0")
+    for key in ["ppg_band_hz", "ecg_band_hz", "map_range", "pulse_pressure_range"]:
+        low, high = w[key]
+        if not low < high:
+            raise PipelineError(f"windows.{key}={w[key]}: must be [low, high] with low < high")
+    for key in ["ppg_band_hz", "ecg_band_hz"]:
+        if w[key][0] <= 0 or w[key][1] >= fs / 2:
+            raise PipelineError(f"windows.{key}={w[key]}: must lie inside (0, fs/2 = {fs / 2:g}) Hz")
+    limits = QualityLimits(ecg_sqi_min=float(w["ecg_sqi_min"]), ppg_ssqi_min=float(w["ppg_ssqi_min"]),
+                           min_beats=int(w["min_beats"]), map_range=tuple(map(float, w["map_range"])),
+                           pp_range=tuple(map(float, w["pulse_pressure_range"])))
+    return WindowSpec(fs=int(fs), length=int(w["length"]), stride=int(w["stride"]),
+                      horizons_min=tuple(float(h) for h in horizons), map_threshold=float(w["map_threshold"]),
+                      label_min_valid=float(w["label_min_valid"]), ppg_band=tuple(w["ppg_band_hz"]),
+                      ecg_band=tuple(w["ecg_band_hz"]), abp_lowpass_hz=float(w["abp_lowpass_hz"]),
+                      slope_window_s=int(w["map_slope_window_s"]), limits=limits)
+
+
+def code_version() -> str:
+    digest = hashlib.sha256()
+    for name in CODE:
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def normalisation_stats(scaler: StandardScaler) -> dict:
+    return {"fitted_on": "train", "channels": list(CHANNELS), "mean": [round(float(v), 6) for v in scaler.mean_],
+            "std": [round(float(v), 6) for v in scaler.scale_], "samples": int(scaler.n_samples_seen_)}
 
 
 def _case(path, tracks, spec):
@@ -28,46 +78,71 @@ def _case(path, tracks, spec):
         return {"skip_reason": err.reason, "message": str(err)}
 
 
+def write_split(split, caseids, cases, work, path, spec, attrs, stats, report, workers):
+    """Process one split's cases in parallel and stream them into one HDF5 file; returns its summary."""
+    rejected, skipped, horizon_unlabelled = Counter(), Counter(), {f"{h:g}": Counter() for h in spec.horizons_min}
+    labels = {f"{h:g}": [0, 0] for h in spec.horizons_min}   # labelled, positives
+    n_kept = n_total = 0
+    with windows_h5.WindowWriter(path, CHANNELS, spec.length, spec.columns(), {**attrs, "split": split}) as writer:
+        results = parallel_imap(work, [cases.loc[c, "path"] for c in caseids], workers, split)
+        for caseid, result in zip(caseids, results):
+            subjectid = int(cases.loc[caseid, "subjectid"])
+            if "skip_reason" in result:
+                print(f"skip case {caseid}: {result['message']}", file=sys.stderr)
+                skipped[result["skip_reason"]] += 1
+                report.add_case(split, caseid, subjectid, None, result["skip_reason"])
+                continue
+            n = len(result["signals"])
+            result["caseid"] = np.full(n, caseid, dtype=np.int32)
+            result["subjectid"] = np.full(n, subjectid, dtype=np.int32)
+            writer.append(result)
+            if stats is not None:  # per-channel statistics over every sample of the train windows
+                stats.partial_fit(result["signals"].transpose(0, 2, 1).reshape(-1, len(CHANNELS)))
+            rejected.update(result["reasons"])
+            for h, counts in result["horizon_reasons"].items():
+                horizon_unlabelled[h].update(counts)
+                y = result[windows_h5.label_column(h)]
+                labels[h][0] += int((y >= 0).sum())
+                labels[h][1] += int((y == 1).sum())
+            n_kept += n
+            n_total += result["n_windows"]
+            report.add_case(split, caseid, subjectid, result, None)
+        if stats is not None:
+            writer.set_attrs({"normalisation": normalisation_stats(stats)})
+    if n_kept == 0:
+        raise PipelineError(f"split {split}: no usable windows from {len(caseids)} cases "
+                            f"(skipped: {dict(skipped)}, rejected: {dict(rejected)})")
+    return {"cases": len(caseids), "cases_used": len(caseids) - sum(skipped.values()),
+            "skipped_cases": dict(sorted(skipped.items())), "windows_total": n_total, "windows": n_kept,
+            "usable_fraction": round(n_kept / max(n_total, 1), 4), "rejected": dict(sorted(rejected.items())),
+            "horizons": {h: {"labelled": n, "positives": pos, "positive_rate": round(pos / max(n, 1), 4),
+                             "unlabelled": dict(sorted(horizon_unlabelled[h].items()))}
+                         for h, (n, pos) in labels.items()}}
+
+
 def main(argv):
-    cases_csv, splits_json, out_dir, metrics_path = argv
+    cases_csv, splits_json, out_dir, metrics_path, report_dir = argv
     p = params.load("windows", "data")
     w = p["windows"]
-    params.require(w, "windows", KEYS)
-    if w["length"] > 512:
-        raise PipelineError(f"windows.length={w['length']} exceeds TTM's context length 512")
-    if w["horizon_min"] <= 0 or w["stride"] <= 0:
-        raise PipelineError("windows.horizon_min and windows.stride must be > 0")
-    spec = WindowSpec(fs=int(w["fs"]), length=int(w["length"]), stride=int(w["stride"]),
-                      horizon_min=float(w["horizon_min"]), map_threshold=float(w["map_threshold"]),
-                      label_min_valid=float(w["label_min_valid"]))
+    spec = window_spec(w)
     cases = pd.read_csv(cases_csv, keep_default_na=False).set_index("caseid")
     case_lists = json.loads(Path(splits_json).read_text())
     work = partial(_case, tracks=p["data"]["tracks"], spec=spec)
+    attrs = {"fs": spec.fs, "params": {k: v for k, v in w.items() if k != "workers"},
+             "tracks": p["data"]["tracks"], "code_version": code_version()}
+    report = quality_report.QualityReport(spec)
     summary = {}
     with atomic_dir(out_dir) as tmp:
-        for split, caseids in case_lists.items():
-            results = parallel_map(work, [cases.loc[c, "path"] for c in caseids], int(w["workers"]), split)
-            rejected, skipped, n_pos, n_kept = Counter(), Counter(), 0, 0
-            with windows_h5.WindowWriter(tmp / f"{split}.h5", CHANNELS, spec.length,
-                                         {"fs": spec.fs, "split": split, "params": w}) as writer:
-                for caseid, result in zip(caseids, results):
-                    if "skip_reason" in result:
-                        print(f"skip case {caseid}: {result['message']}", file=sys.stderr)
-                        skipped[result["skip_reason"]] += 1
-                        continue
-                    n = len(result["label"])
-                    result["caseid"] = np.full(n, caseid, dtype=np.int32)
-                    result["subjectid"] = np.full(n, cases.loc[caseid, "subjectid"], dtype=np.int32)
-                    writer.append(result)
-                    rejected.update(result["reasons"])
-                    n_pos += int(result["label"].sum())
-                    n_kept += n
-            if n_kept == 0:
-                raise PipelineError(f"split {split}: no usable windows from {len(caseids)} cases "
-                                    f"(skipped: {dict(skipped)}, rejected: {dict(rejected)})")
-            summary[split] = {"windows": n_kept, "positives": n_pos, "positive_rate": round(n_pos / n_kept, 4),
-                              "cases_used": len(caseids) - sum(skipped.values()),
-                              "rejected": dict(sorted(rejected.items())), "skipped_cases": dict(skipped)}
+        # Train first: its channel statistics are the only ones any split is normalised with.
+        stats = StandardScaler()
+        summary["train"] = write_split("train", case_lists["train"], cases, work, tmp / "train.h5", spec, attrs,
+                                       stats, report, int(w["workers"]))
+        normalisation = normalisation_stats(stats)
+        write_json(tmp / "normalisation.json", normalisation)
+        for split in [s for s in SPLITS if s != "train"]:
+            summary[split] = write_split(split, case_lists[split], cases, work, tmp / f"{split}.h5", spec,
+                                         {**attrs, "normalisation": normalisation}, None, report, int(w["workers"]))
+    report.write(report_dir)
     write_json(metrics_path, summary)
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lib.labels import has_hypotension, hypotension_labels, map_per_second
+from lib.labels import has_hypotension, hypotension_labels, map_at_end, map_per_second, past_map_slope
 
 FS = 125
 
@@ -28,7 +28,7 @@ def test_label_rule_on_hand_built_map_trace():
     trace[600:720] = 55.0
     trace[1000:1060] = np.nan
     ends = [299.0, 300.0, 360.0, 361.0, 750.0, 725.0, 1150.0, 700.0, 299.5]
-    labels, reasons = hypotension_labels(trace, np.array(ends), horizon_s=300, duration_s=60, threshold=65,
+    labels, reasons, map_ahead = hypotension_labels(trace, np.array(ends), horizon_s=300, duration_s=60, threshold=65,
                                          min_valid=0.8)
     assert labels[0] == 0                 # minute [599, 659): its first second is 80 mmHg
     assert labels[1] == 1                 # minute [600, 660): below 65 throughout
@@ -39,12 +39,15 @@ def test_label_rule_on_hand_built_map_trace():
     assert np.isnan(labels[6]) and reasons[6] == "label_past_end"
     assert np.isnan(labels[7]) and reasons[7] == "already_hypotensive"
     assert labels[8] == 1                 # minute starts at ceil(599.5) = 600
+    assert map_ahead[1] == 55.0 and map_ahead[0] == (80 + 59 * 55) / 60
+    assert map_ahead[4] == 80.0           # the mean of the valid seconds only
+    assert np.isnan(map_ahead[5]) and np.isnan(map_ahead[7])
 
 
 def test_episode_at_recording_end():
     trace = np.full(700, 80.0)
     trace[640:] = 50.0                    # an episode that runs off the end of the recording
-    labels, reasons = hypotension_labels(trace, np.array([340.0, 341.0, 400.0]), horizon_s=300, duration_s=60)
+    labels, reasons, _ = hypotension_labels(trace, np.array([340.0, 341.0, 400.0]), horizon_s=300, duration_s=60)
     assert labels[0] == 1                 # [640, 700): the last complete minute
     assert np.isnan(labels[1]) and reasons[1] == "label_past_end"
     assert reasons[2] == "label_past_end"
@@ -58,3 +61,32 @@ def test_has_hypotension_needs_a_full_minute_below_65():
     assert has_hypotension(trace)
     trace[130] = np.nan                   # a gap breaks the run
     assert not has_hypotension(trace)
+
+
+def test_every_horizon_uses_the_same_rule():
+    trace = np.full(2400, 80.0)
+    trace[1500:1560] = 50.0
+    ends = np.array([1200.0])
+    got = {h: hypotension_labels(trace, ends, horizon_s=h * 60)[0][0] for h in (5, 10, 15)}
+    assert got == {5: 1.0, 10: 0.0, 15: 0.0}
+    late = hypotension_labels(trace, np.array([1500.0]), horizon_s=15 * 60)
+    assert np.isnan(late[0][0]) and late[1][0] == "label_past_end"   # 1500 + 900 + 60 > 2400
+
+
+def test_nan_gap_at_the_window_end_makes_the_label_unknown():
+    trace = np.full(1200, 80.0)
+    trace[295:300] = np.nan
+    labels, reasons, _ = hypotension_labels(trace, np.array([300.0]), horizon_s=300)
+    assert np.isnan(labels[0]) and reasons[0] == "map_now_invalid"
+    assert np.isnan(map_at_end(trace, np.array([300.0]))[0]) and map_at_end(trace, np.array([301.0]))[0] == 80.0
+
+
+def test_past_map_slope_uses_only_the_past():
+    t = np.arange(1200.0)
+    trace = 100 - t / 60            # falls 1 mmHg per minute
+    trace[700:] = 200.0             # the future must not matter
+    slope = past_map_slope(trace, np.array([600.0, 30.0]), span_s=300, min_valid_s=60)
+    assert abs(slope[0] + 1.0) < 1e-9
+    assert np.isnan(slope[1])       # only 30 s of history: too little for a trend
+    trace[400:500] = np.nan         # gaps are skipped, not interpolated
+    assert abs(past_map_slope(trace, np.array([600.0]))[0] + 1.0) < 1e-9

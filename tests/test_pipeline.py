@@ -45,7 +45,7 @@ def test_pipeline_produces_real_metrics(pipeline):
     assert 0 <= metrics["test/auroc"] <= 1 and metrics["test/windows"] > 0 and metrics["test/positives"] > 0
     assert (work / "metrics/evaluate/plots/sklearn/roc.json").exists()
     windows = json.loads((work / "metrics/windows.json").read_text())
-    assert all(windows[s]["positives"] > 0 for s in ["train", "val", "test"])
+    assert all(windows[s]["horizons"]["5"]["positives"] > 0 for s in ["train", "val", "test"])
 
 
 def test_windows_files_hold_labelled_subject_disjoint_windows(pipeline):
@@ -54,7 +54,9 @@ def test_windows_files_hold_labelled_subject_disjoint_windows(pipeline):
     for split in ["train", "val", "test"]:
         with h5py.File(work / f"data/windows/{split}.h5", "r") as f:
             assert f["signals"].shape[1:] == (3, 512) and f["signals"].chunks[0] == 256
-            assert set(f["label"][:]) <= {0, 1}
+            for h in ["5", "10", "15"]:
+                assert set(f[f"label_{h}min"][:]) <= {-1, 0, 1}
+            assert ((f["label_5min"][:] >= 0) | (f["label_10min"][:] >= 0) | (f["label_15min"][:] >= 0)).all()
             subjects[split] = set(f["subjectid"][:])
     assert not (subjects["train"] & subjects["test"]) and not (subjects["val"] & subjects["test"])
     assert not (subjects["train"] & subjects["val"])

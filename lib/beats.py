@@ -1,0 +1,154 @@
+"""Beat detection on whole recordings, and per-window beat statistics by prefix sums.
+
+Detectors run once per case (not once per window), then every window's beat count, ECG
+agreement, SBP/DBP/MAP and heart rate come from `searchsorted` + cumulative sums, vectorised
+over all windows of the case.
+
+* ECG R peaks: two independent detectors from NeuroKit2 (Makowski et al., 2021): its own
+  gradient-based detector (`neurokit`) and Pan & Tompkins (1985) (`pantompkins1985`).
+* Arterial/PPG systolic peaks: Elgendi et al. (2013, PLoS ONE 8:e76585) two-moving-average
+  detector (`neurokit2.ppg_findpeaks(method="elgendi")`). ABP is detected on a 0.5-8 Hz
+  band-passed copy (the detector thresholds the positive half of a zero-mean signal, so a long
+  low-pressure stretch would otherwise hide its beats) and each peak is then moved to the
+  local maximum of the level-preserving ABP within ±`REFINE_S`.
+"""
+import numpy as np
+from neurokit2 import ecg_findpeaks, ppg_findpeaks
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import signal
+
+BSQI_TOLERANCE_S = 0.15   # Li et al. (2008): detections within 150 ms are the same beat
+REFINE_S = 0.1
+BLOCK_S, BLOCK_MARGIN_S = 60.0, 5.0   # ECG detectors restart every minute (see _blockwise_peaks)
+
+
+def _quiet_peaks(find, x, fs, method, key):
+    """A detector's peak indices; a flat or very short signal simply has none."""
+    if len(x) < 2 * fs or not np.ptp(x) > 0:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        peaks = find(x, sampling_rate=fs, method=method)[key]
+    except (ValueError, IndexError):  # NeuroKit raises on signals without any detectable beat
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.asarray(peaks, dtype=np.int64))
+
+
+def _blockwise_peaks(find, x, fs, method, key, block_s=BLOCK_S, margin_s=BLOCK_MARGIN_S):
+    """Run a detector on overlapping blocks and keep each block's core detections.
+
+    Adaptive-threshold detectors (Pan-Tompkins) never recover from one large artefact on a long
+    recording (the threshold stays up for the rest of the case); restarting every block, as a
+    bedside monitor relearns, confines an artefact's damage to its block.
+    """
+    block, margin = int(block_s * fs), int(margin_s * fs)
+    found = []
+    for core in range(0, len(x), block):
+        lo = max(core - margin, 0)
+        peaks = _quiet_peaks(find, x[lo:core + block + margin], fs, method, key) + lo
+        found.append(peaks[(peaks >= core) & (peaks < core + block)])
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+def ecg_r_peaks(ecg: np.ndarray, fs: float):
+    """R-peak indices from two independent detectors (for bSQI): (neurokit, pantompkins1985)."""
+    return (_blockwise_peaks(ecg_findpeaks, ecg, fs, "neurokit", "ECG_R_Peaks"),
+            _blockwise_peaks(ecg_findpeaks, ecg, fs, "pantompkins1985", "ECG_R_Peaks"))
+
+
+def ppg_systolic_peaks(ppg: np.ndarray, fs: float) -> np.ndarray:
+    """Systolic peaks of a band-passed PPG (Elgendi 2013)."""
+    return _quiet_peaks(ppg_findpeaks, ppg, fs, "elgendi", "PPG_Peaks")
+
+
+def abp_systolic_peaks(abp: np.ndarray, fs: float) -> np.ndarray:
+    """Systolic peaks of the (level-preserving) ABP: detected band-passed, refined on the ABP."""
+    sos = signal.butter(2, [0.5, min(8.0, 0.45 * fs)], btype="bandpass", fs=fs, output="sos")
+    detect = signal.sosfiltfilt(sos, abp) if len(abp) > 15 else abp - abp.mean()
+    peaks = _quiet_peaks(ppg_findpeaks, detect, fs, "elgendi", "PPG_Peaks")
+    r = int(REFINE_S * fs)
+    if len(peaks) == 0 or len(abp) <= 2 * r:
+        return peaks
+    padded = np.pad(abp, r, mode="edge")
+    neighbourhood = sliding_window_view(padded, 2 * r + 1)[peaks]
+    return np.unique(peaks + np.argmax(neighbourhood, axis=1) - r)
+
+
+def count_in_windows(events: np.ndarray, starts: np.ndarray, length: int):
+    """(first index, count) of sorted `events` inside each window [start, start + length)."""
+    lo = np.searchsorted(events, starts, side="left")
+    hi = np.searchsorted(events, starts + length, side="left")
+    return lo, hi - lo
+
+
+def _window_mean(values: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Mean of values[lo:lo+n] per window (NaN when n == 0), by one cumulative sum."""
+    cs = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (cs[lo + n] - cs[lo]) / np.maximum(n, 1), np.nan)
+
+
+def _has_partner(peaks, others, tol) -> np.ndarray:
+    """True where a detection has a detection of the other detector within `tol` samples."""
+    if len(peaks) == 0 or len(others) == 0:
+        return np.zeros(len(peaks), dtype=bool)
+    right = np.clip(np.searchsorted(others, peaks), 0, len(others) - 1)
+    left = np.maximum(right - 1, 0)
+    return np.minimum(np.abs(others[right] - peaks), np.abs(others[left] - peaks)) <= tol
+
+
+def bsqi(peaks_a: np.ndarray, peaks_b: np.ndarray, fs: float, starts: np.ndarray, length: int) -> np.ndarray:
+    """ECG beat-agreement SQI per window (Li, Mark & Clifford 2008, Physiol. Meas. 29:15-32).
+
+    bSQI = N_matched / (N_a + N_b - N_matched): the share of beats that both detectors find
+    (within 150 ms of each other); 1 = perfect agreement, noise makes the detectors disagree.
+    Computed as M / (M + U_a + U_b), M the matched beats, U the unmatched detections of each
+    detector in the window; a pair straddling a window edge counts once, as matched. A window
+    without any detection scores 0.
+    """
+    tol = BSQI_TOLERANCE_S * fs
+    counts = []
+    for peaks, others in [(peaks_a, peaks_b), (peaks_b, peaks_a)]:
+        lo, n = count_in_windows(peaks, starts, length)
+        cs = np.concatenate([[0], np.cumsum(_has_partner(peaks, others, tol))])
+        matched = cs[lo + n] - cs[lo]
+        counts.append((matched, n - matched))
+    (m_a, u_a), (m_b, u_b) = counts
+    m = np.maximum(m_a, m_b).astype(np.float64)
+    total = m + u_a + u_b
+    return np.where(total > 0, m / np.maximum(total, 1), 0.0)
+
+
+def heart_rate(r_peaks: np.ndarray, fs: float, starts: np.ndarray, length: int) -> np.ndarray:
+    """Beats per minute from the mean R-R interval inside each window (NaN below 2 beats)."""
+    lo, n = count_in_windows(r_peaks, starts, length)
+    first = r_peaks[np.minimum(lo, max(len(r_peaks) - 1, 0))] if len(r_peaks) else np.zeros(len(lo))
+    last = r_peaks[np.maximum(lo + n - 1, 0)] if len(r_peaks) else np.zeros(len(lo))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= 2, 60.0 * fs * (n - 1) / (last - first), np.nan)
+
+
+def abp_beat_pressures(abp: np.ndarray, peaks: np.ndarray, starts: np.ndarray, length: int) -> dict:
+    """Beat-derived pressures per window (mmHg).
+
+    * `sbp`: mean of the systolic peaks in the window;
+    * `dbp`: mean of the diastolic minima between consecutive peaks in the window;
+    * `map`: mean ABP from the first to the last peak in the window (whole cardiac cycles, so
+      neither systole nor diastole is over-represented);
+    * `pp` = sbp - dbp, and `n_beats`.
+    NaN where the window has fewer than two peaks.
+    """
+    lo, n = count_in_windows(peaks, starts, length)
+    out = {"n_beats": n, "sbp": _window_mean(abp[peaks], lo, n) if len(peaks) else np.full(len(lo), np.nan)}
+    if len(peaks) >= 2:
+        troughs = np.minimum.reduceat(abp, peaks)[:-1]  # min over [p_k, p_k+1)
+        out["dbp"] = _window_mean(troughs, lo, np.maximum(n - 1, 0))
+        cs = np.concatenate([[0.0], np.cumsum(abp, dtype=np.float64)])
+        first, last = peaks[np.minimum(lo, len(peaks) - 1)], peaks[np.clip(lo + n - 1, 0, len(peaks) - 1)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["map"] = np.where(n >= 2, (cs[last] - cs[first]) / np.maximum(last - first, 1), np.nan)
+    else:
+        out["dbp"] = out["map"] = np.full(len(lo), np.nan)
+    out["dbp"] = np.where(n >= 2, out["dbp"], np.nan)
+    out["sbp"] = np.where(n >= 2, out["sbp"], np.nan)
+    out["pp"] = out["sbp"] - out["dbp"]
+    return out

@@ -1,0 +1,115 @@
+"""The windows stage's data-quality report: what a person looks at before training.
+
+Writes into one directory:
+* `cases.csv`: one row per case (split, usable fraction, rejects by reason, labels and
+  prevalence per horizon); `dvc plots show` draws the usable fraction per case from it;
+* `usable_fraction.png`: usable fraction per case, coloured by split;
+* `examples.png`: one example window per channel for a kept window and for each reject reason;
+* `index.html`: the per-split table and both figures.
+"""
+import html
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lib.atomic import atomic_dir  # noqa: E402
+from lib.quality import GATE_ORDER  # noqa: E402
+from lib.windowing import CHANNELS  # noqa: E402
+from lib.windows_h5 import label_column  # noqa: E402
+
+LABEL_REASONS = ["label_past_end", "label_artefact", "already_hypotensive", "map_now_invalid"]
+UNITS = {"abp": "mmHg", "ppg": "a.u.", "ecg": "mV"}
+
+
+class QualityReport:
+    def __init__(self, spec):
+        self.spec = spec
+        self.rows = []
+        self.examples = {}   # reason -> (caseid, window), the first met in processing order
+
+    def add_case(self, split, caseid, subjectid, result, skip_reason) -> None:
+        row = {"split": split, "caseid": int(caseid), "subjectid": int(subjectid), "skipped": skip_reason or ""}
+        if result is None:
+            self.rows.append(row)
+            return
+        kept = len(result["signals"])
+        row.update(windows_total=result["n_windows"], windows_kept=kept,
+                   usable_fraction=round(kept / max(result["n_windows"], 1), 4))
+        row.update({reason: result["reasons"].get(reason, 0) for reason in GATE_ORDER + LABEL_REASONS})
+        for h in self.spec.horizons_min:
+            y = result[label_column(h)]
+            labelled, positives = int((y >= 0).sum()), int((y == 1).sum())
+            row[f"labelled_{h:g}min"] = labelled
+            row[f"prevalence_{h:g}min"] = round(positives / labelled, 4) if labelled else float("nan")
+        self.rows.append(row)
+        for reason, window in result["examples"].items():
+            self.examples.setdefault(reason, (int(caseid), window))
+
+    def write(self, out_dir) -> None:
+        table = pd.DataFrame(self.rows)
+        with atomic_dir(out_dir) as tmp:
+            table.to_csv(tmp / "cases.csv", index=False)
+            self._usable_fraction_png(table, tmp / "usable_fraction.png")
+            self._examples_png(tmp / "examples.png")
+            (tmp / "index.html").write_text(self._html(table))
+
+    def _usable_fraction_png(self, table, path) -> None:
+        used = table[table["skipped"] == ""].reset_index(drop=True)
+        fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(used)), 3.2))
+        colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+        ax.bar(np.arange(len(used)), used["usable_fraction"], color=[colours.get(s, "grey") for s in used["split"]])
+        ax.set_xticks(np.arange(len(used)), used["caseid"], rotation=90, fontsize=6)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("usable fraction of windows")
+        ax.set_xlabel("case (blue train, orange val, green test)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def _examples_png(self, path) -> None:
+        order = [r for r in ["kept", *GATE_ORDER, *LABEL_REASONS] if r in self.examples]
+        fig, axes = plt.subplots(max(len(order), 1), len(CHANNELS), figsize=(11, 1.4 * max(len(order), 1)),
+                                 squeeze=False)
+        t = np.arange(self.spec.length) / self.spec.fs
+        for row, reason in enumerate(order):
+            caseid, window = self.examples[reason]
+            for col, channel in enumerate(CHANNELS):
+                ax = axes[row, col]
+                ax.plot(t, window[col], lw=0.7, color="tab:green" if reason == "kept" else "tab:red")
+                ax.tick_params(labelsize=6)
+                if row == 0:
+                    ax.set_title(f"{channel} ({UNITS[channel]})", fontsize=8)
+                if col == 0:
+                    ax.set_ylabel(f"{reason}\ncase {caseid}", fontsize=7)
+        axes[-1, 0].set_xlabel("s", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+
+    def _html(self, table) -> str:
+        numeric = [c for c in table.columns if c not in ("split", "caseid", "subjectid", "skipped")]
+        per_split = table.groupby("split", sort=False)[numeric].sum(min_count=1)
+        per_split["usable_fraction"] = (per_split["windows_kept"] / per_split["windows_total"]).round(4)
+        for h in self.spec.horizons_min:
+            labelled = table[f"labelled_{h:g}min"]
+            positives = (labelled * table[f"prevalence_{h:g}min"].fillna(0)).round()
+            per_split[f"prevalence_{h:g}min"] = (positives.groupby(table["split"], sort=False).sum()
+                                                 / labelled.groupby(table["split"], sort=False).sum()).round(4)
+        return (f"<!doctype html><meta charset='utf-8'><title>Windows: data quality</title>"
+                f"<h1>Windows: data quality</h1><p>{html.escape(self._rule())}</p>"
+                f"<h2>Per split</h2>{per_split.T.to_html(na_rep='')}"
+                f"<h2>Usable fraction per case</h2><img src='usable_fraction.png'>"
+                f"<h2>Example windows: kept, and the first rejected by each reason</h2><img src='examples.png'>"
+                f"<h2>Per case</h2>{table.to_html(index=False, na_rep='')}")
+
+    def _rule(self) -> str:
+        s = self.spec
+        return (f"{s.length}-sample windows at {s.fs} Hz, stride {s.stride}; labels: MAP < {s.map_threshold:g} "
+                f"mmHg throughout the minute starting {', '.join(f'{h:g}' for h in s.horizons_min)} min after "
+                f"the window end. Gates: ECG bSQI >= {s.limits.ecg_sqi_min:g}, PPG sSQI >= "
+                f"{s.limits.ppg_ssqi_min:g}, >= {s.limits.min_beats} beats, MAP {s.limits.map_range}, "
+                f"pulse pressure {s.limits.pp_range} mmHg.")

@@ -19,7 +19,7 @@ from scipy import signal
 
 BSQI_TOLERANCE_S = 0.15   # Li et al. (2008): detections within 150 ms are the same beat
 REFINE_S = 0.1
-BLOCK_S, BLOCK_MARGIN_S = 60.0, 5.0   # ECG detectors restart every minute (see _blockwise_peaks)
+BLOCK_S, BLOCK_MARGIN_S = 10.0, 2.0   # ECG detectors restart every 10 s (see _blockwise_peaks)
 
 
 def _quiet_peaks(find, x, fs, method, key):

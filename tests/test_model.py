@@ -51,3 +51,23 @@ def test_lora_trains_adapters_and_leaves_base_weights_frozen():
 def test_invalid_lora_target_is_an_error():
     with pytest.raises(PipelineError, match="q_proj match no Linear layer"):
         build_model(WEIGHTS, 3, True, {**LORA, "target_modules": ["q_proj"]})
+
+
+def test_train_zscore_scaling_standardises_inputs_and_turns_revin_off():
+    model = build_model(WEIGHTS, 3, True, None, input_scaling="train_zscore").eval()
+    model.set_input_stats({"fitted_on": "train", "mean": [80.0, 0.0, 0.0], "std": [15.0, 10.0, 0.3]})
+    x = torch.randn(2, 3, 512) * torch.tensor([15.0, 10.0, 0.3])[:, None] + torch.tensor([80.0, 0, 0])[:, None]
+    with torch.no_grad():
+        out = model.backbone(past_values=((x - model.input_mean[:, None]) / model.input_std[:, None]).transpose(1, 2))
+        features = model.features(x)
+    torch.testing.assert_close(out.loc, torch.zeros_like(out.loc))       # no per-window scaling
+    torch.testing.assert_close(out.scale, torch.ones_like(out.scale))
+    assert torch.isfinite(features).all()
+    # The level reaches the backbone: the same shape 20 mmHg lower gives other features.
+    with torch.no_grad():
+        lower = model.features(x - torch.tensor([20.0, 0, 0])[:, None])
+    assert not torch.allclose(features[:, :576], lower[:, :576])
+    with pytest.raises(PipelineError, match="train split"):
+        model.set_input_stats({"fitted_on": "val", "mean": [0, 0, 0], "std": [1, 1, 1]})
+    with pytest.raises(PipelineError, match="model.input_scaling"):
+        build_model(WEIGHTS, 3, True, None, input_scaling="minmax")

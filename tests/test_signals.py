@@ -48,3 +48,15 @@ def test_dilate_grows_masked_runs():
     mask = np.zeros(20, dtype=bool)
     mask[10] = True
     assert np.flatnonzero(dilate(mask, 2)).tolist() == [8, 9, 10, 11, 12]
+
+
+def test_filter_gains_across_pass_and_stop_bands():
+    # (filter, frequencies that must pass with gain ~1, frequencies that must be stopped)
+    cases = [(bandpass_ppg, [1.0, 2.0, 4.0], [0.05, 20.0, 40.0]),
+             (bandpass_ecg, [2.0, 10.0, 25.0], [0.02, 60.0]),
+             (lowpass_abp, [0.5, 2.0, 8.0], [40.0, 60.0])]
+    for filter_fn, passed, stopped in cases:
+        for f in passed:
+            assert 0.85 < gain(filter_fn, f) < 1.1, (filter_fn.__name__, f)
+        for f in stopped:
+            assert gain(filter_fn, f) < 0.15, (filter_fn.__name__, f)

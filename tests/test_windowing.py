@@ -1,0 +1,99 @@
+"""One case through lib.windowing.process_case: labels per horizon, targets, context features."""
+import numpy as np
+import pytest
+
+from lib.errors import CaseError
+from lib.vital_io import write_vital
+from lib.windowing import CHANNELS, WindowSpec, process_case
+from test_beats import gauss
+
+TRACKS = {"abp": "SNUADC/ART", "ppg": "SNUADC/PLETH", "ecg": "SNUADC/ECG_II"}
+EPISODE = (900, 1020)   # s: MAP about 50 mmHg
+
+
+def synthetic_signals(minutes=25, fs=100, episode=EPISODE, seed=0):
+    """Clean ABP/PPG/ECG at 75 bpm; ABP 120/80 except 75/40 during `episode`."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(minutes * 60 * fs)) / fs
+    u = np.mod(t * 75 / 60, 1.0)
+    pulse = gauss(u, 0.15, 0.06) + 0.3 * gauss(u, 0.42, 0.06)
+    low = (t >= episode[0]) & (t < episode[1])
+    dbp, sbp = np.where(low, 40.0, 80.0), np.where(low, 75.0, 120.0)
+    abp = dbp + (sbp - dbp) * pulse / pulse.max()
+    ppg = 20 * (gauss(np.mod(u - 0.05, 1), 0.22, 0.09) + 0.3 * gauss(np.mod(u - 0.05, 1), 0.5, 0.08))
+    ecg = (0.1 * gauss(u, 0.08, 0.025) + 1.1 * gauss(u, 0.2, 0.012) - 0.25 * gauss(u, 0.22, 0.012)
+           + 0.3 * gauss(u, 0.45, 0.05) + rng.normal(0, 0.01, len(t)))
+    return {TRACKS["abp"]: abp, TRACKS["ppg"]: ppg, TRACKS["ecg"]: ecg}
+
+
+def write_case(path, **kwargs):
+    write_vital(path, synthetic_signals(**kwargs), srate=100, dtstart=1_600_000_000.0,
+                units={TRACKS["abp"]: "mmHg", TRACKS["ecg"]: "mV"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    path = write_case(tmp_path_factory.mktemp("case") / "1.vital")
+    return process_case(path, TRACKS, WindowSpec())
+
+
+def test_windows_have_signals_and_every_column(case):
+    n = len(case["signals"])
+    assert case["signals"].shape == (n, len(CHANNELS), 512) and case["signals"].dtype == np.float32
+    for name in WindowSpec().columns():
+        assert len(case[name]) == n, name
+    assert case["n_windows"] == (25 * 60 * 125 - 512) // 512 + 1
+    assert "kept" in case["examples"] and case["examples"]["kept"].shape == (3, 512)
+
+
+def test_labels_at_each_horizon_follow_the_episode(case):
+    t_end = case["t_end_s"]
+    for horizon, label in [(5, case["label_5min"]), (10, case["label_10min"]), (15, case["label_15min"])]:
+        lead = horizon * 60
+        inside = (t_end >= EPISODE[0] - lead + 5) & (t_end <= EPISODE[1] - lead - 65)
+        outside = (t_end < EPISODE[0] - lead - 70) | (t_end > EPISODE[1] - lead + 5)
+        assert inside.any() and (label[inside] == 1).all(), horizon
+        assert (label[outside & (label >= 0)] == 0).all(), horizon
+        past_end = t_end + lead + 60 > 25 * 60
+        assert (label[past_end] == -1).all(), horizon
+
+
+def test_already_hypotensive_windows_are_dropped(case):
+    assert (case["map_now"] >= 65).all()
+    during = (case["t_end_s"] > EPISODE[0] + 5) & (case["t_end_s"] < EPISODE[1])
+    assert not during.any()
+    assert case["reasons"]["already_hypotensive"] > 0
+
+
+def test_beat_derived_targets_and_context_features(case):
+    normal = case["t_end_s"] < EPISODE[0] - 10
+    assert np.allclose(case["sbp"][normal], 120, atol=2) and np.allclose(case["dbp"][normal], 80, atol=2)
+    assert np.allclose(case["pp"][normal], 40, atol=3) and np.allclose(case["hr"][normal], 75, atol=1.5)
+    assert (case["map"][normal] > 85).all() and (case["map"][normal] < 100).all()
+    early = case["t_end_s"] < 60
+    assert np.isnan(case["map_slope"][early]).all() and np.isfinite(case["map_slope"][~early]).all()
+    steady = (case["t_end_s"] > 400) & (case["t_end_s"] < EPISODE[0])
+    assert np.allclose(case["map_slope"][steady], 0, atol=0.1)
+    ahead = case["map_5min"][case["label_5min"] == 1]
+    assert (ahead < 65).all() and np.isnan(case["map_5min"][case["label_5min"] == -1]).all()
+
+
+def test_fifty_percent_overlap(tmp_path):
+    path = write_case(tmp_path / "2.vital", minutes=12)
+    half = process_case(path, TRACKS, WindowSpec(stride=256))
+    full = process_case(path, TRACKS, WindowSpec())
+    n = 12 * 60 * 125
+    assert half["n_windows"] == (n - 512) // 256 + 1 and full["n_windows"] == (n - 512) // 512 + 1
+    # Every non-overlapping window is also cut, unchanged, at stride 256.
+    position = {t: i for i, t in enumerate(half["t_end_s"])}
+    same = [position[t] for t in full["t_end_s"]]
+    np.testing.assert_array_equal(half["signals"][same], full["signals"])
+    np.testing.assert_array_equal(half["label_5min"][same], full["label_5min"])
+
+
+def test_a_case_shorter_than_window_plus_horizon_is_skipped(tmp_path):
+    path = write_case(tmp_path / "3.vital", minutes=5)
+    with pytest.raises(CaseError) as err:
+        process_case(path, TRACKS, WindowSpec())
+    assert err.value.reason == "too_short" and "3.vital" in str(err.value)

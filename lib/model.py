@@ -5,6 +5,7 @@ mean-pooled over patches, plus its RevIN statistics `loc` and log `scale` per ch
 normalises every window by its own mean and scale, which removes the absolute pressure level
 that hypotension is defined by; handing `loc`/`scale` to the head gives that level back.
 """
+import io
 import json
 from pathlib import Path
 
@@ -131,8 +132,10 @@ def save_checkpoint(path, model: HypotensionModel, config: dict, extra: dict) ->
 
     state = {k: v for k, v in model.state_dict().items()
              if k.startswith(("head.", "feature_", "input_")) or "lora_" in k}
+    buffer = io.BytesIO()  # torch.save names its zip records after the file: save via memory, not the temp name
+    torch.save({"config": config, "state": state, **extra}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"config": config, "state": state, **extra}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path, device="cpu"):

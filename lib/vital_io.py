@@ -3,6 +3,7 @@
 Every track is read at its own sample rate from the file's common time base (`dtstart`), so
 tracks recorded at different rates stay aligned; resampling happens later, in `lib.signals`.
 """
+import gzip
 import os
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict) 
     with atomic_path(path) as tmp:
         if not vf.to_vital(str(tmp), compresslevel=6):
             raise PipelineError(f"{path}: vitaldb could not write the file")
+        # vitaldb's gzip header holds the write time and the temp file's name: rewrite it without
+        # them, so the same cohort gives byte-identical files (and the same DVC hash) every run.
+        tmp.write_bytes(gzip.compress(gzip.decompress(tmp.read_bytes()), compresslevel=6, mtime=0))
 
 
 def read_tracks(path, track_names) -> dict:

@@ -80,11 +80,15 @@ def count_in_windows(events: np.ndarray, starts: np.ndarray, length: int):
     return lo, hi - lo
 
 
-def _window_mean(values: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Mean of values[lo:lo+n] per window (NaN when n == 0), by one cumulative sum."""
+def _window_sum(values: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Sum of values[lo:lo+n] per window, by one cumulative sum."""
     cs = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (cs[lo + n] - cs[lo]) / np.maximum(n, 1), np.nan)
+    return cs[lo + n] - cs[lo]
+
+
+def _window_mean(values: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Mean of values[lo:lo+n] per window (NaN when n == 0)."""
+    return np.where(n > 0, _window_sum(values, lo, n) / np.maximum(n, 1), np.nan)
 
 
 def _has_partner(peaks, others, tol) -> np.ndarray:
@@ -109,11 +113,10 @@ def bsqi(peaks_a: np.ndarray, peaks_b: np.ndarray, fs: float, starts: np.ndarray
     counts = []
     for peaks, others in [(peaks_a, peaks_b), (peaks_b, peaks_a)]:
         lo, n = count_in_windows(peaks, starts, length)
-        cs = np.concatenate([[0], np.cumsum(_has_partner(peaks, others, tol))])
-        matched = cs[lo + n] - cs[lo]
+        matched = _window_sum(_has_partner(peaks, others, tol), lo, n)
         counts.append((matched, n - matched))
     (m_a, u_a), (m_b, u_b) = counts
-    m = np.maximum(m_a, m_b).astype(np.float64)
+    m = np.maximum(m_a, m_b)
     total = m + u_a + u_b
     return np.where(total > 0, m / np.maximum(total, 1), 0.0)
 
@@ -138,17 +141,13 @@ def abp_beat_pressures(abp: np.ndarray, peaks: np.ndarray, starts: np.ndarray, l
     NaN where the window has fewer than two peaks.
     """
     lo, n = count_in_windows(peaks, starts, length)
-    out = {"n_beats": n, "sbp": _window_mean(abp[peaks], lo, n) if len(peaks) else np.full(len(lo), np.nan)}
-    if len(peaks) >= 2:
-        troughs = np.minimum.reduceat(abp, peaks)[:-1]  # min over [p_k, p_k+1)
-        out["dbp"] = _window_mean(troughs, lo, np.maximum(n - 1, 0))
-        cs = np.concatenate([[0.0], np.cumsum(abp, dtype=np.float64)])
-        first, last = peaks[np.minimum(lo, len(peaks) - 1)], peaks[np.clip(lo + n - 1, 0, len(peaks) - 1)]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["map"] = np.where(n >= 2, (cs[last] - cs[first]) / np.maximum(last - first, 1), np.nan)
-    else:
-        out["dbp"] = out["map"] = np.full(len(lo), np.nan)
-    out["dbp"] = np.where(n >= 2, out["dbp"], np.nan)
-    out["sbp"] = np.where(n >= 2, out["sbp"], np.nan)
-    out["pp"] = out["sbp"] - out["dbp"]
-    return out
+    if len(peaks) < 2:
+        nan = np.full(len(lo), np.nan)
+        return {"n_beats": n, "sbp": nan, "dbp": nan, "map": nan, "pp": nan}
+    enough = n >= 2
+    troughs = np.minimum.reduceat(abp, peaks)[:-1]  # min over [p_k, p_k+1)
+    first, last = peaks[np.minimum(lo, len(peaks) - 1)], peaks[np.clip(lo + n - 1, 0, len(peaks) - 1)]
+    sbp = np.where(enough, _window_mean(abp[peaks], lo, n), np.nan)
+    dbp = np.where(enough, _window_mean(troughs, lo, np.maximum(n - 1, 0)), np.nan)
+    whole_cycles = _window_sum(abp, first, last - first) / np.maximum(last - first, 1)
+    return {"n_beats": n, "sbp": sbp, "dbp": dbp, "map": np.where(enough, whole_cycles, np.nan), "pp": sbp - dbp}

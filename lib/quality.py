@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import skew
 
+from lib.labels import PINNED
+
 GATE_ORDER = ["nan_gap", "abp_pinned", "abp_flat", "abp_clipped", "abp_few_beats", "abp_map_range",
               "abp_pulse_pressure", "ppg_flat", "ppg_few_beats", "ppg_ssqi", "ecg_flat", "ecg_sqi"]
-PINNED = 250.0   # mmHg
 
 
 @dataclass(frozen=True)

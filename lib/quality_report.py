@@ -19,7 +19,6 @@ import pandas as pd  # noqa: E402
 from lib.atomic import atomic_dir  # noqa: E402
 from lib.quality import GATE_ORDER  # noqa: E402
 from lib.windowing import CHANNELS  # noqa: E402
-from lib.windows_h5 import label_column  # noqa: E402
 
 LABEL_REASONS = ["label_past_end", "label_artefact", "already_hypotensive", "map_now_invalid"]
 UNITS = {"abp": "mmHg", "ppg": "a.u.", "ecg": "mV"}
@@ -31,7 +30,9 @@ class QualityReport:
         self.rows = []
         self.examples = {}   # reason -> (caseid, window), the first met in processing order
 
-    def add_case(self, split, caseid, subjectid, result, skip_reason) -> None:
+    def add_case(self, split, caseid, subjectid, skip_reason, result=None, label_counts=None) -> None:
+        """One case: skipped (`skip_reason`), or processed (`result` of process_case and
+        `label_counts` {horizon: (labelled, positives)})."""
         row = {"split": split, "caseid": int(caseid), "subjectid": int(subjectid), "skipped": skip_reason or ""}
         if result is None:
             self.rows.append(row)
@@ -40,11 +41,10 @@ class QualityReport:
         row.update(windows_total=result["n_windows"], windows_kept=kept,
                    usable_fraction=round(kept / max(result["n_windows"], 1), 4))
         row.update({reason: result["reasons"].get(reason, 0) for reason in GATE_ORDER + LABEL_REASONS})
-        for h in self.spec.horizons_min:
-            y = result[label_column(h)]
-            labelled, positives = int((y >= 0).sum()), int((y == 1).sum())
-            row[f"labelled_{h:g}min"] = labelled
-            row[f"prevalence_{h:g}min"] = round(positives / labelled, 4) if labelled else float("nan")
+        for h, (labelled, positives) in label_counts.items():
+            row[f"labelled_{h}min"] = labelled
+            row[f"positives_{h}min"] = positives
+            row[f"prevalence_{h}min"] = round(positives / labelled, 4) if labelled else float("nan")
         self.rows.append(row)
         for reason, window in result["examples"].items():
             self.examples.setdefault(reason, (int(caseid), window))
@@ -95,10 +95,8 @@ class QualityReport:
         per_split = table.groupby("split", sort=False)[numeric].sum(min_count=1)
         per_split["usable_fraction"] = (per_split["windows_kept"] / per_split["windows_total"]).round(4)
         for h in self.spec.horizons_min:
-            labelled = table[f"labelled_{h:g}min"]
-            positives = (labelled * table[f"prevalence_{h:g}min"].fillna(0)).round()
-            per_split[f"prevalence_{h:g}min"] = (positives.groupby(table["split"], sort=False).sum()
-                                                 / labelled.groupby(table["split"], sort=False).sum()).round(4)
+            per_split[f"prevalence_{h:g}min"] = (per_split[f"positives_{h:g}min"]
+                                                 / per_split[f"labelled_{h:g}min"]).round(4)
         return (f"<!doctype html><meta charset='utf-8'><title>Windows: data quality</title>"
                 f"<h1>Windows: data quality</h1><p>{html.escape(self._rule())}</p>"
                 f"<h2>Per split</h2>{per_split.T.to_html(na_rep='')}"

@@ -85,14 +85,17 @@ def process_case(path, track_names: dict, spec: WindowSpec) -> dict:
     if abp_invalid.all():
         raise CaseError(f"{path}: track {track_names['abp']} has no finite samples", "all_nan")
 
+    def windows_of(x):  # strided views, no copies
+        return sliding_window_view(x, length)[::spec.stride]
+
     starts = np.arange(0, n - length + 1, spec.stride)
-    views = {c: sliding_window_view(filtered[c], length)[starts] for c in CHANNELS}
+    views = {c: windows_of(filtered[c]) for c in CHANNELS}
     r_peaks = beats.ecg_r_peaks(filtered["ecg"], fs)
     abp_peaks = beats.abp_systolic_peaks(filtered["abp"], fs)
     ppg_peaks = beats.ppg_systolic_peaks(filtered["ppg"], fs)
     pressures = beats.abp_beat_pressures(filtered["abp"], abp_peaks, starts, length)
     checks = quality.gate_checks(
-        views["abp"], views["ppg"], views["ecg"], sliding_window_view(invalid, length)[starts], pressures,
+        views["abp"], views["ppg"], views["ecg"], windows_of(invalid), pressures,
         beats.count_in_windows(ppg_peaks, starts, length)[1], beats.bsqi(*r_peaks, fs, starts, length), spec.limits)
     reasons = quality.window_rejections(checks)
 
@@ -117,13 +120,12 @@ def process_case(path, track_names: dict, spec: WindowSpec) -> dict:
     reasons = np.where((reasons == "") & ~labelled_any, shortest_reason, reasons)
     keep = reasons == ""
 
-    examples = {str(r): np.stack([views[c][np.flatnonzero(reasons == r)[0]] for c in CHANNELS]).astype(np.float32)
+    examples = {str(r) or "kept": np.stack([views[c][np.argmax(reasons == r)] for c in CHANNELS]).astype(np.float32)
                 for r in np.unique(reasons)}
-    examples["kept"] = examples.pop("", None)
     out = {"signals": np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)}
     out.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in spec.columns().items()})
     out.update(reasons=_count(reasons[~keep]), horizon_reasons=horizon_reasons, n_windows=int(len(starts)),
-               examples={k: v for k, v in examples.items() if v is not None})
+               examples=examples)
     return out
 
 

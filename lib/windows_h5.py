@@ -23,6 +23,8 @@ def label_column(horizon_min) -> str:
 def map_ahead_column(horizon_min) -> str:
     """Name of the regression target: mean MAP over the label minute at that horizon."""
     return f"map_{float(horizon_min):g}min"
+
+
 IDS = {"caseid": np.int32, "subjectid": np.int32}
 
 
@@ -109,4 +111,11 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None):
                 yield start, data[start:start + batch]
         else:
             for pos in range(0, len(indices), batch):
-                yield pos, data[np.asarray(indices[pos:pos + batch])]
+                wanted = np.asarray(indices[pos:pos + batch])
+                first, last = int(wanted[0]), int(wanted[-1]) + 1
+                if last - first <= 2 * len(wanted):
+                    # Dense selection (e.g. the labelled windows): one contiguous read, then pick in
+                    # memory; h5py's point selection is ~3x slower than a slice.
+                    yield pos, data[first:last][wanted - first]
+                else:
+                    yield pos, data[wanted]

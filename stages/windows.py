@@ -81,7 +81,7 @@ def _case(path, tracks, spec):
 def write_split(split, caseids, cases, work, path, spec, attrs, stats, report, workers):
     """Process one split's cases in parallel and stream them into one HDF5 file; returns its summary."""
     rejected, skipped, horizon_unlabelled = Counter(), Counter(), {f"{h:g}": Counter() for h in spec.horizons_min}
-    labels = {f"{h:g}": [0, 0] for h in spec.horizons_min}   # labelled, positives
+    labelled, positives = Counter(), Counter()   # per horizon
     n_kept = n_total = 0
     with windows_h5.WindowWriter(path, CHANNELS, spec.length, spec.columns(), {**attrs, "split": split}) as writer:
         results = parallel_imap(work, [cases.loc[c, "path"] for c in caseids], workers, split)
@@ -90,7 +90,7 @@ def write_split(split, caseids, cases, work, path, spec, attrs, stats, report, w
             if "skip_reason" in result:
                 print(f"skip case {caseid}: {result['message']}", file=sys.stderr)
                 skipped[result["skip_reason"]] += 1
-                report.add_case(split, caseid, subjectid, None, result["skip_reason"])
+                report.add_case(split, caseid, subjectid, result["skip_reason"])
                 continue
             n = len(result["signals"])
             result["caseid"] = np.full(n, caseid, dtype=np.int32)
@@ -99,14 +99,16 @@ def write_split(split, caseids, cases, work, path, spec, attrs, stats, report, w
             if stats is not None:  # per-channel statistics over every sample of the train windows
                 stats.partial_fit(result["signals"].transpose(0, 2, 1).reshape(-1, len(CHANNELS)))
             rejected.update(result["reasons"])
+            label_counts = {}   # horizon -> (labelled, positives) of this case
             for h, counts in result["horizon_reasons"].items():
                 horizon_unlabelled[h].update(counts)
                 y = result[windows_h5.label_column(h)]
-                labels[h][0] += int((y >= 0).sum())
-                labels[h][1] += int((y == 1).sum())
+                label_counts[h] = (int((y >= 0).sum()), int((y == 1).sum()))
+                labelled[h] += label_counts[h][0]
+                positives[h] += label_counts[h][1]
             n_kept += n
             n_total += result["n_windows"]
-            report.add_case(split, caseid, subjectid, result, None)
+            report.add_case(split, caseid, subjectid, None, result, label_counts)
         if stats is not None:
             writer.set_attrs({"normalisation": normalisation_stats(stats)})
     if n_kept == 0:
@@ -115,9 +117,10 @@ def write_split(split, caseids, cases, work, path, spec, attrs, stats, report, w
     return {"cases": len(caseids), "cases_used": len(caseids) - sum(skipped.values()),
             "skipped_cases": dict(sorted(skipped.items())), "windows_total": n_total, "windows": n_kept,
             "usable_fraction": round(n_kept / max(n_total, 1), 4), "rejected": dict(sorted(rejected.items())),
-            "horizons": {h: {"labelled": n, "positives": pos, "positive_rate": round(pos / max(n, 1), 4),
+            "horizons": {h: {"labelled": labelled[h], "positives": positives[h],
+                             "positive_rate": round(positives[h] / max(labelled[h], 1), 4),
                              "unlabelled": dict(sorted(horizon_unlabelled[h].items()))}
-                         for h, (n, pos) in labels.items()}}
+                         for h in horizon_unlabelled}}
 
 
 def main(argv):

@@ -36,3 +36,14 @@ def classification_metrics(y, probabilities, threshold: float, n_bins: int = 15)
         "ece": expected_calibration_error(y, p, n_bins),
         "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn),
     }
+
+
+def regression_metrics(targets, predictions, names) -> dict:
+    """Per target (columns, mmHg): MAE, mean error (bias) and SD of the error (prediction − reference)."""
+    errors = np.asarray(predictions, dtype=float) - np.asarray(targets, dtype=float)
+    out = {}
+    for i, name in enumerate(names):
+        e = errors[:, i]
+        out.update({f"{name}_mae": float(np.mean(np.abs(e))), f"{name}_me": float(np.mean(e)),
+                    f"{name}_sd": float(np.std(e, ddof=1)) if len(e) > 1 else float("nan")})
+    return out

@@ -1,9 +1,20 @@
 """TTM r2 backbone + hypotension head (nanoGPT-style: one model module, plain arguments).
 
-Features per window: the backbone's `last_hidden_state` (batch, channels, patches, d_model)
-mean-pooled over patches, plus its RevIN statistics `loc` and log `scale` per channel. TTM
-normalises every window by its own mean and scale, which removes the absolute pressure level
-that hypotension is defined by; handing `loc`/`scale` to the head gives that level back.
+Per channel, the backbone gives an *embedding*: its `last_hidden_state` (patches × d_model)
+mean-pooled over patches, followed by its RevIN statistics `loc` and log `scale`. TTM is
+channel-independent, so one channel's embedding does not depend on the others.
+
+Modes (chosen by `finetune` params, see `training_mode`):
+* fm  – foundation-model mode: backbone frozen, linear head; embeddings are cached (embed stage).
+* ft  – the last `unfreeze_last_n_blocks` of TTM's six mixer layers train, optionally with LoRA
+        adapters (peft) on the Linear layers of the frozen ones; MLP head.
+
+Level-aware head (`level_features`): TTM's per-window scaling removes the absolute pressure level
+that hypotension is defined by. With level features on, the head also sees each channel's `loc` /
+log `scale` and the window's past-only context features (current MAP, MAP trend, HR, pulse
+pressure). All head inputs are standardised with the train split's statistics; a missing context
+value (MAP trend in a case's first minute) becomes 0 after standardisation, i.e. it is imputed
+with the train mean.
 """
 import io
 import json
@@ -15,6 +26,12 @@ from torch import nn
 from lib.errors import PipelineError
 
 WEIGHT_FILES = ("config.json", "model.safetensors")
+CHANNELS = ("abp", "ppg", "ecg")                      # order of the windows files' `signals`
+# Past-only context features of a window and the channel each is measured on.
+CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp"}
+REG_TARGETS = ("sbp", "dbp", "map")                   # task reg: the window's beat-derived pressures
+INPUT_SCALINGS = ("revin", "train_zscore")
+TASKS = ("clf", "reg")
 
 
 def load_ttm(weights_dir, revin: bool = True):
@@ -40,100 +57,175 @@ def load_ttm(weights_dir, revin: bool = True):
     return model
 
 
-def linear_module_names(module: nn.Module) -> set:
-    """Short names of the Linear layers in `module` (what LoRA can target)."""
-    return {name.rsplit(".", 1)[-1] for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+def mixer_layer_names(backbone: nn.Module) -> list:
+    """Module names of TTM's mixer layers in forward order (r2 512-96: 3 patching levels × 2 = 6)."""
+    return [name for name, m in backbone.named_modules() if type(m).__name__ == "TinyTimeMixerLayer"]
 
 
-def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, target_modules):
-    """Wrap the backbone with peft LoRA adapters on TTM's real Linear layers; base weights frozen."""
+def training_mode(unfreeze_last_n_blocks: int, lora: bool) -> str:
+    """fm when nothing in the backbone trains, else ft."""
+    return "ft" if unfreeze_last_n_blocks > 0 or lora else "fm"
+
+
+def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: dict | None) -> nn.Module:
+    """Freeze TTM, add LoRA adapters to the frozen mixer layers' target Linears, unfreeze the last n layers."""
+    layers = mixer_layer_names(backbone)
+    if not 0 <= unfreeze_last_n_blocks <= len(layers):
+        raise PipelineError(f"finetune.unfreeze_last_n_blocks={unfreeze_last_n_blocks}: TTM has "
+                            f"{len(layers)} mixer blocks (use 0-{len(layers)})")
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    unfrozen = layers[len(layers) - unfreeze_last_n_blocks:]
+    if lora:
+        backbone = add_lora(backbone, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"],
+                            exclude=unfrozen)
+        unfrozen = [f"base_model.model.{name}" for name in unfrozen]
+    modules = dict(backbone.named_modules())
+    for name in unfrozen:
+        for p in modules[name].parameters():
+            p.requires_grad_(True)
+    return backbone
+
+
+def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, target_modules, exclude=()):
+    """Wrap the backbone with peft LoRA adapters on TTM's Linear layers named in `target_modules`.
+
+    Layers under `exclude` (the fully unfrozen blocks) get no adapter. Base weights stay frozen.
+    """
     from peft import LoraConfig, get_peft_model
 
-    available = linear_module_names(backbone)
+    linears = [name for name, m in backbone.named_modules() if isinstance(m, nn.Linear)]
+    available = {name.rsplit(".", 1)[-1] for name in linears}
     unknown = [t for t in target_modules if t not in available]
-    if unknown:
-        raise PipelineError(f"finetune.target_modules: {', '.join(unknown)} match no Linear layer of TTM "
-                            f"(available: {', '.join(sorted(available))})")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
+    if unknown or not target_modules:
+        raise PipelineError(f"lora.target_modules: {', '.join(unknown) or '(empty)'} match no Linear layer of "
+                            f"TTM (available: {', '.join(sorted(available))})")
+    targets = [name for name in linears if name.rsplit(".", 1)[-1] in target_modules
+               and not any(name.startswith(prefix + ".") for prefix in exclude)]
+    if not targets:
+        raise PipelineError(f"lora.target_modules: every {'/'.join(target_modules)} layer is in the unfrozen "
+                            "blocks; lower finetune.unfreeze_last_n_blocks or turn finetune.lora off")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     return get_peft_model(backbone, config)
 
 
-INPUT_SCALINGS = ("revin", "train_zscore")
+def make_head(n_features: int, hidden_dims, dropout: float, n_outputs: int) -> nn.Module:
+    """Linear (no hidden dims) or MLP: [Linear → GELU → Dropout] per hidden dim, then Linear."""
+    layers, width = [], n_features
+    for hidden in hidden_dims:
+        layers += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, n_outputs))
 
 
 class HypotensionModel(nn.Module):
-    """(Input z-score) → backbone features (+ level features) → standardisation → linear head → one logit.
+    """(Input z-score) → TTM embeddings (+ level features) → standardisation → head.
 
     `input_scaling="revin"`: windows go to TTM as they are and TTM scales each by its own mean/std.
     `"train_zscore"`: every channel is standardised with the train split's statistics (set by
     `set_input_stats`) and TTM's scaling is off, so the absolute level reaches the backbone.
+    Outputs: one logit (task clf) or the standardised SBP/DBP/MAP (task reg; `to_mmhg` undoes it).
     """
 
-    def __init__(self, backbone: nn.Module, n_channels: int, d_model: int, level_features: bool = True,
-                 input_scaling: str = "revin"):
+    def __init__(self, backbone: nn.Module, channels, d_model: int, *, level_features: bool = True,
+                 context=(), input_scaling: str = "revin", hidden_dims=(), dropout: float = 0.0,
+                 task: str = "clf"):
         super().__init__()
         self.backbone = backbone
-        self.level_features = level_features
-        self.input_scaling = input_scaling
+        self.channels, self.context, self.d_model = list(channels), list(context), d_model
+        self.level_features, self.input_scaling, self.task = level_features, input_scaling, task
+        n_channels = len(self.channels)
         self.register_buffer("input_mean", torch.zeros(n_channels))
         self.register_buffer("input_std", torch.ones(n_channels))
-        n_features = n_channels * d_model + (2 * n_channels if level_features else 0)
-        # Feature standardisation, fitted on the train split's features (see training.fit_scaler).
+        per_channel = d_model + (2 if level_features else 0)
+        n_features = n_channels * per_channel + len(self.context)
+        # Head-input standardisation, fitted on the train split (training.fit_feature_scaler).
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
-        self.head = nn.Linear(n_features, 1)
+        n_outputs = 1 if task == "clf" else len(REG_TARGETS)
+        self.register_buffer("target_mean", torch.zeros(n_outputs))
+        self.register_buffer("target_std", torch.ones(n_outputs))
+        self.head = make_head(n_features, hidden_dims, dropout, n_outputs)
 
     def set_input_stats(self, stats: dict) -> None:
         """Per-channel mean/std of the train split (the windows stage's `normalisation` attribute)."""
         if stats.get("fitted_on") != "train":
             raise PipelineError("input normalisation statistics must come from the train split")
-        self.input_mean.copy_(torch.tensor(stats["mean"], dtype=torch.float32))
-        self.input_std.copy_(torch.tensor(stats["std"], dtype=torch.float32).clamp_min(1e-6))
+        pick = [list(stats["channels"]).index(c) for c in self.channels]
+        self.input_mean.copy_(torch.tensor(stats["mean"], dtype=torch.float32)[pick])
+        self.input_std.copy_(torch.tensor(stats["std"], dtype=torch.float32)[pick].clamp_min(1e-6))
 
-    def features(self, windows: torch.Tensor) -> torch.Tensor:
-        """windows (batch, channels, length) → raw features (batch, n_features)."""
+    def embed(self, windows: torch.Tensor) -> torch.Tensor:
+        """windows (batch, channels, length) → embeddings (batch, channels, d_model + 2)."""
         if self.input_scaling == "train_zscore":
             windows = (windows - self.input_mean[:, None]) / self.input_std[:, None]
         out = self.backbone(past_values=windows.transpose(1, 2))
-        pooled = out.last_hidden_state.mean(dim=2).flatten(1)
+        pooled = out.last_hidden_state.mean(dim=2)
+        loc = out.loc.transpose(1, 2)
+        log_scale = torch.log(out.scale.transpose(1, 2).clamp_min(1e-6))
+        return torch.cat([pooled, loc, log_scale], dim=2)
+
+    def head_features(self, embeddings: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Raw head inputs: embeddings (with or without loc/scale), then the context features."""
         if not self.level_features:
-            return pooled
-        loc = out.loc.squeeze(1)
-        log_scale = torch.log(out.scale.squeeze(1).clamp_min(1e-6))
-        return torch.cat([pooled, loc, log_scale], dim=1)
+            return embeddings[..., :self.d_model].flatten(1)
+        return torch.cat([embeddings.flatten(1), context], dim=1)
 
-    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head((features - self.feature_mean) / self.feature_std).squeeze(-1)
+    def forward(self, x: torch.Tensor, context: torch.Tensor, from_embeddings: bool = False) -> torch.Tensor:
+        """x: windows, or cached embeddings with `from_embeddings` (frozen backbone, fm mode)."""
+        embeddings = x if from_embeddings else self.embed(x)
+        z = (self.head_features(embeddings, context) - self.feature_mean) / self.feature_std
+        out = self.head(torch.nan_to_num(z, nan=0.0))  # missing context → train mean
+        return out.squeeze(-1) if self.task == "clf" else out
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return self.head_logits(self.features(windows))
+    def to_mmhg(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs * self.target_std + self.target_mean
 
 
-def build_model(weights_dir, n_channels: int, level_features: bool, lora: dict | None, input_scaling: str = "revin"):
-    """The model as configured; `lora` is None (frozen backbone) or {r, alpha, dropout, target_modules}."""
+def context_features(channels, level_features: bool) -> list:
+    """Context features the head gets: those measured on an input channel (none without level features)."""
+    return [name for name, source in CONTEXT_SOURCES.items() if level_features and source in channels]
+
+
+def build_model(weights_dir, channels=CHANNELS, level_features: bool = True, input_scaling: str = "revin",
+                unfreeze_last_n_blocks: int = 0, lora: dict | None = None, hidden_dims=(256, 128),
+                dropout: float = 0.2, task: str = "clf"):
+    """The model as configured (the checkpoint's `config` holds exactly these arguments)."""
     if input_scaling not in INPUT_SCALINGS:
         raise PipelineError(f"model.input_scaling={input_scaling!r}: expected one of {', '.join(INPUT_SCALINGS)}")
+    if task not in TASKS:
+        raise PipelineError(f"train.task={task!r}: expected one of {', '.join(TASKS)}")
+    bad = [c for c in channels if c not in CHANNELS]
+    if bad or not channels or len(set(channels)) != len(channels):
+        raise PipelineError(f"model.input_channels={list(channels)}: use distinct names from {', '.join(CHANNELS)}")
+    if task == "reg" and "abp" in channels:
+        raise PipelineError("train.task=reg estimates the blood pressure measured on the ABP channel: remove abp "
+                            "from model.input_channels (e.g. -S 'model.input_channels=[ppg,ecg]')")
     ttm = load_ttm(weights_dir, revin=input_scaling == "revin")
-    backbone = ttm.backbone
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    if lora:
-        backbone = add_lora(backbone, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"])
-    return HypotensionModel(backbone, n_channels, ttm.config.d_model, level_features, input_scaling)
+    mode = training_mode(unfreeze_last_n_blocks, bool(lora))
+    backbone = configure_backbone(ttm.backbone, unfreeze_last_n_blocks, lora)
+    return HypotensionModel(backbone, channels, ttm.config.d_model, level_features=level_features,
+                            context=context_features(channels, level_features), input_scaling=input_scaling,
+                            hidden_dims=hidden_dims if mode == "ft" else (), dropout=dropout, task=task)
 
 
 def trainable_parameters(model: nn.Module) -> dict:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def trained_state(model: nn.Module) -> dict:
+    """What training changed: trainable tensors (head, LoRA, unfrozen blocks) and the fitted buffers."""
+    trainable = trainable_parameters(model)
+    own_buffers = {name for name, _ in model.named_buffers() if not name.startswith("backbone.")}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable or k in own_buffers}
+
+
 def save_checkpoint(path, model: HypotensionModel, config: dict, extra: dict) -> None:
-    """One dict: config to rebuild the model, the trained tensors (head, scaler, LoRA), extras."""
+    """One dict: config to rebuild the model, the trained tensors, extras."""
     from lib.atomic import atomic_path
 
-    state = {k: v for k, v in model.state_dict().items()
-             if k.startswith(("head.", "feature_", "input_")) or "lora_" in k}
     buffer = io.BytesIO()  # torch.save names its zip records after the file: save via memory, not the temp name
-    torch.save({"config": config, "state": state, **extra}, buffer)
+    torch.save({"config": config, "state": trained_state(model), **extra}, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
@@ -145,12 +237,16 @@ def load_checkpoint(path, device="cpu"):
         raise PipelineError(f"checkpoint {path} not found: run the train stage first (dvc repro train)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
-        config = ckpt["config"]
+        config, state = ckpt["config"], ckpt["state"]
     except Exception as err:
         raise PipelineError(f"checkpoint {path} is corrupt ({type(err).__name__}); rerun dvc repro -f train") from err
     model = build_model(**config)
-    missing = [k for k in ckpt["state"] if k not in model.state_dict()]
-    if missing:
-        raise PipelineError(f"checkpoint {path} does not match the model ({missing[0]} …); rerun dvc repro -f train")
-    model.load_state_dict(ckpt["state"], strict=False)
+    expected = set(trained_state(model))
+    try:
+        if set(state) != expected:
+            raise RuntimeError(f"{sorted(set(state) ^ expected)[0]} …")
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise PipelineError(f"checkpoint {path} does not match the model ({str(err).splitlines()[-1].strip()[:160]}); "
+                            "rerun dvc repro -f train") from err
     return model.to(device).eval(), ckpt

@@ -119,3 +119,36 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None):
                     yield pos, data[first:last][wanted - first]
                 else:
                     yield pos, data[wanted]
+
+
+def write_embeddings(path, windows_path, n_windows: int, shape, chunks, settings: dict) -> None:
+    """Stream the frozen backbone's embeddings of every window of `windows_path` into `path`.
+
+    `chunks` yields (start, array of `shape` per window); rows follow the windows file's order.
+    """
+    with h5py.File(path, "w") as f:
+        data = f.create_dataset("embeddings", shape=(n_windows, *shape), dtype=np.float32,
+                                chunks=(min(CHUNK_WINDOWS, max(n_windows, 1)), *shape))
+        for start, array in chunks:
+            data[start:start + len(array)] = array
+        source = attrs(windows_path)
+        f.attrs.update({"windows_file": str(windows_path), "windows_count": n_windows,
+                        "windows_code_version": source.get("code_version", ""),
+                        **{k: json.dumps(v, sort_keys=True) if not isinstance(v, (int, float, str)) else v
+                           for k, v in settings.items()}})
+
+
+def read_embeddings(path, windows_path, indices, input_scaling: str) -> np.ndarray:
+    """Cached embeddings of the windows at `indices`; an error if the cache is not of this windows file."""
+    try:
+        with h5py.File(path, "r") as f:
+            stale = (int(f.attrs["windows_count"]) != count(windows_path)
+                     or f.attrs["windows_code_version"] != attrs(windows_path).get("code_version", "")
+                     or f.attrs["input_scaling"] != input_scaling)
+            if not stale:
+                return f["embeddings"][:][indices]
+    except (OSError, KeyError) as err:
+        raise PipelineError(f"{path}: embeddings cache unreadable ({type(err).__name__}); "
+                            "rerun dvc repro embed") from err
+    raise PipelineError(f"{path}: embeddings cache does not belong to {windows_path} with "
+                        f"model.input_scaling={input_scaling}; rerun dvc repro embed")

@@ -1,67 +1,148 @@
-"""Stage train: TTM r2 backbone (frozen, or with LoRA adapters) + hypotension head.
+"""Stage train: TTM r2 (frozen, partly unfrozen and/or with LoRA adapters) + hypotension head.
 
-usage: python stages/train.py <windows_dir> <checkpoint> <live_dir>
+usage: python stages/train.py <windows_dir> <embeddings_dir> <checkpoint> <live_dir>
+       torchrun --nproc_per_node=N stages/train.py ...   (DDP: nccl on CUDA, gloo on CPU)
+
+A killed run leaves `<checkpoint>.resume` (state after the last finished epoch); rerunning the
+stage with the same params and inputs continues from it and ends with the same result.
 """
+import contextlib
+import hashlib
+import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from dvclive import Live
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import model as ttm, params, windows_h5  # noqa: E402
 from lib.atomic import atomic_dir  # noqa: E402
-from lib.errors import run_stage  # noqa: E402
-from lib.training import pick_device, train_model  # noqa: E402
+from lib.errors import PipelineError, run_stage  # noqa: E402
+from lib.training import SCHEDULES, fit_scalers, load_split, pick_device, train_model  # noqa: E402
 
-TRAIN_KEYS = ["horizon_min", "seed", "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "device"]
+KEYS = {
+    "model": ["weights_dir", "input_channels", "level_features", "input_scaling"],
+    "finetune": ["unfreeze_last_n_blocks", "lora", "windows_per_epoch"],
+    "lora": ["r", "alpha", "dropout", "target_modules"],
+    "head": ["hidden_dims", "dropout"],
+    "train": ["task", "horizon_min", "seed", "epochs", "batch_size", "grad_accum_steps", "lr", "weight_decay",
+              "grad_clip", "schedule", "warmup_frac", "early_stopping_patience", "monitor", "amp", "device"],
+}
+MONITORS = {"clf": ("val_auroc", "val_loss"), "reg": ("val_loss", "val_mae")}
+
+
+def check(p) -> str:
+    """Validate the train params; returns the metric early stopping and best-epoch selection use."""
+    for section, keys in KEYS.items():
+        params.require(p[section], section, keys)
+    t = p["train"]
+    for key in ["epochs", "batch_size", "grad_accum_steps"]:
+        if not isinstance(t[key], int) or t[key] < 1:
+            raise PipelineError(f"params.yaml: train.{key}={t[key]!r} must be a positive integer")
+    if t["schedule"] not in SCHEDULES:
+        raise PipelineError(f"params.yaml: train.schedule={t['schedule']!r}: expected one of {', '.join(SCHEDULES)}")
+    if t["amp"] not in ("auto", "off"):
+        raise PipelineError(f"params.yaml: train.amp={t['amp']!r}: expected auto (bf16/fp16 on CUDA) or off")
+    if t["task"] not in MONITORS:
+        raise PipelineError(f"params.yaml: train.task={t['task']!r}: expected clf or reg")
+    monitor = MONITORS[t["task"]][0] if t["monitor"] == "auto" else t["monitor"]
+    if monitor not in MONITORS[t["task"]]:
+        raise PipelineError(f"params.yaml: train.monitor={monitor!r} with train.task={t['task']}: expected auto or "
+                            f"one of {', '.join(MONITORS[t['task']])}")
+    return monitor
+
+
+def fingerprint(p, files, world_size: int) -> str:
+    """What a resumable state must match: the params and the exact input files."""
+    digest = hashlib.sha256(json.dumps([p, world_size], sort_keys=True, default=str).encode())
+    for f in files:
+        stat = Path(f).stat()
+        digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def distributed(device_name: str):
+    """(rank, world_size, device); joins the torchrun process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world_size == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
 
 
 def main(argv):
-    windows_dir, checkpoint, live_dir = Path(argv[0]), argv[1], argv[2]
-    p = params.load("model", "finetune", "lora", "train")
-    params.require(p["train"], "train", TRAIN_KEYS)
-    params.require(p["model"], "model", ["weights_dir", "level_features", "input_scaling"])
-    params.require(p["finetune"], "finetune", ["lora", "windows_per_epoch"])
-    params.require(p["lora"], "lora", ["r", "alpha", "dropout", "target_modules"])
-    t, ft = p["train"], p["finetune"]
+    windows_dir, embeddings_dir, checkpoint, live_dir = Path(argv[0]), Path(argv[1]), Path(argv[2]), argv[3]
+    p = params.load(*KEYS)
+    monitor = check(p)
+    m, ft, t = p["model"], p["finetune"], p["train"]
     torch.manual_seed(t["seed"])
     torch.use_deterministic_algorithms(True, warn_only=True)
-    config = {"weights_dir": p["model"]["weights_dir"], "n_channels": 3,
-              "level_features": bool(p["model"]["level_features"]), "lora": p["lora"] if ft["lora"] else None,
-              "input_scaling": p["model"]["input_scaling"]}
+    rank, world_size, device = distributed(t["device"])
+
+    mode = ttm.training_mode(ft["unfreeze_last_n_blocks"], bool(ft["lora"]))
+    config = {"weights_dir": m["weights_dir"], "channels": list(m["input_channels"]),
+              "level_features": bool(m["level_features"]), "input_scaling": m["input_scaling"],
+              "unfreeze_last_n_blocks": ft["unfreeze_last_n_blocks"], "lora": p["lora"] if ft["lora"] else None,
+              "hidden_dims": list(p["head"]["hidden_dims"]), "dropout": p["head"]["dropout"], "task": t["task"]}
     model = ttm.build_model(**config)
     # The train split's per-channel statistics (used when model.input_scaling is train_zscore).
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     horizon = float(t["horizon_min"])
+    splits = {name: load_split(windows_dir / f"{name}.h5", t["task"], horizon, model.channels, model.context,
+                               embeddings_dir / f"{name}.h5", m["input_scaling"]) for name in ["train", "val"]}
+    # The head's input scaling from the frozen backbone's train embeddings (ft starts from that backbone).
+    fit_scalers(model, splits["train"], splits["train"].embeddings)
+    if mode == "ft":  # the backbone trains: embeddings change every step, so windows go through it
+        for split in splits.values():
+            split.embeddings = None
     n_trainable = sum(x.numel() for x in ttm.trainable_parameters(model).values())
     n_total = sum(x.numel() for x in model.parameters())
-    print(f"trainable parameters: {n_trainable:,} of {n_total:,}")
-    device = pick_device(t["device"])
+    if rank == 0:
+        print(f"mode {mode}, task {t['task']}: trainable parameters {n_trainable:,} of {n_total:,}"
+              f" ({100 * n_trainable / n_total:.1f} %); {world_size} process(es) on {device}")
 
+    inputs = [windows_dir / "train.h5", windows_dir / "val.h5", embeddings_dir / "train.h5", embeddings_dir / "val.h5"]
+    resume_path = checkpoint.with_name(checkpoint.name + ".resume")
     started = time.time()
-    with atomic_dir(live_dir) as tmp:
-        live = Live(str(tmp), dvcyaml=False, save_dvc_exp=False)
+    with atomic_dir(live_dir) if rank == 0 else contextlib.nullcontext() as tmp:  # only rank 0 writes
+        live = Live(str(tmp), dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
 
         def log_epoch(record):
-            for key in ["train_loss", "val_loss", "val_auroc"]:
-                live.log_metric(key, record[key])
+            for key, value in record.items():
+                if key != "epoch":
+                    live.log_metric(key, value)
             live.next_step()
 
-        summary = train_model(model, windows_dir / "train.h5", windows_dir / "val.h5",
-                              windows_h5.label_column(horizon),
-                              epochs=t["epochs"],
-                              batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-                              grad_clip=t["grad_clip"], windows_per_epoch=ft["windows_per_epoch"],
-                              seed=t["seed"], device=device, log_epoch=log_epoch)
-        summary.update(trainable_parameters=n_trainable, total_parameters=n_total, horizon_min=horizon)
-        # Wall time is printed, not logged: metrics must be identical across identical runs.
-        print(f"train: {time.time() - started:.1f} s")
-        for key, value in summary.items():
-            live.summary[key] = value
-        live.end()
-        ttm.save_checkpoint(checkpoint, model.cpu(), config, {"summary": summary, "horizon_min": horizon})
+        summary = train_model(model, splits["train"], splits["val"], epochs=t["epochs"], batch_size=t["batch_size"],
+                              grad_accum_steps=t["grad_accum_steps"], lr=t["lr"], weight_decay=t["weight_decay"],
+                              grad_clip=t["grad_clip"], schedule=t["schedule"], warmup_frac=t["warmup_frac"],
+                              early_stopping_patience=t["early_stopping_patience"], monitor=monitor, amp=t["amp"],
+                              windows_per_epoch=ft["windows_per_epoch"], seed=t["seed"], device=device,
+                              resume_path=resume_path, fingerprint=fingerprint(p, inputs, world_size),
+                              log_epoch=log_epoch if rank == 0 else None, rank=rank, world_size=world_size)
+        if rank == 0:
+            summary.update(mode=mode, task=t["task"], trainable_parameters=n_trainable, total_parameters=n_total,
+                           horizon_min=horizon, context_features=",".join(model.context) or "none")
+            # Wall time is printed, not logged: metrics must be identical across identical runs.
+            print(f"train: {time.time() - started:.1f} s, best epoch {summary['best_epoch']} of "
+                  f"{summary['epochs_run']}")
+            for key, value in summary.items():
+                live.summary[key] = value
+            live.end()
+            ttm.save_checkpoint(checkpoint, model.cpu(), config, {"summary": summary, "horizon_min": horizon})
+    if rank == 0:
+        resume_path.unlink(missing_ok=True)
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -14,3 +16,39 @@ TRACKS = {"abp": "SNUADC/ART", "ppg": "SNUADC/PLETH", "ecg": "SNUADC/ECG_II"}
 def clinical():
     from lib.cohort import load_clinical
     return load_clinical(ROOT / "data" / "vitaldb" / "clinical_information.csv")
+
+
+STAGES = ["cohort", "splits", "windows", "embed", "train", "calibrate", "evaluate"]
+
+
+def tiny_params():
+    """params.yaml for a 12-case demo cohort of 14-16 min recordings (a ~1 min pipeline)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["clinical_csv"] = str(ROOT / "data" / "vitaldb" / "clinical_information.csv")
+    params["model"]["weights_dir"] = str(WEIGHTS)
+    params["demo"].update(n_cases=12, n_multi_case_subjects=3, min_minutes=14, max_minutes=16,
+                          ioh_fraction=0.5, seed=5)
+    params["splits"].update(train=0.5, val=0.25, test=0.25, seed=0)
+    params["train"].update(epochs=3)
+    return params
+
+
+def stage_command(name, dvc=None):
+    """A stage's command from dvc.yaml, with this interpreter and absolute script paths."""
+    dvc = dvc or yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    return dvc["stages"][name]["cmd"].replace("python stages/", f"{sys.executable} {ROOT}/stages/")
+
+
+def run_stage(name, cwd):
+    return subprocess.run(stage_command(name), shell=True, cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """Every stage of dvc.yaml run once, in order, on the tiny demo cohort; the work directory."""
+    work = tmp_path_factory.mktemp("pipeline")
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    for name in STAGES:
+        result = run_stage(name, work)
+        assert result.returncode == 0, f"{name} failed:\n{result.stderr[-3000:]}"
+    return work

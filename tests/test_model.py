@@ -5,9 +5,13 @@ import torch
 
 from conftest import WEIGHTS
 from lib.errors import PipelineError
-from lib.model import build_model, load_ttm
+from lib.model import build_model, load_checkpoint, load_ttm, mixer_layer_names, save_checkpoint
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["fc1", "fc2", "attn_layer"]}
+
+
+def trainable(model):
+    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 def test_missing_weights_are_an_error_never_a_fallback(tmp_path):
@@ -19,55 +23,137 @@ def test_missing_weights_are_an_error_never_a_fallback(tmp_path):
         load_ttm(tmp_path)
 
 
-def test_frozen_backbone_features_include_level():
-    model = build_model(WEIGHTS, 3, True, None).eval()
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable == ["head.weight", "head.bias"]
-    x = torch.randn(4, 3, 512)
-    features = model.features(x)
-    assert features.shape == (4, 3 * 192 + 6)
-    torch.testing.assert_close(features[:, 576:579], x.mean(dim=2), rtol=1e-4, atol=1e-4)  # RevIN loc
+def test_fm_mode_trains_a_linear_head_on_embeddings_with_the_level():
+    model = build_model(WEIGHTS).eval()
+    assert trainable(model) == ["head.0.weight", "head.0.bias"]
+    x = torch.randn(4, 3, 512) + torch.tensor([80.0, 0, 0])[:, None]
+    embeddings = model.embed(x)
+    assert embeddings.shape == (4, 3, 192 + 2)
+    torch.testing.assert_close(embeddings[..., 192], x.mean(dim=2), rtol=1e-4, atol=1e-4)  # RevIN loc
+    context = torch.tensor([[80.0, -1.0, 70.0, 45.0]]).repeat(4, 1)
+    assert model.head_features(embeddings, context).shape == (4, 3 * 194 + 4)
+    assert model.head[0].in_features == 3 * 194 + 4
+
+
+def test_level_features_off_leaves_only_the_pooled_embeddings():
+    model = build_model(WEIGHTS, level_features=False)
+    assert model.context == [] and model.head[0].in_features == 3 * 192
+
+
+def test_context_features_follow_the_input_channels():
+    assert build_model(WEIGHTS, channels=["ppg", "ecg"]).context == ["hr"]
+    assert build_model(WEIGHTS, channels=["abp"]).context == ["map", "map_slope", "pp"]
+
+
+def test_channels_are_embedded_independently():
+    full, ppg_ecg = build_model(WEIGHTS).eval(), build_model(WEIGHTS, channels=["ppg", "ecg"]).eval()
+    x = torch.randn(2, 3, 512)
+    with torch.no_grad():
+        torch.testing.assert_close(full.embed(x)[:, 1:], ppg_ecg.embed(x[:, 1:]))
+
+
+def test_missing_context_is_imputed_with_the_train_mean():
+    model = build_model(WEIGHTS).eval()
+    model.feature_mean.normal_()
+    embeddings, context = torch.randn(2, 3, 194), torch.tensor([[80.0, float("nan"), 70.0, 45.0]] * 2)
+    with torch.no_grad():
+        imputed = context.clone()
+        imputed[:, 1] = model.feature_mean[-3]  # map_slope's train mean
+        out = model(embeddings, context, from_embeddings=True)
+        torch.testing.assert_close(out, model(embeddings, imputed, from_embeddings=True))
+    assert torch.isfinite(out).all()
+
+
+def test_unfreezing_the_last_blocks_trains_exactly_those_and_an_mlp_head():
+    model = build_model(WEIGHTS, unfreeze_last_n_blocks=2)
+    layers = mixer_layer_names(model.backbone)
+    assert len(layers) == 6
+    backbone = [n for n in trainable(model) if n.startswith("backbone.")]
+    assert backbone and all(n.startswith(tuple(f"backbone.{layer}." for layer in layers[-2:])) for n in backbone)
+    assert [type(m).__name__ for m in model.head] == ["Linear", "GELU", "Dropout", "Linear", "GELU", "Dropout",
+                                                        "Linear"]
+    assert [m.out_features for m in model.head if isinstance(m, torch.nn.Linear)] == [256, 128, 1]
+    with pytest.raises(PipelineError, match="unfreeze_last_n_blocks=7"):
+        build_model(WEIGHTS, unfreeze_last_n_blocks=7)
 
 
 def test_lora_trains_adapters_and_leaves_base_weights_frozen():
     torch.manual_seed(0)
-    model = build_model(WEIGHTS, 3, True, LORA)
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
+    model = build_model(WEIGHTS, lora=LORA)
+    names = trainable(model)
+    assert any("lora_A" in n for n in names) and any("lora_B" in n for n in names)
+    assert all("lora_" in n or n.startswith("head.") for n in names)
     base_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     model.train()
     for _ in range(2):  # lora_B starts at 0, so lora_A gets gradients from the second step on
         optimizer.zero_grad()
-        model(torch.randn(8, 3, 512)).pow(2).mean().backward()
+        model(torch.randn(8, 3, 512), torch.randn(8, 4)).pow(2).mean().backward()
         optimizer.step()
-    grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
-    assert all(g is not None and g.abs().sum() > 0 for g in grads)
     for n, p in model.named_parameters():
+        if "lora_" in n:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
         if n in base_before:
-            assert torch.equal(p, base_before[n]), n
+            assert p.grad is None and torch.equal(p, base_before[n]), n
+
+
+def test_lora_with_unfrozen_blocks_puts_adapters_only_on_the_frozen_layers():
+    model = build_model(WEIGHTS, unfreeze_last_n_blocks=2, lora=LORA)
+    last_block = "mlp_mixer_encoder.mixers.2."
+    names = trainable(model)
+    assert any(last_block in n and "lora_" not in n for n in names)     # unfrozen base weights
+    assert not any(last_block in n and "lora_" in n for n in names)     # no adapter there
+    assert any("mixers.0." in n and "lora_" in n for n in names)
 
 
 def test_invalid_lora_target_is_an_error():
     with pytest.raises(PipelineError, match="q_proj match no Linear layer"):
-        build_model(WEIGHTS, 3, True, {**LORA, "target_modules": ["q_proj"]})
+        build_model(WEIGHTS, lora={**LORA, "target_modules": ["q_proj"]})
+
+
+def test_regression_may_not_read_the_abp_it_estimates():
+    with pytest.raises(PipelineError, match="remove abp from model.input_channels"):
+        build_model(WEIGHTS, task="reg")
+    model = build_model(WEIGHTS, channels=["ppg", "ecg"], task="reg")
+    assert model.head[-1].out_features == 3
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    config = {"weights_dir": str(WEIGHTS), "unfreeze_last_n_blocks": 1, "lora": LORA, "hidden_dims": [16]}
+    model = build_model(**config).eval()
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)
+    save_checkpoint(tmp_path / "m.pt", model, config, {"horizon_min": 5.0})
+    loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
+    x, ctx = torch.randn(3, 3, 512), torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, ctx), model(x, ctx))
+    with pytest.raises(PipelineError, match="not found: run the train stage"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:1000])
+    with pytest.raises(PipelineError, match="bad.pt is corrupt"):
+        load_checkpoint(tmp_path / "bad.pt")
+    save_checkpoint(tmp_path / "other.pt", model, {**config, "hidden_dims": [8]}, {"horizon_min": 5.0})
+    with pytest.raises(PipelineError, match="does not match the model"):
+        load_checkpoint(tmp_path / "other.pt")
 
 
 def test_train_zscore_scaling_standardises_inputs_and_turns_revin_off():
-    model = build_model(WEIGHTS, 3, True, None, input_scaling="train_zscore").eval()
-    model.set_input_stats({"fitted_on": "train", "mean": [80.0, 0.0, 0.0], "std": [15.0, 10.0, 0.3]})
+    model = build_model(WEIGHTS, input_scaling="train_zscore").eval()
+    model.set_input_stats({"fitted_on": "train", "channels": ["abp", "ppg", "ecg"],
+                           "mean": [80.0, 0.0, 0.0], "std": [15.0, 10.0, 0.3]})
     x = torch.randn(2, 3, 512) * torch.tensor([15.0, 10.0, 0.3])[:, None] + torch.tensor([80.0, 0, 0])[:, None]
     with torch.no_grad():
         out = model.backbone(past_values=((x - model.input_mean[:, None]) / model.input_std[:, None]).transpose(1, 2))
-        features = model.features(x)
+        embeddings = model.embed(x)
+        lower = model.embed(x - torch.tensor([20.0, 0, 0])[:, None])
     torch.testing.assert_close(out.loc, torch.zeros_like(out.loc))       # no per-window scaling
     torch.testing.assert_close(out.scale, torch.ones_like(out.scale))
-    assert torch.isfinite(features).all()
-    # The level reaches the backbone: the same shape 20 mmHg lower gives other features.
-    with torch.no_grad():
-        lower = model.features(x - torch.tensor([20.0, 0, 0])[:, None])
-    assert not torch.allclose(features[:, :576], lower[:, :576])
+    assert torch.isfinite(embeddings).all()
+    # The level reaches the backbone: the same shape 20 mmHg lower gives other embeddings.
+    assert not torch.allclose(embeddings[:, 0, :192], lower[:, 0, :192])
     with pytest.raises(PipelineError, match="train split"):
-        model.set_input_stats({"fitted_on": "val", "mean": [0, 0, 0], "std": [1, 1, 1]})
+        model.set_input_stats({"fitted_on": "val", "channels": ["abp", "ppg", "ecg"], "mean": [0] * 3, "std": [1] * 3})
     with pytest.raises(PipelineError, match="model.input_scaling"):
-        build_model(WEIGHTS, 3, True, None, input_scaling="minmax")
+        build_model(WEIGHTS, input_scaling="minmax")

@@ -1,42 +1,16 @@
 """End to end: the real stage commands from dvc.yaml on a tiny generated demo cohort."""
 import json
-import subprocess
-import sys
 
 import h5py
 import pytest
 import yaml
 
-from conftest import ROOT, WEIGHTS
-
-STAGES = ["cohort", "splits", "windows", "train", "calibrate", "evaluate"]
-
-
-def tiny_params():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"]["clinical_csv"] = str(ROOT / "data" / "vitaldb" / "clinical_information.csv")
-    params["model"]["weights_dir"] = str(WEIGHTS)
-    params["demo"].update(n_cases=12, n_multi_case_subjects=3, min_minutes=14, max_minutes=16,
-                          ioh_fraction=0.5, seed=5)
-    params["splits"].update(train=0.5, val=0.25, test=0.25, seed=0)
-    params["train"].update(epochs=3)
-    return params
-
-
-def run_stage(name, cwd, dvc):
-    cmd = dvc["stages"][name]["cmd"].replace("python stages/", f"{sys.executable} {ROOT}/stages/")
-    return subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True)
+from conftest import ROOT, STAGES, run_stage
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    for name in STAGES:
-        result = run_stage(name, work, dvc)
-        assert result.returncode == 0, f"{name} failed:\n{result.stderr[-3000:]}"
-    return work, dvc
+def pipeline(tiny_pipeline):
+    return tiny_pipeline, yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
 def test_pipeline_produces_real_metrics(pipeline):
@@ -75,12 +49,18 @@ def test_calibration_is_fitted_on_val(pipeline):
     assert calibrator["fitted_on"]["split"] == "val" and calibrator["temperature"] > 0
 
 
-def test_missing_weights_stop_train_with_one_line(pipeline):
-    work, dvc = pipeline
+def test_dvc_yaml_runs_the_stages_in_this_order(pipeline):
+    _, dvc = pipeline
+    assert list(dvc["stages"]) == STAGES
+
+
+def test_missing_weights_stop_train_with_one_line(pipeline, tmp_path):
+    work, _ = pipeline
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["model"]["weights_dir"] = str(work / "no-weights")
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run_stage("train", work, dvc)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "data").symlink_to(work / "data")
+    result = run_stage("train", tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: model.weights_dir=")
     assert "Traceback" not in result.stderr

@@ -1,0 +1,52 @@
+"""Stage embed: the frozen TTM backbone's embeddings of every train and val window, computed once.
+
+The backbone is frozen in fm mode, so its per-window output never changes between epochs or
+between experiments that only change the head or training knobs: train reads this cache instead
+of running TTM again. ft mode uses the train split's embeddings to fit the head's input scaling.
+The test split is not embedded here: evaluate is its only reader.
+
+usage: python stages/embed.py <windows_dir> <embeddings_dir>
+"""
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lib import model as ttm, params, windows_h5  # noqa: E402
+from lib.atomic import atomic_dir  # noqa: E402
+from lib.errors import run_stage  # noqa: E402
+from lib.training import INFERENCE_BATCH, pick_device  # noqa: E402
+
+
+def main(argv):
+    windows_dir, out_dir = Path(argv[0]), argv[1]
+    p = params.load("model", "train")
+    scaling = p["model"]["input_scaling"]
+    device = pick_device(p["train"]["device"])
+    model = ttm.build_model(p["model"]["weights_dir"], ttm.CHANNELS, input_scaling=scaling).to(device).eval()
+    model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
+    shape = (len(ttm.CHANNELS), model.d_model + 2)
+    with atomic_dir(out_dir) as tmp:
+        for split in ["train", "val"]:
+            path = windows_dir / f"{split}.h5"
+            n = windows_h5.count(path)
+            started = time.perf_counter()
+
+            @torch.no_grad()
+            def chunks():
+                for start, signals in tqdm(windows_h5.iter_signal_chunks(path, INFERENCE_BATCH),
+                                           total=math.ceil(n / INFERENCE_BATCH), desc=f"embed {split}",
+                                           unit="batch", disable=None):
+                    yield start, model.embed(torch.from_numpy(signals).to(device)).float().cpu().numpy()
+
+            windows_h5.write_embeddings(tmp / f"{split}.h5", path, n, shape, chunks(),
+                                        {"input_scaling": scaling, "weights_dir": str(p["model"]["weights_dir"])})
+            print(f"embed {split}: {n} windows, {n / max(time.perf_counter() - started, 1e-9):,.0f} windows/s")
+
+
+if __name__ == "__main__":
+    run_stage(main)

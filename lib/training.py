@@ -4,6 +4,8 @@
   and epochs train the head on them (the fast path).
 * ft mode: unfrozen blocks / LoRA adapters train with the head; each epoch draws
   `windows_per_epoch` training windows (seeded by epoch) and runs them through the backbone.
+  The head is first warmed up on the cached embeddings with the backbone frozen (LP-FT, Kumar
+  et al., ICLR 2022: a random head's gradients would otherwise distort the pretrained features).
 
 The backbone runs in eval mode (TTM's own 0.4 dropout off); the head's and LoRA's dropout train.
 AdamW, cosine (with linear warm-up) or one-cycle schedule, gradient clipping and accumulation,
@@ -183,6 +185,19 @@ def make_schedule(optimizer, name: str, lr: float, total_steps: int, warmup_frac
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@contextlib.contextmanager
+def backbone_frozen(model):
+    """Temporarily freeze the backbone's trainable parameters (the head warm-up of LP-FT)."""
+    trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def improved(value: float, best: float | None, monitor: str) -> bool:

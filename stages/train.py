@@ -7,6 +7,7 @@ A killed run leaves `<checkpoint>.resume` (state after the last finished epoch);
 stage with the same params and inputs continues from it and ends with the same result.
 """
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import model as ttm, params, windows_h5  # noqa: E402
 from lib.atomic import atomic_dir  # noqa: E402
 from lib.errors import PipelineError, run_stage  # noqa: E402
-from lib.training import SCHEDULES, fit_scalers, load_split, pick_device, train_model  # noqa: E402
+from lib.training import SCHEDULES, backbone_frozen, fit_scalers, load_split, pick_device, train_model  # noqa: E402
 
 KEYS = {
     "model": ["weights_dir", "input_channels", "level_features", "input_scaling"],
-    "finetune": ["unfreeze_last_n_blocks", "lora", "windows_per_epoch"],
+    "finetune": ["unfreeze_last_n_blocks", "lora", "windows_per_epoch", "head_warmup_epochs"],
     "lora": ["r", "alpha", "dropout", "target_modules"],
     "head": ["hidden_dims", "dropout"],
     "train": ["task", "horizon_min", "seed", "epochs", "batch_size", "grad_accum_steps", "lr", "weight_decay",
@@ -100,9 +101,8 @@ def main(argv):
                                embeddings_dir / f"{name}.h5", m["input_scaling"]) for name in ["train", "val"]}
     # The head's input scaling from the frozen backbone's train embeddings (ft starts from that backbone).
     fit_scalers(model, splits["train"], splits["train"].embeddings)
-    if mode == "ft":  # the backbone trains: embeddings change every step, so windows go through it
-        for split in splits.values():
-            split.embeddings = None
+    # ft: the backbone trains, its embeddings change every step, so windows go through it.
+    windows = {name: dataclasses.replace(split, embeddings=None) for name, split in splits.items()}
     n_trainable = sum(x.numel() for x in ttm.trainable_parameters(model).values())
     n_total = sum(x.numel() for x in model.parameters())
     if rank == 0:
@@ -121,13 +121,21 @@ def main(argv):
                     live.log_metric(key, value)
             live.next_step()
 
-        summary = train_model(model, splits["train"], splits["val"], epochs=t["epochs"], batch_size=t["batch_size"],
-                              grad_accum_steps=t["grad_accum_steps"], lr=t["lr"], weight_decay=t["weight_decay"],
-                              grad_clip=t["grad_clip"], schedule=t["schedule"], warmup_frac=t["warmup_frac"],
-                              early_stopping_patience=t["early_stopping_patience"], monitor=monitor, amp=t["amp"],
-                              windows_per_epoch=ft["windows_per_epoch"], seed=t["seed"], device=device,
-                              resume_path=resume_path, fingerprint=fingerprint(p, inputs, world_size),
-                              log_epoch=log_epoch if rank == 0 else None, rank=rank, world_size=world_size)
+        loop = dict(batch_size=t["batch_size"], grad_accum_steps=t["grad_accum_steps"], lr=t["lr"],
+                    weight_decay=t["weight_decay"], grad_clip=t["grad_clip"], schedule=t["schedule"],
+                    warmup_frac=t["warmup_frac"], early_stopping_patience=t["early_stopping_patience"],
+                    monitor=monitor, amp=t["amp"], windows_per_epoch=ft["windows_per_epoch"], seed=t["seed"],
+                    device=device, fingerprint=fingerprint(p, inputs, world_size),
+                    log_epoch=log_epoch if rank == 0 else None, rank=rank, world_size=world_size)
+        warmup = ft["head_warmup_epochs"] if mode == "ft" else 0
+        if warmup:  # LP-FT: the head first learns on the frozen backbone's cached embeddings
+            with backbone_frozen(model):
+                warm = train_model(model, splits["train"], splits["val"], epochs=warmup,
+                                   resume_path=resume_path.with_suffix(".warmup.resume"), **loop)
+        data = windows if mode == "ft" else splits
+        summary = train_model(model, data["train"], data["val"], epochs=t["epochs"], resume_path=resume_path, **loop)
+        if warmup:
+            summary.update(head_warmup_epochs=warmup, head_warmup_best_val=warm[f"best_{monitor}"])
         if rank == 0:
             summary.update(mode=mode, task=t["task"], trainable_parameters=n_trainable, total_parameters=n_total,
                            horizon_min=horizon, context_features=",".join(model.context) or "none")
@@ -140,6 +148,7 @@ def main(argv):
             ttm.save_checkpoint(checkpoint, model.cpu(), config, {"summary": summary, "horizon_min": horizon})
     if rank == 0:
         resume_path.unlink(missing_ok=True)
+        resume_path.with_suffix(".warmup.resume").unlink(missing_ok=True)
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()

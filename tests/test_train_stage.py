@@ -12,7 +12,8 @@ import yaml
 
 from conftest import ROOT, run_stage
 
-FT = {"finetune": {"unfreeze_last_n_blocks": 1, "windows_per_epoch": 256}, "head": {"hidden_dims": [32]},
+FT = {"finetune": {"unfreeze_last_n_blocks": 1, "windows_per_epoch": 256, "head_warmup_epochs": 2},
+      "head": {"hidden_dims": [32]},
       "train": {"epochs": 3}}
 
 
@@ -58,7 +59,7 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_pipeline, 
     deadline = time.time() + 300
     while not resume.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)  # after the first epoch's state is saved
+    os.kill(proc.pid, signal.SIGKILL)  # after the head warm-up and the first fine-tuning epoch
     proc.wait()
     assert resume.exists() and not (work / "model.pt").exists() and not (work / "live").exists()
 
@@ -69,7 +70,7 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_pipeline, 
     for plot in ["train_loss", "val_loss", "val_auroc"]:
         path = f"live/plots/metrics/{plot}.tsv"
         assert (work / path).read_text() == (tmp_path / "whole" / path).read_text()
-    assert not resume.exists()
+    assert not resume.exists() and not (work / "model.pt.warmup.resume").exists()
 
 
 def test_resume_state_from_other_params_is_ignored(tiny_pipeline, tmp_path):

@@ -220,14 +220,20 @@ def trained_state(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable or k in own_buffers}
 
 
-def save_checkpoint(path, model: HypotensionModel, config: dict, extra: dict) -> None:
-    """One dict: config to rebuild the model, the trained tensors, extras."""
+def save_torch(path, obj) -> None:
+    """torch.save, atomically and byte-reproducibly (torch.save names its zip records after the
+    file it writes, so it writes to memory rather than to the temporary name)."""
     from lib.atomic import atomic_path
 
-    buffer = io.BytesIO()  # torch.save names its zip records after the file: save via memory, not the temp name
-    torch.save({"config": config, "state": trained_state(model), **extra}, buffer)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
+
+
+def save_checkpoint(path, model: HypotensionModel, config: dict, extra: dict) -> None:
+    """One dict: config to rebuild the model, the trained tensors, extras."""
+    save_torch(path, {"config": config, "state": trained_state(model), **extra})
 
 
 def load_checkpoint(path, device="cpu"):
@@ -241,12 +247,12 @@ def load_checkpoint(path, device="cpu"):
     except Exception as err:
         raise PipelineError(f"checkpoint {path} is corrupt ({type(err).__name__}); rerun dvc repro -f train") from err
     model = build_model(**config)
-    expected = set(trained_state(model))
-    try:
-        if set(state) != expected:
-            raise RuntimeError(f"{sorted(set(state) ^ expected)[0]} …")
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise PipelineError(f"checkpoint {path} does not match the model ({str(err).splitlines()[-1].strip()[:160]}); "
-                            "rerun dvc repro -f train") from err
+    mismatch = sorted(set(state) ^ set(trained_state(model)))
+    if not mismatch:
+        try:
+            model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # same names, other shapes
+            mismatch = [str(err).splitlines()[-1].strip()[:160]]
+    if mismatch:
+        raise PipelineError(f"checkpoint {path} does not match the model ({mismatch[0]} …); rerun dvc repro -f train")
     return model.to(device).eval(), ckpt

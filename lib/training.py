@@ -15,7 +15,6 @@ model is wrapped in DDP and a DistributedSampler shards every epoch; `batch_size
 The test split is never read here.
 """
 import contextlib
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from lib import windows_h5
 from lib.errors import PipelineError
-from lib.model import CHANNELS, REG_TARGETS, trained_state
+from lib.model import CHANNELS, REG_TARGETS, save_torch, trained_state
 
 SCHEDULES = ("cosine", "onecycle")
 INFERENCE_BATCH = 512
@@ -92,14 +91,13 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
                input_scaling: str = "revin") -> Split:
     """A split's usable windows: labelled at the horizon (clf) or with finite pressures (reg)."""
     path = Path(path)
+    columns = windows_h5.read_columns(path, [*context, *(REG_TARGETS if task == "reg" else ())])
     if task == "clf":
         idx, targets = windows_h5.labelled(path, windows_h5.label_column(horizon_min))
     else:
-        pressures = windows_h5.read_columns(path, REG_TARGETS)
-        targets = np.stack([pressures[name] for name in REG_TARGETS], axis=1).astype(np.float32)
+        targets = np.stack([columns[name] for name in REG_TARGETS], axis=1).astype(np.float32)
         idx = np.flatnonzero(np.isfinite(targets).all(axis=1))
         targets = targets[idx]
-    columns = windows_h5.read_columns(path, context)
     ctx = np.stack([columns[name][idx] for name in context], axis=1).astype(np.float32) if context else \
         np.zeros((len(idx), 0), dtype=np.float32)
     split = Split(path, idx, targets, ctx, list(channels))
@@ -113,13 +111,13 @@ def checkpoint_split(model, ckpt: dict, path) -> Split:
     return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context)
 
 
-def fit_scalers(model, train: Split, embeddings: np.ndarray) -> None:
+def fit_scalers(model, train: Split) -> None:
     """Head-input (and, for reg, target) standardisation from the train split (never val or test).
 
-    `embeddings` are the frozen backbone's, i.e. the model's at the start of training.
-    NaN (missing context) is ignored by the fit and imputed with the mean in the model.
+    Fitted on the train split's cached embeddings, the frozen backbone's, i.e. the model's at the
+    start of training. NaN (missing context) is ignored by the fit and imputed with the mean in the model.
     """
-    features = model.head_features(torch.from_numpy(embeddings), torch.from_numpy(train.context)).numpy()
+    features = model.head_features(torch.from_numpy(train.embeddings), torch.from_numpy(train.context)).numpy()
     scaler = StandardScaler().fit(features.astype(np.float64))
     model.feature_mean.copy_(torch.from_numpy(scaler.mean_.astype(np.float32)))
     model.feature_std.copy_(torch.from_numpy(scaler.scale_.astype(np.float32)))
@@ -143,12 +141,15 @@ def set_mode(model: nn.Module, training: bool) -> None:
 def predict(model, split: Split, device, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     """Raw outputs for every window of `split`: logits (n,) for clf, standardised pressures (n, 3) for reg."""
     set_mode(model, False)
+    cached = split.embeddings is not None
+    chunks = ((start, split.embeddings[start:start + batch_size]) for start in range(0, len(split), batch_size)) \
+        if cached else windows_h5.iter_signal_chunks(split.path, batch_size, split.indices)
     outputs = []
-    for start in tqdm(range(0, len(split), batch_size), desc=f"predict {split.path.name}", unit="batch",
-                      leave=False, disable=None):
-        positions = np.arange(start, min(start + batch_size, len(split)))
-        x, ctx = split.inputs(positions).to(device), torch.from_numpy(split.context[positions]).to(device)
-        outputs.append(model(x, ctx, from_embeddings=split.embeddings is not None).float().cpu())
+    for start, chunk in tqdm(chunks, total=math.ceil(len(split) / batch_size), desc=f"predict {split.path.name}",
+                             unit="batch", leave=False, disable=None):
+        x = torch.from_numpy(np.ascontiguousarray(chunk if cached else chunk[:, channel_index(split.channels)]))
+        ctx = torch.from_numpy(split.context[start:start + len(chunk)])
+        outputs.append(model(x.to(device), ctx.to(device), from_embeddings=cached).float().cpu())
     if not outputs:
         return np.zeros((0,) if model.task == "clf" else (0, len(REG_TARGETS)), dtype=np.float32)
     return torch.cat(outputs).numpy()
@@ -167,9 +168,8 @@ def val_record(model, val: Split, loss_fn, standardise, device) -> dict:
     outputs = torch.from_numpy(predict(model, val, device)).to(device)
     targets = torch.from_numpy(val.targets).to(device)
     record = {"val_loss": float(loss_fn(outputs, standardise(targets)))}
-    if model.task == "clf":
-        y = val.targets
-        record["val_auroc"] = float(roc_auc_score(y, outputs.cpu().numpy())) if len(np.unique(y)) == 2 else float("nan")
+    if model.task == "clf":  # train_model has checked that val holds both classes
+        record["val_auroc"] = float(roc_auc_score(val.targets, outputs.cpu().numpy()))
     else:
         record["val_mae"] = float((model.to_mmhg(outputs) - targets).abs().mean())
     return record
@@ -323,15 +323,10 @@ def train_model(model, train: Split, val: Split, *, epochs: int, batch_size: int
 
 
 def save_resume_state(path, fingerprint, model, optimizer, scheduler, grad_scaler, loop_state) -> None:
-    from lib.atomic import atomic_path
-
-    buffer = io.BytesIO()
-    torch.save({"fingerprint": fingerprint, "model": trained_state(model), "optimizer": optimizer.state_dict(),
+    save_torch(path, {"fingerprint": fingerprint, "model": trained_state(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "grad_scaler": grad_scaler.state_dict() if grad_scaler else None,
                 "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "loop": loop_state}, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "loop": loop_state})
 
 
 def load_resume_state(path, fingerprint: str):

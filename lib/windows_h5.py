@@ -28,6 +28,12 @@ def map_ahead_column(horizon_min) -> str:
 IDS = {"caseid": np.int32, "subjectid": np.int32}
 
 
+def set_attrs(h5file, attrs: dict) -> None:
+    """File attributes: numbers and strings as they are, anything else as JSON (`attrs` decodes it)."""
+    for key, value in attrs.items():
+        h5file.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True)
+
+
 class WindowWriter:
     """Append windows to a new HDF5 file; use as a context manager."""
 
@@ -45,8 +51,7 @@ class WindowWriter:
         self.set_attrs(attrs)
 
     def set_attrs(self, attrs: dict) -> None:
-        for key, value in attrs.items():
-            self.file.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True)
+        set_attrs(self.file, attrs)
 
     def append(self, arrays: dict) -> None:
         n = len(arrays["signals"])
@@ -131,11 +136,8 @@ def write_embeddings(path, windows_path, n_windows: int, shape, chunks, settings
                                 chunks=(min(CHUNK_WINDOWS, max(n_windows, 1)), *shape))
         for start, array in chunks:
             data[start:start + len(array)] = array
-        source = attrs(windows_path)
-        f.attrs.update({"windows_file": str(windows_path), "windows_count": n_windows,
-                        "windows_code_version": source.get("code_version", ""),
-                        **{k: json.dumps(v, sort_keys=True) if not isinstance(v, (int, float, str)) else v
-                           for k, v in settings.items()}})
+        set_attrs(f, {"windows_file": str(windows_path), "windows_count": n_windows,
+                      "windows_code_version": attrs(windows_path).get("code_version", ""), **settings})
 
 
 def read_embeddings(path, windows_path, indices, input_scaling: str) -> np.ndarray:

@@ -100,7 +100,7 @@ def main(argv):
     splits = {name: load_split(windows_dir / f"{name}.h5", t["task"], horizon, model.channels, model.context,
                                embeddings_dir / f"{name}.h5", m["input_scaling"]) for name in ["train", "val"]}
     # The head's input scaling from the frozen backbone's train embeddings (ft starts from that backbone).
-    fit_scalers(model, splits["train"], splits["train"].embeddings)
+    fit_scalers(model, splits["train"])
     # ft: the backbone trains, its embeddings change every step, so windows go through it.
     windows = {name: dataclasses.replace(split, embeddings=None) for name, split in splits.items()}
     n_trainable = sum(x.numel() for x in ttm.trainable_parameters(model).values())

@@ -35,7 +35,7 @@ def data():
 def fm_model(train, seed=0):
     torch.manual_seed(seed)
     model = build_model(WEIGHTS)
-    fit_scalers(model, train, train.embeddings)
+    fit_scalers(model, train)
     return model
 
 

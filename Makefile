@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: repro test install clean-venv
+.PHONY: repro test install clean-venv pr-report
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ repro: install
 test: install
 	. $(BIN)/activate && python -m pytest -q tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+
+# Markdown params/metrics diff against BASE for a pull-request comment (after `make repro`).
+BASE ?= main
+pr-report: install
+	. $(BIN)/activate && scripts/pr_report.sh $(BASE)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,25 +1,41 @@
-"""Post-hoc calibration fitted on the validation split only (scikit-learn's fit/predict shape)."""
+"""Post-hoc calibration and the decision threshold, fitted on the validation split only.
+
+Every calibrator maps a model's logits to probabilities with scikit-learn's fit/predict shape and
+round-trips through a small JSON artifact (`to_dict` / `calibrator_from_dict`), which the
+calibrate and baselines stages write and evaluate loads. The threshold rule is applied to the
+calibrated val probabilities; evaluate uses the threshold as it is.
+"""
 import json
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_curve
 
 from lib.atomic import write_json
 from lib.errors import PipelineError
 
+THRESHOLD_RULES = ("youden", "sensitivity")
+
+
+def _check_two_classes(y, method: str) -> None:
+    if len(np.unique(y)) < 2:
+        raise PipelineError(f"calibrate: the validation split has a single class; {method} cannot be fitted")
+
 
 class TemperatureScaler:
-    """p = sigmoid(logit / T), T fitted by minimising the negative log-likelihood on val."""
+    """p = sigmoid(logit / T), T fitted by minimising the negative log-likelihood (scipy)."""
+
+    method = "temperature"
 
     def __init__(self, temperature: float = 1.0):
         self.temperature = temperature
 
     def fit(self, logits, y):
         logits, y = np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        if len(np.unique(y)) < 2:
-            raise PipelineError("calibrate: the validation split has a single class; temperature cannot be fitted")
+        _check_two_classes(y, self.method)
 
         def nll(log_t):
             z = logits / np.exp(log_t)
@@ -31,23 +47,167 @@ class TemperatureScaler:
     def predict_proba(self, logits):
         return expit(np.asarray(logits, dtype=np.float64) / self.temperature)
 
+    def to_dict(self) -> dict:
+        return {"temperature": self.temperature}
+
+
+class PlattScaler:
+    """p = sigmoid(a * logit + b) by unpenalised logistic regression (Platt 1999).
+
+    Unlike temperature scaling it also moves the intercept, which a class-weighted loss shifts.
+    """
+
+    method = "platt"
+
+    def __init__(self, slope: float = 1.0, intercept: float = 0.0):
+        self.slope, self.intercept = slope, intercept
+
+    def fit(self, logits, y):
+        _check_two_classes(y, self.method)
+        lr = LogisticRegression(C=np.inf).fit(np.asarray(logits, dtype=np.float64)[:, None], np.asarray(y))
+        self.slope, self.intercept = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        if self.slope <= 0:
+            # The model ranks val windows the wrong way round. A calibrator must not reverse the
+            # model's ranking (test AUROC would then be the reversed model's), so the map stays
+            # increasing with a vanishing slope: probabilities at the val prevalence, ranking kept.
+            prevalence = float(np.mean(y))
+            print(f"calibrate: warning: Platt slope {self.slope:.3g} <= 0 (the model ranks val windows inversely); "
+                  "calibrating to the val prevalence with the model's ranking kept")
+            self.slope, self.intercept = 1e-6, float(np.log(prevalence / (1 - prevalence)))
+        return self
+
+    def predict_proba(self, logits):
+        return expit(self.slope * np.asarray(logits, dtype=np.float64) + self.intercept)
+
+    def to_dict(self) -> dict:
+        return {"slope": self.slope, "intercept": self.intercept}
+
+
+class IsotonicCalibrator:
+    """Monotone step-wise map from logit to probability (scikit-learn IsotonicRegression).
+
+    Stored as its breakpoints; predictions interpolate linearly between them and clip outside,
+    exactly as IsotonicRegression(out_of_bounds="clip").predict does.
+    """
+
+    method = "isotonic"
+
+    def __init__(self, x=(), y=()):
+        self.x, self.y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+    def fit(self, logits, y):
+        _check_two_classes(y, self.method)
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        iso.fit(np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        self.x, self.y = iso.X_thresholds_, iso.y_thresholds_
+        return self
+
+    def predict_proba(self, logits):
+        return np.interp(np.asarray(logits, dtype=np.float64), self.x, self.y)
+
+    def to_dict(self) -> dict:
+        return {"x": [float(v) for v in self.x], "y": [float(v) for v in self.y]}
+
+
+CALIBRATORS = {c.method: c for c in (TemperatureScaler, PlattScaler, IsotonicCalibrator)}
+
+
+def make_calibrator(method: str):
+    if method not in CALIBRATORS:
+        raise PipelineError(f"params.yaml: calibrate.method={method!r}: expected one of {', '.join(CALIBRATORS)}")
+    return CALIBRATORS[method]()
+
 
 def youden_threshold(y, probabilities) -> float:
-    """Probability threshold maximising sensitivity + specificity - 1 (chosen on val only)."""
+    """Probability threshold maximising sensitivity + specificity - 1."""
     fpr, tpr, thresholds = roc_curve(y, probabilities)
     best = int(np.argmax(tpr - fpr))
     return float(min(thresholds[best], 1.0))
 
 
-def save_calibrator(path, scaler: TemperatureScaler, threshold: float, fitted_on: dict) -> None:
-    write_json(path, {"method": "temperature", "temperature": scaler.temperature,
-                      "threshold": threshold, "fitted_on": fitted_on})
+def sensitivity_threshold(y, probabilities, target: float) -> float:
+    """The highest threshold whose sensitivity reaches `target` (the most specific such rule)."""
+    _, tpr, thresholds = roc_curve(y, probabilities)
+    return float(min(thresholds[int(np.argmax(tpr >= target - 1e-12))], 1.0))
 
 
-def load_calibrator(path):
+def choose_threshold(y, probabilities, rule: str, target_sensitivity: float) -> float:
+    if rule == "youden":
+        return youden_threshold(y, probabilities)
+    if rule == "sensitivity":
+        if not 0 < target_sensitivity <= 1:
+            raise PipelineError(f"params.yaml: calibrate.target_sensitivity={target_sensitivity}: must be in (0, 1]")
+        return sensitivity_threshold(y, probabilities, target_sensitivity)
+    raise PipelineError(f"params.yaml: calibrate.threshold_rule={rule!r}: expected one of {', '.join(THRESHOLD_RULES)}")
+
+
+class Calibration:
+    """A fitted calibrator and the decision threshold chosen with it (both from val)."""
+
+    def __init__(self, calibrator, threshold: float, threshold_rule: str, fitted_on: dict):
+        self.calibrator, self.threshold = calibrator, threshold
+        self.threshold_rule, self.fitted_on = threshold_rule, fitted_on
+
+    @classmethod
+    def fit(cls, logits, y, method: str, threshold_rule: str, target_sensitivity: float, fitted_on: dict):
+        calibrator = make_calibrator(method).fit(logits, y)
+        threshold = choose_threshold(y, calibrator.predict_proba(logits), threshold_rule, target_sensitivity)
+        return cls(calibrator, threshold, threshold_rule, fitted_on)
+
+    def predict_proba(self, logits):
+        return self.calibrator.predict_proba(logits)
+
+    def to_dict(self) -> dict:
+        return {"method": self.calibrator.method, **self.calibrator.to_dict(), "threshold": self.threshold,
+                "threshold_rule": self.threshold_rule, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, state: dict):
+        method = state["method"]
+        keys = {"temperature": ["temperature"], "platt": ["slope", "intercept"], "isotonic": ["x", "y"]}[method]
+        calibrator = CALIBRATORS[method](*(state[k] for k in keys))
+        return cls(calibrator, float(state["threshold"]), state["threshold_rule"], state["fitted_on"])
+
+    def save(self, path) -> None:
+        write_json(path, self.to_dict())
+
+    def summary(self, logits, y, n_bins: int) -> dict:
+        """What the fit did on its own (val) data: ECE before/after, the threshold, the method's state."""
+        from lib.metrics import expected_calibration_error
+
+        state = {k: v for k, v in self.calibrator.to_dict().items() if not isinstance(v, list)}
+        return {"method": self.calibrator.method, **state, "threshold": self.threshold,
+                "threshold_rule": self.threshold_rule,
+                "val_ece_before": expected_calibration_error(y, expit(np.asarray(logits, dtype=np.float64)), n_bins),
+                "val_ece_after": expected_calibration_error(y, self.predict_proba(logits), n_bins)}
+
+    @classmethod
+    def load(cls, path):
+        return _read(path, cls.from_dict, "calibrate")
+
+
+def read_calibrations(path) -> dict:
+    """{name: Calibration} from the baselines stage's calibration.json."""
+    return _read(path, lambda states: {name: Calibration.from_dict(s) for name, s in states.items()}, "baselines")
+
+
+def _read(path, parse, stage: str):
     try:
-        state = json.loads(open(path).read())
-        return TemperatureScaler(float(state["temperature"])), float(state["threshold"])
-    except (OSError, ValueError, KeyError) as err:
+        return parse(json.loads(open(path).read()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise PipelineError(f"calibrator {path} is missing or corrupt ({type(err).__name__}); "
-                            "rerun dvc repro calibrate") from err
+                            f"rerun dvc repro {stage}") from err
+
+
+CALIBRATE_KEYS = ["method", "threshold_rule", "target_sensitivity", "ece_bins"]
+
+
+def fit_on_val(logits, y, calibrate_params: dict, fitted_on: dict):
+    """`Calibration.fit` with params.yaml's calibrate section; returns it and its val summary."""
+    from lib.params import require
+
+    c = calibrate_params
+    require(c, "calibrate", CALIBRATE_KEYS)
+    calibration = Calibration.fit(logits, y, c["method"], c["threshold_rule"], float(c["target_sensitivity"]),
+                                  fitted_on)
+    return calibration, calibration.summary(logits, y, int(c["ece_bins"]))

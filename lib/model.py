@@ -31,6 +31,7 @@ CHANNELS = ("abp", "ppg", "ecg")                      # order of the windows fil
 CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp"}
 REG_TARGETS = ("sbp", "dbp", "map")                   # task reg: the window's beat-derived pressures
 INPUT_SCALINGS = ("revin", "train_zscore")
+TTM_CONTEXT = 512                                     # the r2 512-96 weights' context length
 TASKS = ("clf", "reg")
 
 
@@ -55,6 +56,26 @@ def load_ttm(weights_dir, revin: bool = True):
         raise PipelineError(f"model.weights_dir={weights_dir}: TTM weights could not be loaded "
                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
     return model
+
+
+def fit_context(x: torch.Tensor, context_length: int):
+    """(batch, length, channels) → TTM's (batch, 512, channels) input and its `past_observed_mask`.
+
+    The model sees the last `context_length` samples. A shorter context is left-padded with zeros
+    to the weights' 512, as granite-tsfm does for series shorter than a TTM's context (its datasets'
+    zero padding, `get_model(..., force_return="zeropad")`), and the padding is marked unobserved
+    in `past_observed_mask` so RevIN's loc/scale come from the real samples only.
+    """
+    if not 0 < context_length <= min(TTM_CONTEXT, x.shape[1]):
+        raise PipelineError(f"model.context_length={context_length}: must be 1-{min(TTM_CONTEXT, x.shape[1])} "
+                            f"(windows are {x.shape[1]} samples, TTM's context is {TTM_CONTEXT})")
+    x = x[:, -context_length:]
+    observed = torch.ones_like(x)
+    pad = TTM_CONTEXT - context_length
+    if pad:
+        zeros = x.new_zeros(x.shape[0], pad, x.shape[2])
+        x, observed = torch.cat([zeros, x], dim=1), torch.cat([zeros, observed], dim=1)
+    return x, observed
 
 
 def mixer_layer_names(backbone: nn.Module) -> list:
@@ -129,11 +150,12 @@ class HypotensionModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, channels, d_model: int, *, level_features: bool = True,
                  context=(), input_scaling: str = "revin", hidden_dims=(), dropout: float = 0.0,
-                 task: str = "clf"):
+                 task: str = "clf", context_length: int = TTM_CONTEXT):
         super().__init__()
         self.backbone = backbone
         self.channels, self.context, self.d_model = list(channels), list(context), d_model
         self.level_features, self.input_scaling, self.task = level_features, input_scaling, task
+        self.context_length = context_length
         n_channels = len(self.channels)
         self.register_buffer("input_mean", torch.zeros(n_channels))
         self.register_buffer("input_std", torch.ones(n_channels))
@@ -148,18 +170,14 @@ class HypotensionModel(nn.Module):
         self.head = make_head(n_features, hidden_dims, dropout, n_outputs)
 
     def set_input_stats(self, stats: dict) -> None:
-        """Per-channel mean/std of the train split (the windows stage's `normalisation` attribute)."""
-        if stats.get("fitted_on") != "train":
-            raise PipelineError("input normalisation statistics must come from the train split")
-        pick = [list(stats["channels"]).index(c) for c in self.channels]
-        self.input_mean.copy_(torch.tensor(stats["mean"], dtype=torch.float32)[pick])
-        self.input_std.copy_(torch.tensor(stats["std"], dtype=torch.float32)[pick].clamp_min(1e-6))
+        set_input_stats(self, stats)
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """windows (batch, channels, length) → embeddings (batch, channels, d_model + 2)."""
         if self.input_scaling == "train_zscore":
             windows = (windows - self.input_mean[:, None]) / self.input_std[:, None]
-        out = self.backbone(past_values=windows.transpose(1, 2))
+        x, observed = fit_context(windows.transpose(1, 2), self.context_length)
+        out = self.backbone(past_values=x, past_observed_mask=observed)
         pooled = out.last_hidden_state.mean(dim=2)
         loc = out.loc.transpose(1, 2)
         log_scale = torch.log(out.scale.transpose(1, 2).clamp_min(1e-6))
@@ -182,6 +200,16 @@ class HypotensionModel(nn.Module):
         return outputs * self.target_std + self.target_mean
 
 
+def set_input_stats(model: nn.Module, stats: dict) -> None:
+    """Copy the train split's per-channel mean/std (the windows stage's `normalisation` attribute)
+    into `model.input_mean` / `model.input_std` for the model's `channels`."""
+    if stats.get("fitted_on") != "train":
+        raise PipelineError("input normalisation statistics must come from the train split")
+    pick = [list(stats["channels"]).index(c) for c in model.channels]
+    model.input_mean.copy_(torch.tensor(stats["mean"], dtype=torch.float32)[pick])
+    model.input_std.copy_(torch.tensor(stats["std"], dtype=torch.float32)[pick].clamp_min(1e-6))
+
+
 def context_features(channels, level_features: bool) -> list:
     """Context features the head gets: those measured on an input channel (none without level features)."""
     return [name for name, source in CONTEXT_SOURCES.items() if level_features and source in channels]
@@ -189,10 +217,12 @@ def context_features(channels, level_features: bool) -> list:
 
 def build_model(weights_dir, channels=CHANNELS, level_features: bool = True, input_scaling: str = "revin",
                 unfreeze_last_n_blocks: int = 0, lora: dict | None = None, hidden_dims=(256, 128),
-                dropout: float = 0.2, task: str = "clf"):
+                dropout: float = 0.2, task: str = "clf", context_length: int = TTM_CONTEXT):
     """The model as configured (the checkpoint's `config` holds exactly these arguments)."""
     if input_scaling not in INPUT_SCALINGS:
         raise PipelineError(f"model.input_scaling={input_scaling!r}: expected one of {', '.join(INPUT_SCALINGS)}")
+    if not isinstance(context_length, int) or not 0 < context_length <= TTM_CONTEXT:
+        raise PipelineError(f"model.context_length={context_length!r}: must be an integer 1-{TTM_CONTEXT}")
     if task not in TASKS:
         raise PipelineError(f"train.task={task!r}: expected one of {', '.join(TASKS)}")
     bad = [c for c in channels if c not in CHANNELS]
@@ -206,7 +236,23 @@ def build_model(weights_dir, channels=CHANNELS, level_features: bool = True, inp
     backbone = configure_backbone(ttm.backbone, unfreeze_last_n_blocks, lora)
     return HypotensionModel(backbone, channels, ttm.config.d_model, level_features=level_features,
                             context=context_features(channels, level_features), input_scaling=input_scaling,
-                            hidden_dims=hidden_dims if mode == "ft" else (), dropout=dropout, task=task)
+                            hidden_dims=hidden_dims if mode == "ft" else (), dropout=dropout, task=task,
+                            context_length=context_length)
+
+
+def model_config(p: dict) -> dict:
+    """build_model's arguments from params.yaml's model/finetune/lora/head/train sections."""
+    m, ft = p["model"], p["finetune"]
+    return {"weights_dir": m["weights_dir"], "channels": list(m["input_channels"]),
+            "level_features": bool(m["level_features"]), "input_scaling": m["input_scaling"],
+            "context_length": m["context_length"], "unfreeze_last_n_blocks": ft["unfreeze_last_n_blocks"],
+            "lora": p["lora"] if ft["lora"] else None, "hidden_dims": list(p["head"]["hidden_dims"]),
+            "dropout": p["head"]["dropout"], "task": p["train"]["task"]}
+
+
+def embedding_settings(model_params: dict) -> dict:
+    """The model params the frozen backbone's embeddings depend on (the embed stage's cache key)."""
+    return {"input_scaling": model_params["input_scaling"], "context_length": int(model_params["context_length"])}
 
 
 def trainable_parameters(model: nn.Module) -> dict:

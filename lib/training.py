@@ -15,6 +15,7 @@ model is wrapped in DDP and a DistributedSampler shards every epoch; `batch_size
 The test split is never read here.
 """
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ def channel_index(channels) -> list:
 
 
 def load_split(path, task: str, horizon_min: float, channels, context, embeddings_path=None,
-               input_scaling: str = "revin") -> Split:
+               embedding_settings: dict | None = None) -> Split:
     """A split's usable windows: labelled at the horizon (clf) or with finite pressures (reg)."""
     path = Path(path)
     columns = windows_h5.read_columns(path, [*context, *(REG_TARGETS if task == "reg" else ())])
@@ -102,7 +103,7 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
         np.zeros((len(idx), 0), dtype=np.float32)
     split = Split(path, idx, targets, ctx, list(channels))
     if embeddings_path is not None:
-        split.embeddings = windows_h5.read_embeddings(embeddings_path, path, idx, input_scaling)[:, channel_index(channels)]
+        split.embeddings = windows_h5.read_embeddings(embeddings_path, path, idx, embedding_settings or {})[:, channel_index(channels)]
     return split
 
 
@@ -198,6 +199,18 @@ def backbone_frozen(model):
     finally:
         for p in trainable:
             p.requires_grad_(True)
+
+
+MONITORS = {"clf": ("val_auroc", "val_loss"), "reg": ("val_loss", "val_mae")}
+
+
+def resolve_monitor(task: str, monitor: str) -> str:
+    """train.monitor: `auto` is val_auroc for clf and val_loss for reg."""
+    chosen = MONITORS[task][0] if monitor == "auto" else monitor
+    if chosen not in MONITORS[task]:
+        raise PipelineError(f"params.yaml: train.monitor={chosen!r} with train.task={task}: expected auto or "
+                            f"one of {', '.join(MONITORS[task])}")
+    return chosen
 
 
 def improved(value: float, best: float | None, monitor: str) -> bool:
@@ -340,3 +353,40 @@ def load_resume_state(path, fingerprint: str):
         print(f"ignoring resume state {path}: it belongs to other params or inputs; training from the start")
         return None
     return saved
+
+
+def fit(model, train: Split, val: Split, p: dict, monitor: str, device, resume_path=None, **loop_extra) -> dict:
+    """Train `model` as params.yaml's model/finetune/train sections say (the train stage and CV folds).
+
+    `train`/`val` carry the frozen backbone's cached embeddings. The head's input scaling is fitted
+    on train's; in fm mode training runs on them. In ft mode the head is first warmed up on them
+    (LP-FT), then windows go through the training backbone. `resume_path` (optional) keeps state
+    after every epoch, the warm-up's next to it.
+    """
+    ft, t = p["finetune"], p["train"]
+    fit_scalers(model, train)
+    loop = dict(batch_size=t["batch_size"], grad_accum_steps=t["grad_accum_steps"], lr=t["lr"],
+                weight_decay=t["weight_decay"], grad_clip=t["grad_clip"], schedule=t["schedule"],
+                warmup_frac=t["warmup_frac"], early_stopping_patience=t["early_stopping_patience"],
+                monitor=monitor, amp=t["amp"], windows_per_epoch=ft["windows_per_epoch"], seed=t["seed"],
+                device=device, **loop_extra)
+    resume_path = Path(resume_path) if resume_path else None
+    warmup = ft["head_warmup_epochs"] if ft["unfreeze_last_n_blocks"] > 0 or ft["lora"] else 0
+    if warmup:  # LP-FT: the head first learns on the frozen backbone's cached embeddings
+        with backbone_frozen(model):
+            warm = train_model(model, train, val, epochs=warmup,
+                               resume_path=resume_path and resume_path.with_suffix(".warmup.resume"), **loop)
+        # ft: the backbone trains, its embeddings change every step, so windows go through it.
+        train, val = dataclasses.replace(train, embeddings=None), dataclasses.replace(val, embeddings=None)
+    summary = train_model(model, train, val, epochs=t["epochs"], resume_path=resume_path, **loop)
+    if warmup:
+        summary.update(head_warmup_epochs=warmup, head_warmup_best_val=warm[f"best_{monitor}"])
+    return summary
+
+
+def subset(split: Split, positions) -> Split:
+    """The windows of `split` at `positions` (e.g. one cross-validation fold)."""
+    positions = np.sort(np.asarray(positions))
+    return dataclasses.replace(split, indices=split.indices[positions], targets=split.targets[positions],
+                               context=split.context[positions],
+                               embeddings=None if split.embeddings is None else split.embeddings[positions])

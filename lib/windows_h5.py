@@ -6,6 +6,7 @@ context features as float32, `caseid`/`subjectid` int32). File attributes carry 
 names, sample rate, the params, the code version and the train split's normalisation statistics.
 """
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -140,17 +141,42 @@ def write_embeddings(path, windows_path, n_windows: int, shape, chunks, settings
                       "windows_code_version": attrs(windows_path).get("code_version", ""), **settings})
 
 
-def read_embeddings(path, windows_path, indices, input_scaling: str) -> np.ndarray:
-    """Cached embeddings of the windows at `indices`; an error if the cache is not of this windows file."""
+def read_embeddings(path, windows_path, indices, settings: dict) -> np.ndarray:
+    """Cached embeddings of the windows at `indices`; an error if the cache is not of this windows
+    file or was computed with other `settings` (model params, e.g. input_scaling, context_length)."""
     try:
         with h5py.File(path, "r") as f:
             stale = (int(f.attrs["windows_count"]) != count(windows_path)
                      or f.attrs["windows_code_version"] != attrs(windows_path).get("code_version", "")
-                     or f.attrs["input_scaling"] != input_scaling)
+                     or any(f.attrs[key] != value for key, value in settings.items()))
             if not stale:
                 return f["embeddings"][:][indices]
     except (OSError, KeyError) as err:
         raise PipelineError(f"{path}: embeddings cache unreadable ({type(err).__name__}); "
                             "rerun dvc repro embed") from err
-    raise PipelineError(f"{path}: embeddings cache does not belong to {windows_path} with "
-                        f"model.input_scaling={input_scaling}; rerun dvc repro embed")
+    wanted = ", ".join(f"model.{k}={v}" for k, v in settings.items())
+    raise PipelineError(f"{path}: embeddings cache does not belong to {windows_path} with {wanted}; "
+                        "rerun dvc repro embed")
+
+
+def concat_virtual(sources, path, attrs_from: int = 0, extra_attrs: dict | None = None) -> None:
+    """Write `path`: an HDF5 file whose datasets are virtual concatenations of `sources`' datasets
+    (h5py virtual datasets: nothing is copied). Attributes come from `sources[attrs_from]`."""
+    files = [h5py.File(s, "r") for s in sources]
+    try:
+        with h5py.File(path, "w") as out:
+            for name, first in files[0].items():
+                sizes = [f[name].shape[0] for f in files]
+                layout = h5py.VirtualLayout(shape=(sum(sizes), *first.shape[1:]), dtype=first.dtype)
+                offset = 0
+                for source, f, size in zip(sources, files, sizes):
+                    layout[offset:offset + size] = h5py.VirtualSource(str(Path(source).resolve()), name,
+                                                                      shape=f[name].shape)
+                    offset += size
+                out.create_virtual_dataset(name, layout)
+            for key, value in files[attrs_from].attrs.items():
+                out.attrs[key] = value
+            set_attrs(out, extra_attrs or {})
+    finally:
+        for f in files:
+            f.close()

@@ -25,9 +25,9 @@ from lib.training import INFERENCE_BATCH, pick_device  # noqa: E402
 def main(argv):
     windows_dir, out_dir = Path(argv[0]), argv[1]
     p = params.load("model", "train")
-    scaling = p["model"]["input_scaling"]
+    settings = ttm.embedding_settings(p["model"])
     device = pick_device(p["train"]["device"])
-    model = ttm.build_model(p["model"]["weights_dir"], ttm.CHANNELS, input_scaling=scaling).to(device).eval()
+    model = ttm.build_model(p["model"]["weights_dir"], ttm.CHANNELS, **settings).to(device).eval()
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     shape = (len(ttm.CHANNELS), model.d_model + 2)
     with atomic_dir(out_dir) as tmp:
@@ -44,7 +44,7 @@ def main(argv):
                     yield start, model.embed(torch.from_numpy(signals).to(device)).float().cpu().numpy()
 
             windows_h5.write_embeddings(tmp / f"{split}.h5", path, n, shape, chunks(),
-                                        {"input_scaling": scaling, "weights_dir": str(p["model"]["weights_dir"])})
+                                        {**settings, "weights_dir": str(p["model"]["weights_dir"])})
             print(f"embed {split}: {n} windows, {n / max(time.perf_counter() - started, 1e-9):,.0f} windows/s")
 
 

@@ -1,65 +1,127 @@
 """Stage evaluate: the only stage that reads the test split, once.
 
-usage: python stages/evaluate.py <checkpoint> <calibrator_json> <test_h5> <live_dir>
+The model and the three baselines predict every labelled test window; each is calibrated and
+thresholded with what its own fit on val chose. Writes dvclive metrics and plots (window level,
+after overlap voting, gains over the baselines, subgroups; all with subject-bootstrap 95 % CIs)
+and the clinician's report `metrics/report.md`.
+
+usage: python stages/evaluate.py <checkpoint> <calibrator_json> <baselines_dir> <windows_dir> <live_dir> <report_md>
 """
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from dvclive import Live
 from scipy.special import expit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import calibration, params, windows_h5  # noqa: E402
+from lib import evaluation, params, report, windows_h5  # noqa: E402
 from lib.atomic import atomic_dir  # noqa: E402
-from lib.errors import run_stage  # noqa: E402
-from lib.metrics import classification_metrics, regression_metrics  # noqa: E402
+from lib.baselines import baseline_logits  # noqa: E402
+from lib.calibration import Calibration, read_calibrations  # noqa: E402
+from lib.cohort import load_clinical  # noqa: E402
+from lib.errors import PipelineError, run_stage  # noqa: E402
+from lib.metrics import VOTING  # noqa: E402
 from lib.model import REG_TARGETS, load_checkpoint  # noqa: E402
 from lib.training import checkpoint_split, pick_device, predict  # noqa: E402
 
+KEYS = ["ece_bins", "bootstrap", "ci_level", "seed", "overlap", "voting", "age_bands"]
 
-def log_classification(live, y, logits, calibrator_path, bins: int) -> None:
-    scaler, threshold = calibration.load_calibrator(calibrator_path)
-    raw, calibrated = expit(logits), scaler.predict_proba(logits)
-    after = classification_metrics(y, calibrated, threshold, bins)
-    before = classification_metrics(y, raw, 0.5, bins)
-    for key, value in after.items():
-        live.summary[f"test/{key}"] = value
-    live.summary["test/ece_uncalibrated"] = before["ece"]
-    live.summary["test/brier_uncalibrated"] = before["brier"]
-    live.summary["test/threshold"] = threshold
-    live.summary["test/positives"] = int(y.sum())
-    live.log_sklearn_plot("roc", y, calibrated, name="roc")
-    live.log_sklearn_plot("precision_recall", y, calibrated, name="precision_recall")
+
+def log_classification_plots(live, y, raw, probabilities: dict, thresholds: dict, bins: int) -> None:
+    for name, p in probabilities.items():
+        live.log_sklearn_plot("roc", y, p, name=f"roc_{name}")
+    ttm = probabilities["ttm"]
+    live.log_sklearn_plot("precision_recall", y, ttm, name="precision_recall")
     live.log_sklearn_plot("calibration", y, raw, name="calibration_before", n_bins=bins)
-    live.log_sklearn_plot("calibration", y, calibrated, name="calibration_after", n_bins=bins)
-    live.log_sklearn_plot("confusion_matrix", y, (calibrated >= threshold).astype(int), name="confusion")
+    live.log_sklearn_plot("calibration", y, ttm, name="calibration_after", n_bins=bins)
+    live.log_sklearn_plot("confusion_matrix", y, (ttm >= thresholds["ttm"]).astype(int), name="confusion")
+    edges = np.linspace(0, 1, 21)
+    histogram = [{"score": f"{lo:.2f}", "negatives": int(n), "positives": int(q)} for lo, n, q in
+                 zip(edges[:-1], np.histogram(ttm[y == 0], edges)[0], np.histogram(ttm[y == 1], edges)[0])]
+    live.log_plot("score_histogram", histogram, x="score", y=["negatives", "positives"], template="bar_horizontal",
+                  title="TTM calibrated score by class (test windows)")
 
 
 def main(argv):
-    checkpoint, calibrator_path, test_h5, live_dir = argv
-    p = params.load("evaluate", "train")
-    bins = int(p["evaluate"]["ece_bins"])
+    checkpoint, calibrator_path, baselines_dir, windows_dir, live_dir, report_path = argv
+    windows_dir = Path(windows_dir)
+    p = params.load("evaluate", "train", "calibrate", "windows", "model", "data", "finetune")
+    e = p["evaluate"]
+    params.require(e, "evaluate", KEYS)
+    if e["voting"] not in VOTING:
+        raise PipelineError(f"params.yaml: evaluate.voting={e['voting']!r}: expected one of {', '.join(VOTING)}")
+    boot = evaluation.Bootstrap(int(e["bootstrap"]), int(e["seed"]), float(e["ci_level"]))
+    bins = int(e["ece_bins"])
     device = pick_device(p["train"]["device"])
     model, ckpt = load_checkpoint(checkpoint, device)
+    horizon = ckpt["horizon_min"]
+    test_h5 = windows_dir / "test.h5"
     test = checkpoint_split(model, ckpt, test_h5)
     outputs = predict(model, test, device)
-    ids = {k: v[test.indices] for k, v in windows_h5.read_columns(test_h5, ["caseid", "subjectid"]).items()}
-
+    columns = windows_h5.read_columns(test_h5, ["caseid", "subjectid", "t_end_s"])
+    ids = evaluation.TestWindows(columns["caseid"][test.indices], columns["subjectid"][test.indices],
+                                 columns["t_end_s"][test.indices], p["windows"]["length"] / p["windows"]["fs"])
+    clinical = load_clinical(p["data"]["clinical_csv"])
+    label = windows_h5.label_column(horizon)
+    cohort = evaluation.cohort_table(
+        {s: windows_h5.read_columns(windows_dir / f"{s}.h5", ["caseid", "subjectid", label]) for s in ["train", "val"]}
+        | {"test": {"caseid": columns["caseid"], "subjectid": columns["subjectid"],
+                    label: windows_h5.read_columns(test_h5, [label])[label]}}, clinical, horizon)
+    summary = {"task": model.task, "horizon_min": horizon, "mode": ckpt.get("summary", {}).get("mode", "?"),
+               "counts": evaluation.counts(test.targets if model.task == "clf" else test.targets[:, 0], ids),
+               "bootstrap": boot.n, "voting": e["voting"], "overlap": e["overlap"]}
+    images = {}
     with atomic_dir(live_dir) as tmp:
         live = Live(str(tmp), dvcyaml=False, save_dvc_exp=False)
+        image_dir = Path(live.plots_dir) / "images"
         if model.task == "clf":
-            log_classification(live, test.targets, outputs, calibrator_path, bins)
+            y = test.targets
+            ttm = Calibration.load(calibrator_path)
+            baselines = read_calibrations(Path(baselines_dir) / "calibration.json")
+            logits = {"ttm": outputs, **baseline_logits(baselines_dir, test_h5, horizon, device)}
+            calibrations = {"ttm": ttm, **baselines}
+            probabilities = {name: calibrations[name].predict_proba(z) for name, z in logits.items()}
+            thresholds = {name: c.threshold for name, c in calibrations.items()}
+            raw = expit(outputs.astype(np.float64))
+            before = evaluation.classification_report(y, {"ttm": raw}, {"ttm": 0.5}, ids, boot, bins)["ttm"]
+            summary.update(threshold=ttm.threshold, calibration=ttm.calibrator.method,
+                           ece_before=before["ece"], brier_before=before["brier"],
+                           window=evaluation.classification_report(y, probabilities, thresholds, ids, boot, bins))
+            if e["voting"] != "none":
+                voted, voted_thresholds = evaluation.voted(probabilities, thresholds, ids, e["voting"])
+                summary["voted"] = evaluation.classification_report(y, voted, voted_thresholds, ids, boot, bins)
+            groups = evaluation.subgroups(clinical, ids.caseid, list(e["age_bands"]))
+            summary["subgroups"] = evaluation.subgroup_report(y, probabilities["ttm"], ttm.threshold, groups, ids,
+                                                              boot, bins)
+            log_classification_plots(live, y, raw, probabilities, thresholds, bins)
+            figures = {"ROC": report.roc_figure(y, probabilities, summary["window"]),
+                       "Reliability before and after calibration": report.reliability_figure(
+                           y, raw, probabilities["ttm"], bins)}
         else:
             pressures = model.to_mmhg(torch.from_numpy(outputs)).numpy()
-            for key, value in regression_metrics(test.targets, pressures, REG_TARGETS).items():
-                live.summary[f"test/{key}"] = value
-        live.summary["test/task"] = model.task
-        live.summary["test/horizon_min"] = ckpt["horizon_min"]
-        live.summary["test/windows"] = int(len(test))
-        live.summary["test/cases"] = int(len(set(ids["caseid"])))
-        live.summary["test/subjects"] = int(len(set(ids["subjectid"])))
+            summary["window"] = evaluation.regression_report(test.targets, pressures, REG_TARGETS, ids, boot)
+            if e["voting"] != "none":   # overlapping estimates of a pressure are averaged (soft or hard)
+                voted = np.stack([evaluation.voted({"x": pressures[:, i]}, {"x": 0.0}, ids, "soft")[0]["x"]
+                                  for i in range(len(REG_TARGETS))], axis=1)
+                summary["voted"] = evaluation.regression_report(test.targets, voted, REG_TARGETS, ids, boot)
+            for i, name in enumerate(REG_TARGETS):
+                mean, diff = (pressures[:, i] + test.targets[:, i]) / 2, pressures[:, i] - test.targets[:, i]
+                step = max(1, len(mean) // 2000)   # a readable scatter: at most ~2,000 points
+                live.log_plot(f"bland_altman_{name}", [{"mean": float(a), "difference": float(b)} for a, b in
+                                                       zip(mean[::step], diff[::step])],
+                              x="mean", y="difference", template="scatter", title=f"Bland-Altman {name.upper()}")
+            figures = {"Bland-Altman": report.bland_altman_figure(test.targets, pressures, REG_TARGETS)}
+        for caption, fig in figures.items():
+            name = caption.split()[0].lower().replace("-", "_") + ".png"
+            report.save_png(fig, image_dir / name)
+            images[caption] = f"{Path(live_dir).name}/plots/images/{name}"
+        for key, value in summary.items():
+            live.summary[key] = value
+        live.summary["cohort"] = cohort
         live.end()
+    report.write_report(report_path, summary, cohort, p, images)
 
 
 if __name__ == "__main__":

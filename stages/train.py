@@ -7,7 +7,6 @@ A killed run leaves `<checkpoint>.resume` (state after the last finished epoch);
 stage with the same params and inputs continues from it and ends with the same result.
 """
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,17 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import model as ttm, params, windows_h5  # noqa: E402
 from lib.atomic import atomic_dir  # noqa: E402
 from lib.errors import PipelineError, run_stage  # noqa: E402
-from lib.training import SCHEDULES, backbone_frozen, fit_scalers, load_split, pick_device, train_model  # noqa: E402
+from lib.training import SCHEDULES, fit, load_split, pick_device, resolve_monitor  # noqa: E402
 
 KEYS = {
-    "model": ["weights_dir", "input_channels", "level_features", "input_scaling"],
+    "model": ["weights_dir", "input_channels", "level_features", "input_scaling", "context_length"],
     "finetune": ["unfreeze_last_n_blocks", "lora", "windows_per_epoch", "head_warmup_epochs"],
     "lora": ["r", "alpha", "dropout", "target_modules"],
     "head": ["hidden_dims", "dropout"],
     "train": ["task", "horizon_min", "seed", "epochs", "batch_size", "grad_accum_steps", "lr", "weight_decay",
               "grad_clip", "schedule", "warmup_frac", "early_stopping_patience", "monitor", "amp", "device"],
 }
-MONITORS = {"clf": ("val_auroc", "val_loss"), "reg": ("val_loss", "val_mae")}
 
 
 def check(p) -> str:
@@ -48,13 +46,9 @@ def check(p) -> str:
         raise PipelineError(f"params.yaml: train.schedule={t['schedule']!r}: expected one of {', '.join(SCHEDULES)}")
     if t["amp"] not in ("auto", "off"):
         raise PipelineError(f"params.yaml: train.amp={t['amp']!r}: expected auto (bf16/fp16 on CUDA) or off")
-    if t["task"] not in MONITORS:
+    if t["task"] not in ("clf", "reg"):
         raise PipelineError(f"params.yaml: train.task={t['task']!r}: expected clf or reg")
-    monitor = MONITORS[t["task"]][0] if t["monitor"] == "auto" else t["monitor"]
-    if monitor not in MONITORS[t["task"]]:
-        raise PipelineError(f"params.yaml: train.monitor={monitor!r} with train.task={t['task']}: expected auto or "
-                            f"one of {', '.join(MONITORS[t['task']])}")
-    return monitor
+    return resolve_monitor(t["task"], t["monitor"])
 
 
 def fingerprint(p, files, world_size: int) -> str:
@@ -89,20 +83,13 @@ def main(argv):
     rank, world_size, device = distributed(t["device"])
 
     mode = ttm.training_mode(ft["unfreeze_last_n_blocks"], bool(ft["lora"]))
-    config = {"weights_dir": m["weights_dir"], "channels": list(m["input_channels"]),
-              "level_features": bool(m["level_features"]), "input_scaling": m["input_scaling"],
-              "unfreeze_last_n_blocks": ft["unfreeze_last_n_blocks"], "lora": p["lora"] if ft["lora"] else None,
-              "hidden_dims": list(p["head"]["hidden_dims"]), "dropout": p["head"]["dropout"], "task": t["task"]}
+    config = ttm.model_config(p)
     model = ttm.build_model(**config)
     # The train split's per-channel statistics (used when model.input_scaling is train_zscore).
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     horizon = float(t["horizon_min"])
     splits = {name: load_split(windows_dir / f"{name}.h5", t["task"], horizon, model.channels, model.context,
-                               embeddings_dir / f"{name}.h5", m["input_scaling"]) for name in ["train", "val"]}
-    # The head's input scaling from the frozen backbone's train embeddings (ft starts from that backbone).
-    fit_scalers(model, splits["train"])
-    # ft: the backbone trains, its embeddings change every step, so windows go through it.
-    windows = {name: dataclasses.replace(split, embeddings=None) for name, split in splits.items()}
+                               embeddings_dir / f"{name}.h5", ttm.embedding_settings(m)) for name in ["train", "val"]}
     n_trainable = sum(x.numel() for x in ttm.trainable_parameters(model).values())
     n_total = sum(x.numel() for x in model.parameters())
     if rank == 0:
@@ -121,21 +108,9 @@ def main(argv):
                     live.log_metric(key, value)
             live.next_step()
 
-        loop = dict(batch_size=t["batch_size"], grad_accum_steps=t["grad_accum_steps"], lr=t["lr"],
-                    weight_decay=t["weight_decay"], grad_clip=t["grad_clip"], schedule=t["schedule"],
-                    warmup_frac=t["warmup_frac"], early_stopping_patience=t["early_stopping_patience"],
-                    monitor=monitor, amp=t["amp"], windows_per_epoch=ft["windows_per_epoch"], seed=t["seed"],
-                    device=device, fingerprint=fingerprint(p, inputs, world_size),
-                    log_epoch=log_epoch if rank == 0 else None, rank=rank, world_size=world_size)
-        warmup = ft["head_warmup_epochs"] if mode == "ft" else 0
-        if warmup:  # LP-FT: the head first learns on the frozen backbone's cached embeddings
-            with backbone_frozen(model):
-                warm = train_model(model, splits["train"], splits["val"], epochs=warmup,
-                                   resume_path=resume_path.with_suffix(".warmup.resume"), **loop)
-        data = windows if mode == "ft" else splits
-        summary = train_model(model, data["train"], data["val"], epochs=t["epochs"], resume_path=resume_path, **loop)
-        if warmup:
-            summary.update(head_warmup_epochs=warmup, head_warmup_best_val=warm[f"best_{monitor}"])
+        summary = fit(model, splits["train"], splits["val"], p, monitor, device, resume_path=resume_path,
+                      fingerprint=fingerprint(p, inputs, world_size), log_epoch=log_epoch if rank == 0 else None,
+                      rank=rank, world_size=world_size)
         if rank == 0:
             summary.update(mode=mode, task=t["task"], trainable_parameters=n_trainable, total_parameters=n_total,
                            horizon_min=horizon, context_features=",".join(model.context) or "none")

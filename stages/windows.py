@@ -2,6 +2,7 @@
 
 usage: python stages/windows.py <cases_csv> <splits_json> <out_dir> <metrics_json> <report_dir>
 """
+import dataclasses
 import hashlib
 import json
 import sys
@@ -125,12 +126,17 @@ def write_split(split, caseids, cases, work, path, spec, attrs, stats, report, w
 
 def main(argv):
     cases_csv, splits_json, out_dir, metrics_path, report_dir = argv
-    p = params.load("windows", "data")
+    p = params.load("windows", "data", "evaluate")
     w = p["windows"]
     spec = window_spec(w)
+    # Test windows overlap by evaluate.overlap, so evaluate can vote over overlapping predictions.
+    overlap = p["evaluate"]["overlap"]
+    if not 0 <= overlap < 1:
+        raise PipelineError(f"params.yaml: evaluate.overlap={overlap}: must be in [0, 1)")
+    specs = {s: spec for s in SPLITS} | {"test": dataclasses.replace(spec, stride=max(1, round(spec.length * (1 - overlap))))}
     cases = pd.read_csv(cases_csv, keep_default_na=False).set_index("caseid")
     case_lists = json.loads(Path(splits_json).read_text())
-    work = partial(_case, tracks=p["data"]["tracks"], spec=spec)
+    work = {s: partial(_case, tracks=p["data"]["tracks"], spec=specs[s]) for s in SPLITS}
     attrs = {"fs": spec.fs, "params": {k: v for k, v in w.items() if k != "workers"},
              "tracks": p["data"]["tracks"], "code_version": code_version()}
     report = quality_report.QualityReport(spec)
@@ -138,13 +144,15 @@ def main(argv):
     with atomic_dir(out_dir) as tmp:
         # Train first: its channel statistics are the only ones any split is normalised with.
         stats = StandardScaler()
-        summary["train"] = write_split("train", case_lists["train"], cases, work, tmp / "train.h5", spec, attrs,
+        summary["train"] = write_split("train", case_lists["train"], cases, work["train"], tmp / "train.h5", spec, attrs,
                                        stats, report, int(w["workers"]))
         normalisation = normalisation_stats(stats)
         write_json(tmp / "normalisation.json", normalisation)
         for split in [s for s in SPLITS if s != "train"]:
-            summary[split] = write_split(split, case_lists[split], cases, work, tmp / f"{split}.h5", spec,
-                                         {**attrs, "normalisation": normalisation}, None, report, int(w["workers"]))
+            summary[split] = write_split(split, case_lists[split], cases, work[split], tmp / f"{split}.h5",
+                                         specs[split], {**attrs, "stride": specs[split].stride,
+                                                        "normalisation": normalisation}, None, report,
+                                         int(w["workers"]))
     report.write(report_dir)
     write_json(metrics_path, summary)
 

@@ -18,7 +18,7 @@ def clinical():
     return load_clinical(ROOT / "data" / "vitaldb" / "clinical_information.csv")
 
 
-STAGES = ["cohort", "splits", "windows", "embed", "train", "calibrate", "evaluate"]
+STAGES = ["cohort", "splits", "windows", "embed", "train", "calibrate", "baselines", "evaluate"]
 
 
 def tiny_params():
@@ -30,6 +30,8 @@ def tiny_params():
                           ioh_fraction=0.5, seed=5)
     params["splits"].update(train=0.5, val=0.25, test=0.25, seed=0)
     params["train"].update(epochs=3)
+    params["baselines"].update(cnn_epochs=2)
+    params["evaluate"].update(bootstrap=200)
     return params
 
 

@@ -1,39 +1,77 @@
 import numpy as np
 import pytest
+from sklearn.isotonic import IsotonicRegression
 
-from lib.calibration import TemperatureScaler, youden_threshold
+from lib.calibration import (Calibration, IsotonicCalibrator, PlattScaler, TemperatureScaler, choose_threshold,
+                             make_calibrator, youden_threshold)
 from lib.errors import PipelineError
-from lib.metrics import classification_metrics, expected_calibration_error
+
+
+def overconfident(n=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(-1, 2, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-true_logits))).astype(int)
+    return true_logits, y
 
 
 def test_temperature_scaling_recovers_a_known_temperature():
-    rng = np.random.default_rng(0)
-    true_logits = rng.normal(0, 2, 20000)
-    y = (rng.random(20000) < 1 / (1 + np.exp(-true_logits))).astype(int)
-    scaler = TemperatureScaler().fit(true_logits * 3, y)  # overconfident by 3x
-    assert abs(scaler.temperature - 3) < 0.2
+    true_logits, y = overconfident()
+    assert TemperatureScaler().fit(true_logits * 3, y).temperature == pytest.approx(3, abs=0.2)
+
+
+def test_platt_scaling_recovers_a_slope_and_a_shift():
+    true_logits, y = overconfident()
+    platt = PlattScaler().fit(true_logits * 2 + 1.5, y)        # logit = (z - 1.5) / 2
+    assert platt.slope == pytest.approx(0.5, abs=0.03) and platt.intercept == pytest.approx(-0.75, abs=0.08)
+
+
+def test_platt_never_reverses_the_model_ranking():
+    true_logits, y = overconfident()
+    platt = PlattScaler().fit(-true_logits, y)
+    p = platt.predict_proba(np.array([-1.0, 0.0, 1.0]))
+    assert platt.slope > 0 and p[0] < p[1] < p[2] and p[1] == pytest.approx(y.mean(), abs=1e-3)
+
+
+def test_isotonic_matches_sklearn_and_round_trips():
+    true_logits, y = overconfident(3000)
+    iso = IsotonicCalibrator().fit(true_logits, y)
+    reference = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(true_logits, y)
+    grid = np.linspace(-12, 12, 500)
+    np.testing.assert_allclose(iso.predict_proba(grid), reference.predict(grid))
+    restored = IsotonicCalibrator(**iso.to_dict())
+    np.testing.assert_array_equal(restored.predict_proba(grid), iso.predict_proba(grid))
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
+def test_calibration_artifact_round_trip_and_val_ece_improves(method):
+    true_logits, y = overconfident()
+    logits = true_logits * 3 + 2
+    calibration = Calibration.fit(logits, y, method, "youden", 0.8, {"split": "val"})
+    restored = Calibration.from_dict(calibration.to_dict())
+    np.testing.assert_array_equal(restored.predict_proba(logits), calibration.predict_proba(logits))
+    assert restored.threshold == calibration.threshold
+    summary = calibration.summary(logits, y, 15)
+    # temperature cannot undo the shift (+2), only the spread; platt and isotonic undo both
+    assert summary["val_ece_after"] < summary["val_ece_before"] / (1 if method == "temperature" else 3)
 
 
 def test_calibrator_state_depends_only_on_the_data_it_is_fitted_on():
     rng = np.random.default_rng(1)
     val_logits, val_y = rng.normal(0, 1, 500), rng.integers(0, 2, 500)
-    first = TemperatureScaler().fit(val_logits, val_y).temperature
+    first = Calibration.fit(val_logits, val_y, "platt", "youden", 0.8, {}).to_dict()
     rng.normal(0, 5, 500)  # "test" data changing has no path into fit()
-    assert TemperatureScaler().fit(val_logits, val_y).temperature == first
+    assert Calibration.fit(val_logits, val_y, "platt", "youden", 0.8, {}).to_dict() == first
     with pytest.raises(PipelineError, match="single class"):
         TemperatureScaler().fit(val_logits, np.zeros(500))
 
 
-def test_ece_on_known_inputs():
-    assert expected_calibration_error([0, 1], [0.0, 1.0], 10) == 0
-    assert expected_calibration_error([0, 0, 0, 0], [0.25] * 4, 10) == pytest.approx(0.25)
-    # two bins: p=0.2 with 50% positives (gap .3), p=0.9 with 100% positives (gap .1)
-    assert expected_calibration_error([0, 1, 1, 1], [0.2, 0.2, 0.9, 0.9], 10) == pytest.approx(0.2)
-
-
-def test_threshold_and_classification_metrics():
-    y = np.array([0, 0, 0, 1, 1])
-    p = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
+def test_threshold_rules():
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.6, 0.3, 0.7, 0.8, 0.9])
     assert youden_threshold(y, p) == pytest.approx(0.7)
-    m = classification_metrics(y, p, 0.7)
-    assert m["auroc"] == 1.0 and m["sensitivity"] == 1.0 and m["specificity"] == 1.0 and m["tp"] == 2
+    assert choose_threshold(y, p, "sensitivity", 1.0) == pytest.approx(0.3)    # all 4 positives caught
+    assert choose_threshold(y, p, "sensitivity", 0.75) == pytest.approx(0.7)     # 3 of 4 suffice
+    with pytest.raises(PipelineError, match="calibrate.threshold_rule='f1'"):
+        choose_threshold(y, p, "f1", 0.8)
+    with pytest.raises(PipelineError, match="calibrate.method='beta'"):
+        make_calibrator("beta")

@@ -157,3 +157,26 @@ def test_train_zscore_scaling_standardises_inputs_and_turns_revin_off():
         model.set_input_stats({"fitted_on": "val", "channels": ["abp", "ppg", "ecg"], "mean": [0] * 3, "std": [1] * 3})
     with pytest.raises(PipelineError, match="model.input_scaling"):
         build_model(WEIGHTS, input_scaling="minmax")
+
+
+def test_shorter_context_is_zero_padded_and_masked_the_granite_tsfm_way():
+    model = build_model(WEIGHTS, context_length=256).eval()
+    x = torch.randn(2, 3, 512)
+    changed_past = x.clone()
+    changed_past[:, :, :256] = torch.randn(2, 3, 256) * 50      # samples the model must not see
+    padded = torch.cat([torch.zeros(2, 256, 3), x[:, :, 256:].transpose(1, 2)], dim=1)
+    mask = torch.cat([torch.zeros(2, 256, 3), torch.ones(2, 256, 3)], dim=1)
+    with torch.no_grad():
+        embeddings = model.embed(x)
+        torch.testing.assert_close(model.embed(changed_past), embeddings)
+        manual = model.backbone(past_values=padded, past_observed_mask=mask)
+        # RevIN statistics come from the 256 real samples only
+        torch.testing.assert_close(manual.loc.transpose(1, 2)[..., 0], x[:, :, 256:].mean(dim=2))
+    torch.testing.assert_close(embeddings[..., :192], manual.last_hidden_state.mean(dim=2))
+    with torch.no_grad():
+        full = build_model(WEIGHTS).eval().embed(x)
+    assert not torch.allclose(full, embeddings)
+    with pytest.raises(PipelineError, match="model.context_length=600"):
+        build_model(WEIGHTS, context_length=600)
+    with pytest.raises(PipelineError, match="model.context_length=256: must be 1-128"):
+        model.embed(torch.randn(1, 3, 128))

@@ -109,7 +109,10 @@ def test_regression_task_trains_and_evaluates_blood_pressure(tiny_pipeline, tmp_
         assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics/evaluate/metrics.json").read_text())
     for target in ["sbp", "dbp", "map"]:
-        assert 0 < metrics[f"test/{target}_mae"] < 40 and metrics[f"test/{target}_sd"] > 0
+        m = metrics["window"][target]
+        assert 0 < m["mae"] < 40 and m["sd"] > 0 and m["mae_ci_low"] <= m["mae"] <= m["mae_ci_high"]
+        assert m["bhs_grade"] in "ABCD" and isinstance(m["aami_pass"], bool)
+    assert (tmp_path / "metrics/evaluate/plots/images/bland_altman.png").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

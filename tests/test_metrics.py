@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lib import metrics
+
+
+def test_ece_on_known_inputs():
+    assert metrics.expected_calibration_error([0, 1], [0.0, 1.0], 10) == 0
+    assert metrics.expected_calibration_error([0, 0, 0, 0], [0.25] * 4, 10) == pytest.approx(0.25)
+    # two bins: p=0.2 with 50% positives (gap .3), p=0.9 with 100% positives (gap .1)
+    assert metrics.expected_calibration_error([0, 1, 1, 1], [0.2, 0.2, 0.9, 0.9], 10) == pytest.approx(0.2)
+
+
+def test_weighted_ranking_metrics_equal_sklearn_with_sample_weight():
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.1).astype(int)
+    p = np.round(rng.random(3000) * 0.6 + 0.3 * y, 2)   # many ties
+    weights = rng.integers(0, 3, (4, 3000)).astype(float)
+    auroc, auprc = metrics.ranking_metrics(y, p, weights)
+    for i, w in enumerate(weights):
+        assert auroc[i] == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+        assert auprc[i] == pytest.approx(average_precision_score(y, p, sample_weight=w), abs=1e-12)
+
+
+def test_classification_metrics_on_hand_built_predictions():
+    y = np.array([0, 0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
+    m = metrics.classification_metrics(y, p, 0.5)
+    assert m["auroc"] == 1.0 and (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 2, 0)
+    assert m["sensitivity"] == 1.0 and m["specificity"] == pytest.approx(2 / 3)
+    assert m["ppv"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(0.8) and m["accuracy"] == 0.8
+    assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
+
+
+def _ci_width(n_subjects: int) -> float:
+    rng = np.random.default_rng(1)
+    subjects = np.repeat(np.arange(n_subjects), 50)
+    y = (rng.random(len(subjects)) < 0.3).astype(float)
+    p = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, len(y)), 0, 1)
+    out = metrics.with_ci(lambda w: metrics.weighted_classification(y, p, 0.5, w), len(y), subjects, 400, 0)
+    assert out["auroc_ci_low"] <= out["auroc"] <= out["auroc_ci_high"]
+    return out["auroc_ci_high"] - out["auroc_ci_low"]
+
+
+def test_subject_bootstrap_ci_shrinks_with_more_subjects():
+    widths = [_ci_width(n) for n in (10, 40, 160)]
+    assert widths[0] > widths[1] > widths[2] > 0
+
+
+def test_bootstrap_resamples_subjects_not_windows():
+    subjects = np.array([7, 7, 7, 9, 9, 3])
+    for weights in metrics.subject_bootstrap(subjects, 50, 0):
+        assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 4]).all()
+        assert (weights[:, [0, 3, 5]].sum(axis=1) == 3).all()   # three subjects drawn per replicate
+
+
+def test_aami_and_bhs_on_hand_built_errors():
+    assert metrics.aami_pass(4.9, 7.9) and metrics.aami_pass(-5.0, 8.0)
+    assert not metrics.aami_pass(5.1, 3.0) and not metrics.aami_pass(0.0, 8.1)
+    # 60 % within 5, 85 % within 10, 95 % within 15 mmHg: exactly grade A
+    errors = np.r_[np.full(60, 4.0), np.full(25, -9.0), np.full(10, 14.0), np.full(5, 30.0)]
+    assert metrics.bhs_grade(errors) == "A"
+    assert metrics.bhs_grade(np.r_[errors[:59], 6.0, errors[60:]]) == "B"    # 59 % within 5
+    assert metrics.bhs_grade(np.full(10, 20.0)) == "D"
+    assert metrics.bhs_shares(errors) == {"within_5": 60.0, "within_10": 85.0, "within_15": 95.0}
+
+
+def test_regression_errors_with_weights():
+    errors = np.array([1.0, -3.0, 2.0])
+    out = metrics.weighted_errors(errors, np.array([[1, 1, 1], [2, 0, 1]], dtype=float))
+    assert out["mae"][0] == pytest.approx(2.0) and out["me"][0] == pytest.approx(0.0)
+    assert out["sd"][0] == pytest.approx(np.std(errors, ddof=1))
+    assert out["me"][1] == pytest.approx(4 / 3)      # windows 1, 1, 3 → errors 1, 1, 2
+
+
+def test_soft_voting_averages_the_overlapping_past_windows():
+    # case 1: windows of 4 s ending every 2 s (50 % overlap); case 2 starts anew
+    scores = [0.2, 0.6, 1.0, 0.0, 0.9]
+    cases = [1, 1, 1, 1, 2]
+    t_end = [4.0, 6.0, 8.0, 14.0, 6.0]       # 14.0: a gap (windows dropped by quality gates)
+    voted = metrics.vote(scores, cases, t_end, 4.0, "soft")
+    np.testing.assert_allclose(voted, [0.2, 0.4, 0.8, 0.0, 0.9])
+
+
+def test_hard_voting_counts_thresholded_votes_in_input_order():
+    scores = np.array([0.9, 0.1, 0.8, 0.2])
+    cases = np.array([5, 5, 5, 5])
+    t_end = np.array([6.0, 2.0, 4.0, 8.0])   # unsorted input
+    voted = metrics.vote(scores, cases, t_end, 4.0, "hard", threshold=0.5)
+    np.testing.assert_allclose(voted, [1.0, 0.0, 0.5, 0.5])   # t=2: {0}; t=4: {0,1}; t=6: {1,1}; t=8: {1,0}
+    np.testing.assert_array_equal(metrics.vote(scores, cases, t_end, 4.0, "none"), scores)
+
+
+def test_voting_never_uses_a_later_window():
+    scores = np.array([0.0, 0.0, 1.0])
+    voted = metrics.vote(scores, [1, 1, 1], [2.0, 4.0, 6.0], 4.0, "soft")
+    assert voted[1] == 0.0 and voted[2] == 0.5

@@ -30,6 +30,13 @@ def logistic_baseline() -> object:
     return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=1000))
 
 
+def logistic_inputs(name: str, context: np.ndarray) -> np.ndarray:
+    """The columns of a split's context matrix (ordered as LOGISTIC_FEATURES["context_lr"]) that
+    logistic baseline `name` uses."""
+    order = LOGISTIC_FEATURES["context_lr"]
+    return context[:, [order.index(f) for f in LOGISTIC_FEATURES[name]]]
+
+
 def logistic_logits(pipeline, features: np.ndarray) -> np.ndarray:
     return pipeline.decision_function(features.astype(np.float64)).astype(np.float32)
 
@@ -82,7 +89,6 @@ def baseline_logits(directory, windows_path, horizon_min: float, device) -> dict
                             "rerun dvc repro baselines") from err
     context = LOGISTIC_FEATURES["context_lr"]
     split = load_split(windows_path, "clf", horizon_min, cnn.channels, context)
-    out = {name: logistic_logits(pipeline, split.context[:, [context.index(f) for f in LOGISTIC_FEATURES[name]]])
-           for name, pipeline in pipelines.items()}
+    out = {name: logistic_logits(pipeline, logistic_inputs(name, split.context)) for name, pipeline in pipelines.items()}
     out["cnn"] = predict(cnn.to(device), split, device)
     return out

@@ -44,12 +44,11 @@ def main(argv):
                                     f"{t['horizon_min']}; cannot train a classifier")
         fitted_on = {"split": "val", "windows": int(len(val)), "horizon_min": float(t["horizon_min"])}
         calibrations, summary = {}, {}
-        for name, features in baselines.LOGISTIC_FEATURES.items():
-            columns = [CONTEXT.index(f) for f in features]
-            pipeline = baselines.logistic_baseline().fit(train.context[:, columns], train.targets)
+        for name in baselines.LOGISTIC_FEATURES:
+            pipeline = baselines.logistic_baseline().fit(baselines.logistic_inputs(name, train.context), train.targets)
             joblib.dump(pipeline, tmp / f"{name}.joblib")
-            calibration, summary[name] = fit_on_val(baselines.logistic_logits(pipeline, val.context[:, columns]),
-                                                    val.targets, p["calibrate"], fitted_on)
+            val_logits = baselines.logistic_logits(pipeline, baselines.logistic_inputs(name, val.context))
+            calibration, summary[name] = fit_on_val(val_logits, val.targets, p["calibrate"], fitted_on)
             calibrations[name] = calibration.to_dict()
 
         cnn = baselines.WindowCNN(channels)

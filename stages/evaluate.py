@@ -22,7 +22,7 @@ from lib.baselines import baseline_logits  # noqa: E402
 from lib.calibration import Calibration, read_calibrations  # noqa: E402
 from lib.cohort import load_clinical  # noqa: E402
 from lib.errors import PipelineError, run_stage  # noqa: E402
-from lib.metrics import VOTING  # noqa: E402
+from lib.metrics import VOTING, vote  # noqa: E402
 from lib.model import REG_TARGETS, load_checkpoint  # noqa: E402
 from lib.training import checkpoint_split, pick_device, predict  # noqa: E402
 
@@ -60,15 +60,14 @@ def main(argv):
     test_h5 = windows_dir / "test.h5"
     test = checkpoint_split(model, ckpt, test_h5)
     outputs = predict(model, test, device)
-    columns = windows_h5.read_columns(test_h5, ["caseid", "subjectid", "t_end_s"])
+    label = windows_h5.label_column(horizon)
+    columns = windows_h5.read_columns(test_h5, ["caseid", "subjectid", "t_end_s", label])
     ids = evaluation.TestWindows(columns["caseid"][test.indices], columns["subjectid"][test.indices],
                                  columns["t_end_s"][test.indices], p["windows"]["length"] / p["windows"]["fs"])
     clinical = load_clinical(p["data"]["clinical_csv"])
-    label = windows_h5.label_column(horizon)
     cohort = evaluation.cohort_table(
         {s: windows_h5.read_columns(windows_dir / f"{s}.h5", ["caseid", "subjectid", label]) for s in ["train", "val"]}
-        | {"test": {"caseid": columns["caseid"], "subjectid": columns["subjectid"],
-                    label: windows_h5.read_columns(test_h5, [label])[label]}}, clinical, horizon)
+        | {"test": columns}, clinical, horizon)
     summary = {"task": model.task, "horizon_min": horizon, "mode": ckpt.get("summary", {}).get("mode", "?"),
                "counts": evaluation.counts(test.targets if model.task == "clf" else test.targets[:, 0], ids),
                "bootstrap": boot.n, "voting": e["voting"], "overlap": e["overlap"]}
@@ -103,7 +102,7 @@ def main(argv):
             pressures = model.to_mmhg(torch.from_numpy(outputs)).numpy()
             summary["window"] = evaluation.regression_report(test.targets, pressures, REG_TARGETS, ids, boot)
             if e["voting"] != "none":   # overlapping estimates of a pressure are averaged (soft or hard)
-                voted = np.stack([evaluation.voted({"x": pressures[:, i]}, {"x": 0.0}, ids, "soft")[0]["x"]
+                voted = np.stack([vote(pressures[:, i], ids.caseid, ids.t_end, ids.window_s, "soft")
                                   for i in range(len(REG_TARGETS))], axis=1)
                 summary["voted"] = evaluation.regression_report(test.targets, voted, REG_TARGETS, ids, boot)
             for i, name in enumerate(REG_TARGETS):

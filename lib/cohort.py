@@ -10,19 +10,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import demo_cohort, labels, signals
+from lib import demo_cohort, labels, signals, vital_io, vitaldb_source
 from lib.errors import CaseError, PipelineError
 from lib.parallel import parallel_map
-from lib.vital_io import read_tracks, write_vital
+from lib.vital_io import read_channels, write_vital
 
 REQUIRED_CLINICAL_COLUMNS = ["caseid", "subjectid", "age", "sex", "height", "weight", "bmi", "asa",
                              "department", "optype", "casestart", "caseend", "anestart", "aneend",
                              "opstart", "opend", "ane_type", "aline1"]
+# Demo cases: adults under general anaesthesia with an arterial line at any site.
+DEMO_CRITERIA = vitaldb_source.Criteria(aline_sites=(), min_case_minutes=0)
 DEMO_EPOCH = 4102444800.0  # 2100-01-01 UTC: VitalDB's open data shifts dates the same way
 
 
-def load_clinical(path) -> pd.DataFrame:
-    """Read a clinical table in VitalDB's schema; a missing file or column is one clear error."""
+def load_clinical(path, required=REQUIRED_CLINICAL_COLUMNS) -> pd.DataFrame:
+    """Read a clinical table in VitalDB's schema; a missing file or column is one clear error.
+
+    Columns of REQUIRED_CLINICAL_COLUMNS beyond `required` are added empty when absent (a table
+    for your own recordings needs only caseid and subjectid; subgroups are then 'unknown').
+    """
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"clinical table {path} not found")
@@ -30,20 +36,16 @@ def load_clinical(path) -> pd.DataFrame:
         table = pd.read_csv(path)
     except Exception as err:
         raise PipelineError(f"clinical table {path}: unreadable CSV ({err})") from err
-    missing = [c for c in REQUIRED_CLINICAL_COLUMNS if c not in table.columns]
+    missing = [c for c in required if c not in table.columns]
     if missing:
         raise PipelineError(f"clinical table {path}: missing column(s) {', '.join(missing)} "
                             "(VitalDB's case-table schema is required)")
     if table["caseid"].duplicated().any():
         raise PipelineError(f"clinical table {path}: duplicate caseid values")
+    for column in REQUIRED_CLINICAL_COLUMNS:
+        if column not in table.columns:
+            table[column] = np.nan
     return table
-
-
-def eligible_cases(clinical: pd.DataFrame, min_age: float = 18) -> pd.DataFrame:
-    """Adults under general anaesthesia with an arterial line (`aline1` filled in)."""
-    age = pd.to_numeric(clinical["age"], errors="coerce")
-    has_aline = clinical["aline1"].fillna("").astype(str).str.strip() != ""
-    return clinical[(age >= min_age) & (clinical["ane_type"] == "General") & has_aline]
 
 
 def _simulate_and_write(job, srate):
@@ -56,7 +58,8 @@ def generate_demo(out_dir, clinical: pd.DataFrame, n_cases: int, n_multi_case_su
                   srate: float, min_minutes: float, max_minutes: float, ioh_fraction: float,
                   seed: int, workers: int) -> pd.DataFrame:
     """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
-    cases = demo_cohort.select_demo_cases(eligible_cases(clinical), n_cases, n_multi_case_subjects, seed)
+    eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
+    cases = demo_cohort.select_demo_cases(eligible, n_cases, n_multi_case_subjects, seed)
     rng = np.random.default_rng(seed)
     durations = np.round(rng.uniform(min_minutes, max_minutes, len(cases)) * 60).astype(int)
     ioh = demo_cohort.choose_ioh_cases(cases, ioh_fraction, seed + 1)
@@ -67,28 +70,44 @@ def generate_demo(out_dir, clinical: pd.DataFrame, n_cases: int, n_multi_case_su
     return demo_cohort.demo_clinical_rows(cases, durations)
 
 
-def summarise_case(path, abp_track: str, fs: int = 125) -> dict:
-    """Duration and whether the case has hypotension, from its ABP waveform; or its skip reason."""
+def summarise_case(path, track_aliases: dict, fs: int = 125) -> dict:
+    """Duration and whether the case has hypotension, from its ABP waveform; or its skip reason
+    (unreadable or truncated file, a channel's track missing, unusable sample rate)."""
     try:
-        samples, srate = read_tracks(path, [abp_track])[abp_track]
+        samples, srate = read_channels(path, track_aliases, verify=True)["abp"]
         abp, invalid = signals.resample_to(samples, srate, fs)
         map_1hz = labels.map_per_second(abp, invalid, fs)
         return {"duration_s": round(len(samples) / srate, 2),
-                "has_hypotension": labels.has_hypotension(map_1hz), "skip_reason": ""}
+                "has_hypotension": labels.has_hypotension(map_1hz), "skip_reason": "", "skip_message": ""}
     except CaseError as err:
         return {"duration_s": 0.0, "has_hypotension": False, "skip_reason": err.reason,
                 "skip_message": str(err)}
 
 
-def build_manifest(clinical: pd.DataFrame, files: dict, abp_track: str, workers: int) -> pd.DataFrame:
+def build_manifest(clinical: pd.DataFrame, files: dict, track_aliases: dict, workers: int) -> pd.DataFrame:
     """Manifest rows for every clinical case that has a file; cases without one are dropped."""
     rows = clinical[clinical["caseid"].isin(list(files))].sort_values("caseid")
     paths = [str(files[c]) for c in rows["caseid"]]
-    summaries = parallel_map(partial(summarise_case, abp_track=abp_track), paths, workers,
+    summaries = parallel_map(partial(summarise_case, track_aliases=track_aliases), paths, workers,
                              "summarise cases")
     manifest = pd.DataFrame({"caseid": rows["caseid"].astype(int).to_numpy(),
                              "subjectid": rows["subjectid"].astype(int).to_numpy(), "path": paths})
     summary = pd.DataFrame(summaries)
-    for column in ["duration_s", "has_hypotension", "skip_reason"]:
+    for column in ["duration_s", "has_hypotension", "skip_reason", "skip_message"]:
         manifest[column] = summary[column].to_numpy()
     return manifest
+
+
+def local_files(vital_dir, clinical: pd.DataFrame) -> dict:
+    """{caseid: path} of the recordings in `vital_dir` (data.source=local).
+
+    A `file` column in the clinical table names each case's recording (relative to `vital_dir`;
+    e.g. WFDB `3000003_0001.hea`); otherwise recordings are matched by name, `<caseid>.<ext>`.
+    """
+    if "file" not in clinical.columns:
+        return vital_io.vital_files(vital_dir)
+    vital_dir = Path(vital_dir)
+    if not vital_dir.is_dir():
+        raise PipelineError(f"data.vital_dir={vital_dir}: directory not found")
+    named = clinical.dropna(subset=["file"])
+    return {int(c): vital_dir / str(f) for c, f in zip(named["caseid"], named["file"])}

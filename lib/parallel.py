@@ -19,7 +19,8 @@ def parallel_imap(fn, items, workers: int, desc: str):
             yield fn(item)
             progress.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        try:
             todo = iter(items)
             pending = deque(pool.submit(fn, item) for item in islice(todo, 2 * workers))
             while pending:
@@ -27,6 +28,8 @@ def parallel_imap(fn, items, workers: int, desc: str):
                 pending.extend(pool.submit(fn, item) for item in islice(todo, 1))
                 yield result
                 progress.update()
+        finally:   # also when the consumer stops early (use contextlib.closing): no worker outlives it
+            pool.shutdown(wait=True, cancel_futures=True)
     progress.close()
 
 

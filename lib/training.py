@@ -88,13 +88,25 @@ def channel_index(channels) -> list:
     return [CHANNELS.index(c) for c in channels]
 
 
+def require_both_classes(name: str, y: np.ndarray, where: str = "") -> None:
+    """A classifier needs positives and negatives in its train and val splits."""
+    if len(np.unique(y)) < 2:
+        raise PipelineError(f"{name} split has only one class ({int(np.sum(y))} positives in {len(y)} windows"
+                            f"{where}): cannot train a classifier; use more cases or another split seed")
+
+
 def load_split(path, task: str, horizon_min: float, channels, context, embeddings_path=None,
-               embedding_settings: dict | None = None) -> Split:
-    """A split's usable windows: labelled at the horizon (clf) or with finite pressures (reg)."""
+               embedding_settings: dict | None = None, for_training: bool = False) -> Split:
+    """A split's usable windows: labelled at the horizon (clf) or with finite pressures (reg).
+
+    `for_training`: a classifier's split must hold both classes (checked before the embeddings load).
+    """
     path = Path(path)
     columns = windows_h5.read_columns(path, [*context, *(REG_TARGETS if task == "reg" else ())])
     if task == "clf":
         idx, targets = windows_h5.labelled(path, windows_h5.label_column(horizon_min))
+        if for_training:
+            require_both_classes(path.stem, targets, f" of {path} at train.horizon_min={horizon_min:g}")
     else:
         targets = np.stack([columns[name] for name in REG_TARGETS], axis=1).astype(np.float32)
         idx = np.flatnonzero(np.isfinite(targets).all(axis=1))
@@ -230,10 +242,9 @@ def train_model(model, train: Split, val: Split, *, epochs: int, batch_size: int
     """
     torch.manual_seed(seed)
     model.to(device)
-    for name, y in [("train", train.targets), ("val", val.targets)]:
-        if model.task == "clf" and len(np.unique(y)) < 2:
-            raise PipelineError(f"{name} split has only one class ({int(y.sum())} positives in {len(y)} "
-                                "windows): cannot train a classifier; use more cases or another split seed")
+    if model.task == "clf":
+        for name, y in [("train", train.targets), ("val", val.targets)]:
+            require_both_classes(name, y)
     if batch_size % world_size:
         raise PipelineError(f"train.batch_size={batch_size} is not divisible by the {world_size} processes")
     cached = train.embeddings is not None

@@ -1,19 +1,19 @@
-"""Reading and writing `.vital` files with the `vitaldb` package, and the real VitalDB source.
+"""Reading and writing recordings (`.vital`, WFDB, parquet) with the `vitaldb` package.
 
 Every track is read at its own sample rate from the file's common time base (`dtstart`), so
 tracks recorded at different rates stay aligned; resampling happens later, in `lib.signals`.
 """
+import datetime
 import gzip
-import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import vitaldb
+import wfdb
 
 from lib.atomic import atomic_path
 from lib.errors import CaseError, PipelineError
-
-VITALDB_HOST = "api.vitaldb.net"
 
 
 def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict) -> None:
@@ -32,74 +32,121 @@ def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict) 
         tmp.write_bytes(gzip.compress(gzip.decompress(tmp.read_bytes()), compresslevel=6, mtime=0))
 
 
-def read_tracks(path, track_names) -> dict:
-    """Read wave tracks from a `.vital` (or other vitaldb-readable) file.
+# Formats `vitaldb.VitalFile` reads by extension: VitalDB's own, WFDB records (MIMIC-style, the
+# header names the record) and vitaldb's parquet export.
+RECORDING_EXTENSIONS = (".vital", ".hea", ".parquet")
+# A waveform sampled slower than this cannot resolve a heartbeat: most likely a numeric track.
+MIN_WAVE_SRATE = 50.0
 
-    Returns {name: (samples float32, srate)}. Raises PipelineError naming the file when it is
-    unreadable, a track is missing, or a track has no valid sample rate.
+
+def track_aliases(tracks: dict) -> dict:
+    """params.yaml data.tracks ({channel: name or [names]}) as {channel: [names]}, validated."""
+    aliases = {}
+    for channel, names in tracks.items():
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise PipelineError(f"params.yaml: data.tracks.{channel}={names!r}: expected a track name or a "
+                                "list of alternative names (e.g. [SNUADC/ART, Intellivue/ABP])")
+        aliases[channel] = names
+    return aliases
+
+
+def _find_wave_track(vf, names):
+    """The first of `names` the file has as a track, matched whole or after the device ('ART' finds
+    'SNUADC/ART'); None when it has none of them."""
+    for name in names:
+        for dtname, trk in vf.trks.items():
+            if dtname == name or dtname.endswith("/" + name):
+                return dtname, trk
+    return None, None
+
+
+def _open_wfdb(path: Path, names) -> "vitaldb.VitalFile":
+    """A WFDB record as a VitalFile, its signals as wave tracks on the record's time base.
+
+    vitaldb 1.7.2's own WFDB reader mangles local paths (it `lstrip`s the characters of
+    'https://physionet.org/files/' from the directory, so '/tmp/...' loses its '/t'); this reads
+    the record with `wfdb` and hands the samples to VitalFile the same way.
+    """
+    header = wfdb.rdheader(str(path.with_suffix("")))
+    channels = [n for n in header.sig_name if n in names or any(n.endswith("/" + a) for a in names)]
+    record = wfdb.rdrecord(str(path.with_suffix("")), channel_names=channels or None, return_res=32)
+    start = header.base_datetime.replace(tzinfo=datetime.timezone.utc).timestamp() if header.base_datetime else 0.0
+    vf = vitaldb.VitalFile()
+    vf.dtstart, vf.dtend = start, start + record.sig_len / record.fs
+    for i, name in enumerate(record.sig_name):
+        vf.add_track(name, [{"dt": start, "val": record.p_signal[:, i].astype(np.float32)}],
+                     srate=float(record.fs), unit=record.units[i])
+    return vf
+
+
+def check_complete(path: Path) -> None:
+    """Raise CaseError when a `.vital` file's gzip stream is cut off or damaged.
+
+    vitaldb reads a truncated file without complaint and returns the tracks up to the cut, so
+    a cut-off download would pass as a shorter recording (or as one missing its last tracks).
+    """
+    if path.suffix != ".vital":
+        return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        raise CaseError(f"{path}: truncated or corrupt vital file ({type(err).__name__}: {err})",
+                        "unreadable") from err
+
+
+def read_channels(path, aliases: dict, verify: bool = False) -> dict:
+    """Read one wave track per channel from a recording `vitaldb.VitalFile` can load.
+
+    `aliases` is {channel: track name or [names, first match wins]}. Returns {channel: (samples float32,
+    srate)}, each track at its own rate on the file's common time base. Raises CaseError naming
+    the file when it is unreadable, a channel has none of its tracks, or a rate is unusable;
+    `verify` first checks the whole file is there (`check_complete`).
     """
     path = Path(path)
     if not path.is_file():
         raise CaseError(f"{path}: file not found", "file_missing")
+    if verify:
+        check_complete(path)
+    aliases = track_aliases(aliases)
+    wanted = [name for names in aliases.values() for name in names]
     try:
-        vf = vitaldb.VitalFile(str(path), list(track_names))
-    except Exception as err:  # vitaldb raises bare gzip/struct/EOF errors on damaged files
-        raise CaseError(f"{path}: unreadable vital file ({type(err).__name__}: {err})", "unreadable") from err
-    if vf.dtend <= vf.dtstart:
-        raise CaseError(f"{path}: no samples (corrupt or truncated vital file)", "unreadable")
+        vf = _open_wfdb(path, wanted) if path.suffix == ".hea" else vitaldb.VitalFile(str(path), wanted)
+    except Exception as err:  # vitaldb raises bare gzip/struct/EOF/assert errors on damaged files
+        raise CaseError(f"{path}: unreadable recording ({type(err).__name__}: {err})", "unreadable") from err
+    if not vf.trks or vf.dtend <= vf.dtstart:
+        raise CaseError(f"{path}: no samples (corrupt or truncated file)", "unreadable")
     out = {}
-    for name in track_names:
-        trk = vf.find_track(name)
+    for channel, names in aliases.items():
+        name, trk = _find_wave_track(vf, names)
         if trk is None or not trk.recs:
-            raise CaseError(f"{path}: required track {name} is missing", "missing_track")
-        if not trk.srate or trk.srate <= 0 or not np.isfinite(trk.srate):
-            raise CaseError(f"{path}: track {name} has an invalid sample rate ({trk.srate})", "bad_srate")
+            raise CaseError(f"{path}: required {channel} track is missing (looked for {', '.join(names)}; "
+                            "add the file's name to data.tracks)", "missing_track")
+        if not trk.srate or not np.isfinite(trk.srate) or trk.srate < MIN_WAVE_SRATE:
+            raise CaseError(f"{path}: track {name} has sample rate {trk.srate} Hz; a waveform needs at least "
+                            f"{MIN_WAVE_SRATE:g} Hz (is it a numeric track?)", "bad_srate")
         samples = np.asarray(vf.get_track_samples(name, 1.0 / trk.srate), dtype=np.float32)
-        out[name] = (samples, float(trk.srate))
+        out[channel] = (samples, float(trk.srate))
     return out
 
 
-def vital_files(vital_dir) -> dict:
-    """{caseid: path} for `<caseid>.vital` files in a directory (VitalDB's naming)."""
-    vital_dir = Path(vital_dir)
-    if not vital_dir.is_dir():
-        raise PipelineError(f"data.vital_dir={vital_dir}: directory not found")
+def recording_files(directory) -> dict:
+    """{file stem: path} of the recordings (RECORDING_EXTENSIONS) in a directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PipelineError(f"data.vital_dir={directory}: directory not found")
     files = {}
-    for path in sorted(vital_dir.glob("*.vital")):
-        if path.stem.isdigit():
-            files[int(path.stem)] = path
+    for path in sorted(directory.iterdir()):
+        if path.suffix in RECORDING_EXTENSIONS and not path.name.startswith("."):
+            if path.stem in files:
+                raise PipelineError(f"data.vital_dir={directory}: {files[path.stem].name} and {path.name} "
+                                    "are the same case; keep one")
+            files[path.stem] = path
     return files
 
 
-def find_vitaldb_cases(track_names) -> set:
-    """Case ids on the VitalDB server that have all `track_names` (needs the network)."""
-    try:
-        return set(vitaldb.find_cases(list(track_names)))
-    except Exception as err:
-        raise PipelineError(
-            f"data.source=vitaldb: cannot reach {VITALDB_HOST} to list cases with tracks "
-            f"{', '.join(track_names)} ({type(err).__name__}); work offline with data.source=local "
-            "and a directory of downloaded .vital files") from err
-
-
-def download_vitaldb_case(caseid: int, track_names, cache_dir, loader=vitaldb.VitalFile) -> Path:
-    """Return `<cache_dir>/<caseid>.vital`, downloading it through `vitaldb` only when not cached.
-
-    A cached file that no longer reads is downloaded again. The download is written atomically,
-    so an interrupted run leaves no half file in the cache.
-    """
-    path = Path(cache_dir) / f"{caseid}.vital"
-    if path.is_file():
-        try:
-            read_tracks(path, track_names)
-            return path
-        except PipelineError:
-            os.unlink(path)
-    try:
-        vf = loader(int(caseid), list(track_names))
-    except Exception as err:
-        raise PipelineError(f"case {caseid}: download from {VITALDB_HOST} failed "
-                            f"({type(err).__name__}: {err})") from err
-    with atomic_path(path) as tmp:
-        vf.to_vital(str(tmp))
-    return path
+def vital_files(vital_dir) -> dict:
+    """{caseid: path} for recordings named `<caseid>.<ext>` (VitalDB's naming)."""
+    return {int(stem): path for stem, path in recording_files(vital_dir).items() if stem.isdigit()}

@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from lib import beats, labels, quality, signals
 from lib.errors import CaseError
 from lib.windows_h5 import label_column, map_ahead_column
-from lib.vital_io import read_tracks
+from lib.vital_io import read_channels
 
 CHANNELS = ("abp", "ppg", "ecg")
 # Per-window context, computed from the window and the past only (for baselines and the level-aware head).
@@ -46,11 +46,11 @@ class WindowSpec:
         return cols
 
 
-def _filtered_channels(tracks, track_names, spec):
+def _filtered_channels(tracks, spec):
     """Resample every channel to spec.fs, filter it, and return (filtered, abp_raw, invalid)."""
     resampled = {}
     for channel in CHANNELS:
-        samples, srate = tracks[track_names[channel]]
+        samples, srate = tracks[channel]
         resampled[channel] = signals.resample_to(samples, srate, spec.fs)
     n = min(len(x) for x, _ in resampled.values())
     abp_raw, abp_invalid = resampled["abp"][0][:n], resampled["abp"][1][:n]
@@ -65,25 +65,30 @@ def _filtered_channels(tracks, track_names, spec):
     return filtered, abp_raw, abp_invalid, signals.dilate(invalid, int(spec.ringing_margin_s * spec.fs))
 
 
-def process_case(path, track_names: dict, spec: WindowSpec) -> dict:
+def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     """Read, resample, filter, gate, label and window one case.
 
-    `track_names` maps 'abp'/'ppg'/'ecg' to the file's track names. Returns the kept windows'
+    `track_aliases` maps 'abp'/'ppg'/'ecg' to lists of track names (`vital_io.read_channels`). Returns the kept windows'
     arrays (`signals` (n, 3, length) float32 and the columns of `spec.columns()`), plus
     `reasons` {reason: count} for every dropped window, `horizon_reasons` {horizon: {reason:
     count}} for gated-in windows without a label at that horizon, `n_windows`, and `examples`
     {reason or 'kept': one (3, length) window} for the data-quality report. Raises CaseError
     for a case that cannot be used at all.
     """
-    tracks = read_tracks(path, [track_names[c] for c in CHANNELS])
-    filtered, abp_raw, abp_invalid, invalid = _filtered_channels(tracks, track_names, spec)
+    tracks = read_channels(path, {c: track_aliases[c] for c in CHANNELS})
+    for channel, (samples, _) in tracks.items():
+        finite = samples[np.isfinite(samples)]
+        if finite.size == 0:
+            raise CaseError(f"{path}: the {channel.upper()} track has no finite samples (all NaN)", "all_nan")
+        if finite.max() - finite.min() < 1e-6:
+            raise CaseError(f"{path}: the {channel.upper()} track is a flat line at {finite[0]:g} for the whole "
+                            "recording (disconnected?)", "flatline")
+    filtered, abp_raw, abp_invalid, invalid = _filtered_channels(tracks, spec)
     n, fs, length = len(abp_raw), spec.fs, spec.length
     need = length + int((min(spec.horizons_min) * 60 + spec.label_duration_s) * fs)
     if n < need:
         raise CaseError(f"{path}: recording is {n / fs:.0f} s, shorter than one window plus "
                         f"the {min(spec.horizons_min):g}-min horizon and its label minute", "too_short")
-    if abp_invalid.all():
-        raise CaseError(f"{path}: track {track_names['abp']} has no finite samples", "all_nan")
 
     def windows_of(x):  # strided views, no copies
         return sliding_window_view(x, length)[::spec.stride]

@@ -7,12 +7,30 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import cohort, params, vital_io  # noqa: E402
+from lib import cohort, params, vital_io, vitaldb_source  # noqa: E402
 from lib.atomic import atomic_dir, write_json  # noqa: E402
 from lib.errors import PipelineError, run_stage  # noqa: E402
 
-DATA_KEYS = ["source", "clinical_csv", "vital_dir", "cache_dir", "max_cases", "tracks", "workers"]
+DATA_KEYS = ["source", "clinical_csv", "vital_dir", "cache_dir", "max_cases", "select", "download", "tracks",
+             "workers"]
+SELECT_KEYS = ["min_age", "ane_types", "aline_sites", "min_case_minutes", "seed"]
+DOWNLOAD_KEYS = ["retries", "backoff_s"]
 DEMO_KEYS = ["n_cases", "n_multi_case_subjects", "srate", "min_minutes", "max_minutes", "ioh_fraction", "seed"]
+SOURCES = ["demo", "local", "vitaldb"]
+
+
+def vitaldb_cases(clinical, data, aliases):
+    """Select eligible cases offline, fetch them through the cache; (files, skipped, selection summary)."""
+    params.require(data["select"], "data.select", SELECT_KEYS)
+    params.require(data["download"], "data.download", DOWNLOAD_KEYS)
+    eligible, excluded = vitaldb_source.select_cases(clinical, vitaldb_source.Criteria.from_params(data["select"]))
+    chosen = vitaldb_source.sample_subjects(eligible, int(data["max_cases"]), int(data["select"]["seed"]))
+    cache = vitaldb_source.VitalDBCache(data["cache_dir"], aliases, retries=int(data["download"]["retries"]),
+                                        backoff_s=float(data["download"]["backoff_s"]))
+    files, skipped = cache.fetch(chosen["caseid"])
+    selection = {"table_cases": len(clinical), "excluded_by": excluded, "eligible": len(eligible),
+                 "eligible_subjects": int(eligible["subjectid"].nunique()), "chosen": len(chosen)}
+    return files, skipped, selection
 
 
 def main(argv):
@@ -21,8 +39,13 @@ def main(argv):
     data, demo = p["data"], p["demo"]
     params.require(data, "data", DATA_KEYS)
     params.require(demo, "demo", DEMO_KEYS)
-    tracks = data["tracks"]
-    clinical = cohort.load_clinical(data["clinical_csv"])
+    if data["source"] not in SOURCES:
+        raise PipelineError(f"params.yaml: data.source={data['source']!r}: expected one of {', '.join(SOURCES)}")
+    aliases = vital_io.track_aliases(data["tracks"])
+    # Your own recordings need only caseid and subjectid in their table; VitalDB's has them all.
+    required = ["caseid", "subjectid"] if data["source"] == "local" else cohort.REQUIRED_CLINICAL_COLUMNS
+    clinical = cohort.load_clinical(data["clinical_csv"], required)
+    download_skips, selection = {}, None
 
     with atomic_dir(out_dir) as tmp:
         if data["source"] == "demo":
@@ -31,32 +54,36 @@ def main(argv):
                                             demo["ioh_fraction"], demo["seed"], data["workers"])
             files = vital_io.vital_files(tmp / "vital")
         elif data["source"] == "local":
-            files = vital_io.vital_files(data["vital_dir"])
-        elif data["source"] == "vitaldb":
-            selected = cohort.eligible_cases(clinical)
-            available = vital_io.find_vitaldb_cases(list(tracks.values()))
-            caseids = sorted(set(selected["caseid"]) & available)[: data["max_cases"]]
-            files = {c: vital_io.download_vitaldb_case(c, list(tracks.values()), data["cache_dir"]) for c in caseids}
+            files = cohort.local_files(data["vital_dir"], clinical)
         else:
-            raise PipelineError(f"data.source={data['source']!r}: use demo, local or vitaldb")
+            files, download_skips, selection = vitaldb_cases(clinical, data, aliases)
         if not files:
-            raise PipelineError(f"data.source={data['source']}: no <caseid>.vital files found")
-        manifest = cohort.build_manifest(clinical, files, tracks["abp"], data["workers"])
+            raise PipelineError(f"data.source={data['source']}: no recordings found (data.vital_dir="
+                                f"{data['vital_dir']}: <caseid>.vital/.hea/.parquet, or a file column in the table)")
+        manifest = cohort.build_manifest(clinical, files, aliases, data["workers"])
         if data["source"] == "demo":  # the files move with the directory
             manifest["path"] = [str(out_dir / "vital" / Path(f).name) for f in manifest["path"]]
         if manifest.empty:
-            raise PipelineError(f"none of the {len(files)} .vital files has a caseid in {data['clinical_csv']}")
-        manifest.to_csv(tmp / "cases.csv", index=False)
+            raise PipelineError(f"none of the {len(files)} recordings has a caseid in {data['clinical_csv']}")
+        for caseid, (reason, message) in download_skips.items():
+            print(f"skip case {caseid}: {message}", file=sys.stderr)
+        for row in manifest[manifest["skip_reason"] != ""].itertuples():
+            print(f"skip case {row.caseid}: {row.skip_message}", file=sys.stderr)
+        manifest.drop(columns="skip_message").to_csv(tmp / "cases.csv", index=False)
         clinical[clinical["caseid"].isin(manifest["caseid"])].to_csv(tmp / "clinical.csv", index=False)
 
     usable = manifest[manifest["skip_reason"] == ""]
-    write_json(metrics_path, {
+    skipped = Counter(manifest.loc[manifest["skip_reason"] != "", "skip_reason"])
+    skipped.update(reason for reason, _ in download_skips.values())
+    summary = {
         "source": data["source"], "cases": int(len(usable)), "subjects": int(usable["subjectid"].nunique()),
         "cases_with_hypotension": int(usable["has_hypotension"].sum()),
         "hours": round(float(usable["duration_s"].sum()) / 3600, 2),
-        "skipped": dict(Counter(manifest.loc[manifest["skip_reason"] != "", "skip_reason"])),
-    })
-
+        "skipped": dict(sorted(skipped.items())),
+    }
+    if selection:
+        summary["selection"] = selection
+    write_json(metrics_path, summary)
 
 if __name__ == "__main__":
     run_stage(main)

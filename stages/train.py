@@ -89,7 +89,8 @@ def main(argv):
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     horizon = float(t["horizon_min"])
     splits = {name: load_split(windows_dir / f"{name}.h5", t["task"], horizon, model.channels, model.context,
-                               embeddings_dir / f"{name}.h5", ttm.embedding_settings(m)) for name in ["train", "val"]}
+                               embeddings_dir / f"{name}.h5", ttm.embedding_settings(m), for_training=True)
+              for name in ["train", "val"]}
     n_trainable = sum(x.numel() for x in ttm.trainable_parameters(model).values())
     n_total = sum(x.numel() for x in model.parameters())
     if rank == 0:

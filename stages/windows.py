@@ -7,6 +7,7 @@ import hashlib
 import json
 import sys
 from collections import Counter
+from contextlib import ExitStack, closing
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import params, quality_report, windows_h5  # noqa: E402
+from lib import params, quality_report, vital_io, windows_h5  # noqa: E402
 from lib.atomic import atomic_dir, write_json  # noqa: E402
 from lib.errors import CaseError, PipelineError, run_stage  # noqa: E402
 from lib.parallel import parallel_imap  # noqa: E402
@@ -72,9 +73,9 @@ def normalisation_stats(scaler: StandardScaler) -> dict:
             "std": [round(float(v), 6) for v in scaler.scale_], "samples": int(scaler.n_samples_seen_)}
 
 
-def _case(path, tracks, spec):
+def _case(path, aliases, spec):
     try:
-        return process_case(path, tracks, spec)
+        return process_case(path, aliases, spec)
     except CaseError as err:
         return {"skip_reason": err.reason, "message": str(err)}
 
@@ -84,8 +85,11 @@ def write_split(split, caseids, cases, work, path, spec, attrs, stats, report, w
     rejected, skipped, horizon_unlabelled = Counter(), Counter(), {f"{h:g}": Counter() for h in spec.horizons_min}
     labelled, positives = Counter(), Counter()   # per horizon
     n_kept = n_total = 0
-    with windows_h5.WindowWriter(path, CHANNELS, spec.length, spec.columns(), {**attrs, "split": split}) as writer:
-        results = parallel_imap(work, [cases.loc[c, "path"] for c in caseids], workers, split)
+    with ExitStack() as stack:
+        writer = stack.enter_context(windows_h5.WindowWriter(path, CHANNELS, spec.length, spec.columns(),
+                                                             {**attrs, "split": split}))
+        results = stack.enter_context(closing(parallel_imap(work, [cases.loc[c, "path"] for c in caseids],
+                                                            workers, split)))
         for caseid, result in zip(caseids, results):
             subjectid = int(cases.loc[caseid, "subjectid"])
             if "skip_reason" in result:
@@ -136,7 +140,8 @@ def main(argv):
     specs = {s: spec for s in SPLITS} | {"test": dataclasses.replace(spec, stride=max(1, round(spec.length * (1 - overlap))))}
     cases = pd.read_csv(cases_csv, keep_default_na=False).set_index("caseid")
     case_lists = json.loads(Path(splits_json).read_text())
-    work = {s: partial(_case, tracks=p["data"]["tracks"], spec=specs[s]) for s in SPLITS}
+    aliases = vital_io.track_aliases(p["data"]["tracks"])
+    work = {s: partial(_case, aliases=aliases, spec=specs[s]) for s in SPLITS}
     attrs = {"fs": spec.fs, "params": {k: v for k, v in w.items() if k != "workers"},
              "tracks": p["data"]["tracks"], "code_version": code_version()}
     report = quality_report.QualityReport(spec)

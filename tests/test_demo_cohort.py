@@ -1,7 +1,8 @@
 import numpy as np
 
 from lib import demo_cohort, labels, signals
-from lib.cohort import eligible_cases
+from lib.cohort import DEMO_CRITERIA
+from lib.vitaldb_source import select_cases
 
 
 def test_simulation_is_deterministic_per_seed():
@@ -32,7 +33,7 @@ def test_faults_are_present_and_realistic():
 
 
 def test_demo_cases_are_real_eligible_rows_with_multi_case_subjects(clinical):
-    rows = demo_cohort.select_demo_cases(eligible_cases(clinical), 40, 6, seed=0)
+    rows = demo_cohort.select_demo_cases(select_cases(clinical, DEMO_CRITERIA)[0], 40, 6, seed=0)
     assert len(rows) == 40
     assert set(rows.caseid) <= set(clinical.caseid)
     assert (rows.subjectid.value_counts() >= 2).sum() >= 3

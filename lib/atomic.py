@@ -1,5 +1,6 @@
 """Atomic outputs: write to a temporary sibling, then rename, so a crash never leaves a half file."""
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -13,12 +14,19 @@ os.umask(_UMASK)
 
 
 def _prepare_parent(path: Path) -> None:
+    """Create the parent directory, and remove temporaries a killed earlier run left for `path`
+    (DVC runs one stage at a time, so no live writer owns them)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise PipelineError(f"cannot create output directory {path.parent}: {err.strerror}") from err
     if not os.access(path.parent, os.W_OK):
         raise PipelineError(f"output directory {path.parent} is not writable")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ with the train mean.
 """
 import io
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +33,9 @@ CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp"}
 REG_TARGETS = ("sbp", "dbp", "map")                   # task reg: the window's beat-derived pressures
 INPUT_SCALINGS = ("revin", "train_zscore")
 TTM_CONTEXT = 512                                     # the r2 512-96 weights' context length
+# Windows per backbone call at inference: small batches stay in the CPU's caches (bench/RESULTS.md:
+# 64 runs ~20 % faster than 512 on 2 cores); the HDF5 reads stay large.
+BACKBONE_BATCH = 64
 TASKS = ("clf", "reg")
 
 
@@ -139,6 +143,18 @@ def make_head(n_features: int, hidden_dims, dropout: float, n_outputs: int) -> n
     return nn.Sequential(*layers, nn.Linear(width, n_outputs))
 
 
+class _BackboneOutputs(nn.Module):
+    """The backbone's outputs the model uses, as a tuple (what TorchScript tracing needs)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor):
+        out = self.backbone(past_values=x, past_observed_mask=observed)
+        return out.last_hidden_state, out.loc, out.scale
+
+
 class HypotensionModel(nn.Module):
     """(Input z-score) → TTM embeddings (+ level features) → standardisation → head.
 
@@ -156,6 +172,7 @@ class HypotensionModel(nn.Module):
         self.channels, self.context, self.d_model = list(channels), list(context), d_model
         self.level_features, self.input_scaling, self.task = level_features, input_scaling, task
         self.context_length = context_length
+        self._frozen_backbone = None   # freeze_for_inference
         n_channels = len(self.channels)
         self.register_buffer("input_mean", torch.zeros(n_channels))
         self.register_buffer("input_std", torch.ones(n_channels))
@@ -172,16 +189,41 @@ class HypotensionModel(nn.Module):
     def set_input_stats(self, stats: dict) -> None:
         set_input_stats(self, stats)
 
+    def _backbone_outputs(self, x: torch.Tensor, observed: torch.Tensor):
+        if self._frozen_backbone is not None:
+            return self._frozen_backbone(x, observed)
+        out = self.backbone(past_values=x, past_observed_mask=observed)
+        return out.last_hidden_state, out.loc, out.scale
+
+    def freeze_for_inference(self) -> "HypotensionModel":
+        """Trace the backbone with TorchScript and freeze it (constants folded, ops fused) for
+        inference with fixed weights: ~1.35x faster on CPU, and bit-identical outputs (tested).
+        Training and anything that changes the weights must use the eager model."""
+        self.eval()
+        example = torch.randn(BACKBONE_BATCH, TTM_CONTEXT, len(self.channels), device=self.input_mean.device)
+        with torch.no_grad(), warnings.catch_warnings():
+            # TTM's shape checks and constant clamps trace as constants: right for fixed 512-sample inputs.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(_BackboneOutputs(self.backbone).eval(),
+                                     (example, torch.ones_like(example, dtype=torch.bool)), check_trace=False)
+            # Kept off the module tree, so it never enters a state_dict or a checkpoint.
+            object.__setattr__(self, "_frozen_backbone", torch.jit.freeze(traced))
+        return self
+
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """windows (batch, channels, length) → embeddings (batch, channels, d_model + 2)."""
         if self.input_scaling == "train_zscore":
             windows = (windows - self.input_mean[:, None]) / self.input_std[:, None]
         x, observed = fit_context(windows.transpose(1, 2), self.context_length)
-        out = self.backbone(past_values=x, past_observed_mask=observed)
-        pooled = out.last_hidden_state.mean(dim=2)
-        loc = out.loc.transpose(1, 2)
-        log_scale = torch.log(out.scale.transpose(1, 2).clamp_min(1e-6))
-        return torch.cat([pooled, loc, log_scale], dim=2)
+        if not torch.is_grad_enabled() and len(x) > BACKBONE_BATCH:
+            parts = [self._backbone_outputs(x[i:i + BACKBONE_BATCH], observed[i:i + BACKBONE_BATCH])
+                     for i in range(0, len(x), BACKBONE_BATCH)]
+            hidden, loc, scale = (torch.cat(t) for t in zip(*parts))
+        else:
+            hidden, loc, scale = self._backbone_outputs(x, observed)
+        pooled = hidden.mean(dim=2)
+        log_scale = torch.log(scale.transpose(1, 2).clamp_min(1e-6))
+        return torch.cat([pooled, loc.transpose(1, 2), log_scale], dim=2)
 
     def head_features(self, embeddings: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Raw head inputs: embeddings (with or without loc/scale), then the context features."""
@@ -283,7 +325,7 @@ def save_checkpoint(path, model: HypotensionModel, config: dict, extra: dict) ->
 
 
 def load_checkpoint(path, device="cpu"):
-    """Rebuild the trained model from a checkpoint written by `save_checkpoint`."""
+    """Rebuild the trained model from a checkpoint written by `save_checkpoint`, frozen for inference."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"checkpoint {path} not found: run the train stage first (dvc repro train)")
@@ -301,4 +343,4 @@ def load_checkpoint(path, device="cpu"):
             mismatch = [str(err).splitlines()[-1].strip()[:160]]
     if mismatch:
         raise PipelineError(f"checkpoint {path} does not match the model ({mismatch[0]} …); rerun dvc repro -f train")
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval().freeze_for_inference(), ckpt

@@ -27,7 +27,7 @@ def main(argv):
     p = params.load("model", "train")
     settings = ttm.embedding_settings(p["model"])
     device = pick_device(p["train"]["device"])
-    model = ttm.build_model(p["model"]["weights_dir"], ttm.CHANNELS, **settings).to(device).eval()
+    model = ttm.build_model(p["model"]["weights_dir"], ttm.CHANNELS, **settings).to(device).eval().freeze_for_inference()
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     shape = (len(ttm.CHANNELS), model.d_model + 2)
     with atomic_dir(out_dir) as tmp:

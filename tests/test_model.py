@@ -180,3 +180,20 @@ def test_shorter_context_is_zero_padded_and_masked_the_granite_tsfm_way():
         build_model(WEIGHTS, context_length=600)
     with pytest.raises(PipelineError, match="model.context_length=256: must be 1-128"):
         model.embed(torch.randn(1, 3, 128))
+
+
+def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
+    """freeze_for_inference (TorchScript trace + freeze) is an inference speed-up, never a new model."""
+    windows = torch.randn(150, 3, 512) * torch.tensor([20.0, 1.0, 0.5])[:, None] + torch.tensor([90.0, 0, 0])[:, None]
+    for config in [{}, {"context_length": 300}, {"lora": {"r": 4, "alpha": 8, "dropout": 0.1,
+                                                          "target_modules": ["fc1", "fc2"]}}]:
+        model = build_model(WEIGHTS, hidden_dims=[16], **config).eval()
+        keys = set(model.state_dict())
+        with torch.no_grad():
+            eager = model.embed(windows)
+            frozen = model.freeze_for_inference().embed(windows)
+            partial = model.embed(windows[:7])     # any batch size, not only the traced one
+        tolerance = 1e-5 if "lora" in config else 0.0   # LoRA's fused adds round differently
+        assert (eager - frozen).abs().max().item() <= tolerance, config
+        assert (eager[:7] - partial).abs().max().item() <= tolerance, config
+        assert set(model.state_dict()) == keys

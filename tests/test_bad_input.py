@@ -146,16 +146,15 @@ def test_03_missing_track_is_a_counted_skip(local_cohort):
     assert cohort_skips(work)["missing_track"] == 1
 
 
-def test_04_all_nan_track_is_a_counted_skip(local_cohort):
+@pytest.mark.parametrize("caseid, reason, message", [
+    (14, "all_nan", "14.vital: the ABP track has no finite samples (all NaN)"),                        # 4
+    (15, "flatline", "15.vital: the ABP track is a flat line at 0"),                                   # 5
+    (19, "too_short", "19.vital: recording is 180 s, shorter than one window plus the 5-min horizon"),  # 8
+], ids=["04_all_nan_track", "05_flatline", "08_shorter_than_window_and_horizon"])
+def test_windows_stage_skips_and_counts_the_case(local_cohort, caseid, reason, message):
     work, _, windows = local_cohort
-    assert "14.vital: the ABP track has no finite samples (all NaN)" in skip_line(windows, 14)
-    assert windows_summary(work)["skipped_cases"]["all_nan"] == 1
-
-
-def test_05_flatline_is_a_counted_skip(local_cohort):
-    work, _, windows = local_cohort
-    assert "15.vital: the ABP track is a flat line at 0" in skip_line(windows, 15)
-    assert windows_summary(work)["skipped_cases"]["flatline"] == 1
+    assert message in skip_line(windows, caseid)
+    assert windows_summary(work)["skipped_cases"][reason] == 1
 
 
 def test_06_pinned_and_clipped_abp_windows_are_counted_rejections(local_cohort):
@@ -172,12 +171,6 @@ def test_07_zero_or_numeric_sample_rate_is_a_counted_skip(local_cohort):
     assert "17.vital: track SNUADC/ART has sample rate 1.0 Hz" in skip_line(cohort, 17)
     assert "18.vital: track SNUADC/ART has sample rate 0.0 Hz" in skip_line(cohort, 18)
     assert cohort_skips(work)["bad_srate"] == 2
-
-
-def test_08_case_shorter_than_window_and_horizon_is_a_counted_skip(local_cohort):
-    work, _, windows = local_cohort
-    assert "19.vital: recording is 180 s, shorter than one window plus the 5-min horizon" in skip_line(windows, 19)
-    assert windows_summary(work)["skipped_cases"]["too_short"] == 1
 
 
 def test_09_empty_split_after_filtering_stops_with_one_line(local_cohort, tmp_path):

@@ -106,8 +106,6 @@ def local_files(vital_dir, clinical: pd.DataFrame) -> dict:
     """
     if "file" not in clinical.columns:
         return vital_io.vital_files(vital_dir)
-    vital_dir = Path(vital_dir)
-    if not vital_dir.is_dir():
-        raise PipelineError(f"data.vital_dir={vital_dir}: directory not found")
+    vital_dir = vital_io.recording_dir(vital_dir)
     named = clinical.dropna(subset=["file"])
     return {int(c): vital_dir / str(f) for c, f in zip(named["caseid"], named["file"])}

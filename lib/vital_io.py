@@ -51,12 +51,22 @@ def track_aliases(tracks: dict) -> dict:
     return aliases
 
 
+def track_names(aliases: dict) -> list:
+    """Every track name the aliases allow, in order (what a reader is asked to load)."""
+    return [name for names in aliases.values() for name in names]
+
+
+def is_track(dtname: str, name: str) -> bool:
+    """A file's track `dtname` is `name`, matched whole or after the device ('ART' is 'SNUADC/ART',
+    never 'SNUADC/ART_MBP' or a loose suffix)."""
+    return dtname == name or dtname.endswith("/" + name)
+
+
 def _find_wave_track(vf, names):
-    """The first of `names` the file has as a track, matched whole or after the device ('ART' finds
-    'SNUADC/ART'); None when it has none of them."""
+    """The first of `names` the file has as a track; (None, None) when it has none of them."""
     for name in names:
         for dtname, trk in vf.trks.items():
-            if dtname == name or dtname.endswith("/" + name):
+            if is_track(dtname, name):
                 return dtname, trk
     return None, None
 
@@ -69,7 +79,7 @@ def _open_wfdb(path: Path, names) -> "vitaldb.VitalFile":
     the record with `wfdb` and hands the samples to VitalFile the same way.
     """
     header = wfdb.rdheader(str(path.with_suffix("")))
-    channels = [n for n in header.sig_name if n in names or any(n.endswith("/" + a) for a in names)]
+    channels = [n for n in header.sig_name if any(is_track(n, a) for a in names)]
     record = wfdb.rdrecord(str(path.with_suffix("")), channel_names=channels or None, return_res=32)
     start = header.base_datetime.replace(tzinfo=datetime.timezone.utc).timestamp() if header.base_datetime else 0.0
     vf = vitaldb.VitalFile()
@@ -111,7 +121,7 @@ def read_channels(path, aliases: dict, verify: bool = False) -> dict:
     if verify:
         check_complete(path)
     aliases = track_aliases(aliases)
-    wanted = [name for names in aliases.values() for name in names]
+    wanted = track_names(aliases)
     try:
         vf = _open_wfdb(path, wanted) if path.suffix == ".hea" else vitaldb.VitalFile(str(path), wanted)
     except Exception as err:  # vitaldb raises bare gzip/struct/EOF/assert errors on damaged files
@@ -132,11 +142,17 @@ def read_channels(path, aliases: dict, verify: bool = False) -> dict:
     return out
 
 
-def recording_files(directory) -> dict:
-    """{file stem: path} of the recordings (RECORDING_EXTENSIONS) in a directory."""
+def recording_dir(directory) -> Path:
+    """`data.vital_dir` as a Path; one clear error when it is not a directory."""
     directory = Path(directory)
     if not directory.is_dir():
         raise PipelineError(f"data.vital_dir={directory}: directory not found")
+    return directory
+
+
+def recording_files(directory) -> dict:
+    """{file stem: path} of the recordings (RECORDING_EXTENSIONS) in a directory."""
+    directory = recording_dir(directory)
     files = {}
     for path in sorted(directory.iterdir()):
         if path.suffix in RECORDING_EXTENSIONS and not path.name.startswith("."):

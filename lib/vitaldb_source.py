@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from lib.atomic import atomic_path, write_json
 from lib.errors import CaseError, PipelineError
-from lib.vital_io import read_channels
+from lib.vital_io import read_channels, track_names
 
 VITALDB_HOST = "api.vitaldb.net"
 PROGRESS_FILE = "progress.json"
@@ -113,7 +113,7 @@ class VitalDBCache:
         return None
 
     def _download(self, caseid: int) -> Path:
-        names = [name for names in self.aliases.values() for name in names]
+        names = track_names(self.aliases)
         for attempt in range(self.retries + 1):
             try:
                 vf = self.loader(caseid, names)
@@ -133,7 +133,7 @@ class VitalDBCache:
         return path
 
     def cached_count(self) -> int:
-        return sum(1 for c, e in self.progress.items() if e["status"] == "ok" and self._cached(int(c)))
+        return sum(1 for c in self.progress if self._cached(int(c)))
 
     def fetch(self, caseids) -> tuple:
         """({caseid: path} of usable cases, {caseid: (reason, message)} of skipped ones)."""

@@ -85,5 +85,6 @@ def main(argv):
         summary["selection"] = selection
     write_json(metrics_path, summary)
 
+
 if __name__ == "__main__":
     run_stage(main)

@@ -31,7 +31,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from bench.windows_throughput import timed_tree  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -87,8 +86,8 @@ def inference(clone: Path) -> dict:
     """evaluate's TTM inference on the test windows: windows/s eager and frozen, FLOPs, CPU share."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lib.model import load_checkpoint
-    from lib.training import checkpoint_split, predict
+    from lib.model.ttm import load_checkpoint
+    from lib.model.training import checkpoint_split, predict
 
     model, ckpt = load_checkpoint(clone / "models/model.pt")
     split = checkpoint_split(model, ckpt, clone / "data/windows/test.h5")

@@ -9,13 +9,14 @@ from pathlib import Path
 import joblib
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import baselines, params, windows_h5  # noqa: E402
-from lib.atomic import atomic_dir, write_json  # noqa: E402
-from lib.calibration import fit_on_val  # noqa: E402
-from lib.errors import PipelineError, run_stage  # noqa: E402
-from lib.model import save_torch  # noqa: E402
-from lib.training import load_split, pick_device, predict, train_model  # noqa: E402
+from lib.model import baselines
+from lib.core import config as params
+from lib.data import windows_h5
+from lib.core.atomic import atomic_dir, write_json
+from lib.eval.calibration import fit_on_val
+from lib.core.errors import PipelineError, run_stage
+from lib.model.ttm import save_torch
+from lib.model.training import load_split, pick_device, predict, train_model
 
 KEYS = ["cnn_epochs", "cnn_batch_size", "cnn_lr", "cnn_windows_per_epoch", "cnn_early_stopping_patience"]
 CONTEXT = baselines.LOGISTIC_FEATURES["context_lr"]

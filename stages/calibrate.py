@@ -5,13 +5,12 @@ usage: python stages/calibrate.py <checkpoint> <val_h5> <calibrator_json> <metri
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import params  # noqa: E402
-from lib.atomic import write_json  # noqa: E402
-from lib.calibration import fit_on_val  # noqa: E402
-from lib.errors import run_stage  # noqa: E402
-from lib.model import load_checkpoint  # noqa: E402
-from lib.training import checkpoint_split, pick_device, predict  # noqa: E402
+from lib.core import config as params
+from lib.core.atomic import write_json
+from lib.eval.calibration import fit_on_val
+from lib.core.errors import run_stage
+from lib.model.ttm import load_checkpoint
+from lib.model.training import checkpoint_split, pick_device, predict
 
 
 def main(argv):

@@ -6,10 +6,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import cohort, params, vital_io, vitaldb_source  # noqa: E402
-from lib.atomic import atomic_dir, write_json  # noqa: E402
-from lib.errors import PipelineError, run_stage  # noqa: E402
+from lib.data import cohort
+from lib.core import config as params
+from lib.data import vital_io
+from lib.data import vitaldb_source
+from lib.core.atomic import atomic_dir, write_json
+from lib.core.errors import PipelineError, run_stage
 
 DATA_KEYS = ["source", "clinical_csv", "vital_dir", "cache_dir", "max_cases", "select", "download", "tracks",
              "workers"]

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import params  # noqa: E402
-from lib.atomic import write_json  # noqa: E402
-from lib.errors import PipelineError, run_stage  # noqa: E402
+from lib.core import config as params
+from lib.core.atomic import write_json
+from lib.core.errors import PipelineError, run_stage
 
 NOT_AVERAGED = {"enabled", "fold", "inner_val_fold", "tp", "fp", "tn", "fn"}
 

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import model as ttm, params, windows_h5  # noqa: E402
-from lib.atomic import write_json  # noqa: E402
-from lib.calibration import fit_on_val  # noqa: E402
-from lib.errors import PipelineError, run_stage  # noqa: E402
-from lib.metrics import classification_metrics, regression_metrics  # noqa: E402
-from lib.training import fit, load_split, pick_device, predict, resolve_monitor, subset  # noqa: E402
+from lib.model import ttm
+from lib.core import config as params
+from lib.data import windows_h5
+from lib.core.atomic import write_json
+from lib.eval.calibration import fit_on_val
+from lib.core.errors import PipelineError, run_stage
+from lib.eval.metrics import classification_metrics, regression_metrics
+from lib.model.training import fit, load_split, pick_device, predict, resolve_monitor, subset
 
 KEYS = ["enabled", "n_folds", "folds", "seed"]
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import model as ttm, params, windows_h5  # noqa: E402
-from lib.atomic import atomic_dir  # noqa: E402
-from lib.errors import run_stage  # noqa: E402
-from lib.training import INFERENCE_BATCH, pick_device  # noqa: E402
+from lib.model import ttm
+from lib.core import config as params
+from lib.data import windows_h5
+from lib.core.atomic import atomic_dir
+from lib.core.errors import run_stage
+from lib.model.training import INFERENCE_BATCH, pick_device
 
 
 def main(argv):

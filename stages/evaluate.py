@@ -15,16 +15,18 @@ import torch
 from dvclive import Live
 from scipy.special import expit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import evaluation, params, report, windows_h5  # noqa: E402
-from lib.atomic import atomic_dir  # noqa: E402
-from lib.baselines import baseline_logits  # noqa: E402
-from lib.calibration import Calibration, read_calibrations  # noqa: E402
-from lib.cohort import load_clinical  # noqa: E402
-from lib.errors import PipelineError, run_stage  # noqa: E402
-from lib.metrics import VOTING, vote  # noqa: E402
-from lib.model import REG_TARGETS, load_checkpoint  # noqa: E402
-from lib.training import checkpoint_split, pick_device, predict  # noqa: E402
+from lib.eval import evaluation
+from lib.core import config as params
+from lib.eval import report
+from lib.data import windows_h5
+from lib.core.atomic import atomic_dir
+from lib.model.baselines import baseline_logits
+from lib.eval.calibration import Calibration, read_calibrations
+from lib.data.cohort import load_clinical
+from lib.core.errors import PipelineError, run_stage
+from lib.eval.metrics import VOTING, vote
+from lib.model.ttm import REG_TARGETS, load_checkpoint
+from lib.model.training import checkpoint_split, pick_device, predict
 
 KEYS = ["ece_bins", "bootstrap", "ci_level", "seed", "overlap", "voting", "age_bands"]
 

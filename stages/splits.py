@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import params, splits  # noqa: E402
-from lib.atomic import write_json  # noqa: E402
-from lib.errors import PipelineError, run_stage  # noqa: E402
+from lib.core import config as params
+from lib.data import splits
+from lib.core.atomic import write_json
+from lib.core.errors import PipelineError, run_stage
 
 KEYS = ["train", "val", "test", "seed", "fasttrack", "fasttrack_max_cases"]
 

@@ -18,11 +18,12 @@ import torch
 import torch.distributed as dist
 from dvclive import Live
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import model as ttm, params, windows_h5  # noqa: E402
-from lib.atomic import atomic_dir  # noqa: E402
-from lib.errors import PipelineError, run_stage  # noqa: E402
-from lib.training import SCHEDULES, fit, load_split, pick_device, resolve_monitor  # noqa: E402
+from lib.model import ttm
+from lib.core import config as params
+from lib.data import windows_h5
+from lib.core.atomic import atomic_dir
+from lib.core.errors import PipelineError, run_stage
+from lib.model.training import SCHEDULES, fit, load_split, pick_device, resolve_monitor
 
 KEYS = {
     "model": ["weights_dir", "input_channels", "level_features", "input_scaling", "context_length"],

@@ -15,22 +15,24 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import params, quality_report, vital_io, windows_h5  # noqa: E402
-from lib.atomic import atomic_dir, write_json  # noqa: E402
-from lib.errors import CaseError, PipelineError, run_stage  # noqa: E402
-from lib.parallel import parallel_imap  # noqa: E402
-from lib.quality import QualityLimits  # noqa: E402
-from lib.splits import SPLITS  # noqa: E402
-from lib.windowing import CHANNELS, WindowSpec, process_case  # noqa: E402
+from lib.core import config as params
+from lib.data import quality_report
+from lib.data import vital_io
+from lib.data import windows_h5
+from lib.core.atomic import atomic_dir, write_json
+from lib.core.errors import CaseError, PipelineError, run_stage
+from lib.core.parallel import parallel_imap
+from lib.signal.quality import QualityLimits
+from lib.data.splits import SPLITS
+from lib.data.windowing import CHANNELS, WindowSpec, process_case
 
 KEYS = ["fs", "length", "stride", "horizons_min", "map_threshold", "label_min_valid", "ppg_band_hz",
         "ecg_band_hz", "abp_lowpass_hz", "ecg_sqi_min", "ppg_ssqi_min", "min_beats", "map_range",
         "pulse_pressure_range", "map_slope_window_s", "workers"]
 ROOT = Path(__file__).resolve().parents[1]
 # The code that decides what a window holds; its hash is stored in every file as `code_version`.
-CODE = ["stages/windows.py", "lib/windowing.py", "lib/signals.py", "lib/beats.py", "lib/quality.py",
-        "lib/labels.py", "lib/vital_io.py", "lib/windows_h5.py"]
+CODE = ["stages/windows.py", "lib/data/windowing.py", "lib/signal/filters.py", "lib/signal/beats.py", "lib/signal/quality.py",
+        "lib/signal/labels.py", "lib/data/vital_io.py", "lib/windows_h5.py"]
 
 
 def window_spec(w: dict) -> WindowSpec:

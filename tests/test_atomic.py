@@ -1,7 +1,7 @@
 import pytest
 
-from lib.atomic import atomic_dir, atomic_path, write_json
-from lib.errors import PipelineError
+from lib.core.atomic import atomic_dir, atomic_path, write_json
+from lib.core.errors import PipelineError
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_crashes(tmp_path):

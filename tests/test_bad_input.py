@@ -34,9 +34,9 @@ import vitaldb
 import yaml
 
 from conftest import ROOT, WEIGHTS
-from lib import model as ttm
-from lib.errors import PipelineError
-from lib.vital_io import write_vital
+from lib.model import ttm
+from lib.core.errors import PipelineError
+from lib.data.vital_io import write_vital
 from test_windowing import TRACKS, synthetic_signals, write_case
 
 GOOD = {1: "train", 2: "val", 3: "test"}
@@ -283,7 +283,7 @@ def test_14_clinical_table_missing_a_column_stops_with_one_line(tmp_path):
 
 
 def test_a_stage_turns_any_pipeline_or_os_error_into_one_line(capsys, monkeypatch):
-    from lib import errors
+    from lib.core import errors
 
     def exit_code(code):
         raise SystemExit(code)

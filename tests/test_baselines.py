@@ -3,7 +3,7 @@ import json
 import numpy as np
 import torch
 
-from lib import baselines
+from lib.model import baselines
 
 
 def test_logistic_baseline_on_map_learns_that_low_pressure_comes_first():

@@ -1,7 +1,7 @@
 import numpy as np
 
-from lib import beats
-from lib.signals import bandpass_ecg, bandpass_ppg, lowpass_abp
+from lib.signal import beats
+from lib.signal.filters import bandpass_ecg, bandpass_ppg, lowpass_abp
 
 FS = 125
 

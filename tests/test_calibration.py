@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from lib.calibration import (Calibration, IsotonicCalibrator, PlattScaler, TemperatureScaler, choose_threshold,
+from lib.eval.calibration import (Calibration, IsotonicCalibrator, PlattScaler, TemperatureScaler, choose_threshold,
                              make_calibrator, youden_threshold)
-from lib.errors import PipelineError
+from lib.core.errors import PipelineError
 
 
 def overconfident(n=20000, seed=0):

@@ -10,7 +10,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "stages"))
 from cv_fold import fold_of_each_window  # noqa: E402
-from lib.errors import PipelineError  # noqa: E402
+from lib.core.errors import PipelineError  # noqa: E402
 
 
 def test_folds_keep_each_subject_whole_and_are_stratified():

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import evaluation
+from lib.eval import evaluation
 
 
 def windows(n_subjects=12, per_subject=40, seed=0):

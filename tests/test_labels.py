@@ -1,6 +1,6 @@
 import numpy as np
 
-from lib.labels import has_hypotension, hypotension_labels, map_at_end, map_per_second, past_map_slope
+from lib.signal.labels import has_hypotension, hypotension_labels, map_at_end, map_per_second, past_map_slope
 
 FS = 125
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from lib import metrics
+from lib.eval import metrics
 
 
 def test_ece_on_known_inputs():

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import WEIGHTS
-from lib.errors import PipelineError
-from lib.model import build_model, load_checkpoint, load_ttm, mixer_layer_names, save_checkpoint
+from lib.core.errors import PipelineError
+from lib.model.ttm import build_model, load_checkpoint, load_ttm, mixer_layer_names, save_checkpoint
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["fc1", "fc2", "attn_layer"]}
 

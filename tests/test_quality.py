@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lib import beats
-from lib.quality import GATE_ORDER, QualityLimits, gate_checks, ppg_skewness_sqi, window_rejections
-from lib.signals import bandpass_ppg, lowpass_abp
+from lib.signal import beats
+from lib.signal.quality import GATE_ORDER, QualityLimits, gate_checks, ppg_skewness_sqi, window_rejections
+from lib.signal.filters import bandpass_ppg, lowpass_abp
 from test_beats import FS, cardiac_phase, clean_abp, clean_ecg, gauss
 
 N = 512
@@ -21,7 +21,7 @@ def recording(seconds=40):
 
 
 def reasons_of(rec, limits=QualityLimits()):
-    """Gate every window of a recording the way lib.windowing does."""
+    """Gate every window of a recording the way lib.data.windowing does."""
     starts = np.arange(0, len(rec["abp"]) - N + 1, N)
 
     def views(x):

@@ -1,7 +1,7 @@
 import numpy as np
 from scipy import signal as sps
 
-from lib.signals import bandpass_ecg, bandpass_ppg, dilate, lowpass_abp, resample_to
+from lib.signal.filters import bandpass_ecg, bandpass_ppg, dilate, lowpass_abp, resample_to
 
 FS = 125
 

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.errors import PipelineError
-from lib.splits import assert_subject_disjoint, subject_splits
+from lib.core.errors import PipelineError
+from lib.data.splits import assert_subject_disjoint, subject_splits
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 

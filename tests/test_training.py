@@ -1,4 +1,4 @@
-"""lib/training.py on synthetic cached embeddings: the loop learns, accumulates, stops early, schedules."""
+"""lib/model/training.py on synthetic cached embeddings: the loop learns, accumulates, stops early, schedules."""
 from pathlib import Path
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import WEIGHTS
-from lib.errors import PipelineError
-from lib.model import build_model
-from lib.training import Split, fit_scalers, make_schedule, train_model
+from lib.core.errors import PipelineError
+from lib.model.ttm import build_model
+from lib.model.training import Split, fit_scalers, make_schedule, train_model
 
 LOOP = dict(epochs=4, batch_size=64, grad_accum_steps=1, lr=1e-2, weight_decay=0.0, grad_clip=1.0,
             schedule="cosine", warmup_frac=0.1, early_stopping_patience=0, monitor="val_auroc", amp="auto",

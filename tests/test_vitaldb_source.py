@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from lib import splits, vital_io, vitaldb_source
-from lib.errors import PipelineError
-from lib.vitaldb_source import Criteria, VitalDBCache
+from lib.data import splits
+from lib.data import vital_io
+from lib.data import vitaldb_source
+from lib.core.errors import PipelineError
+from lib.data.vitaldb_source import Criteria, VitalDBCache
 
 ALIASES = {"abp": ["SNUADC/ART"], "ppg": ["SNUADC/PLETH"]}
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lib.errors import CaseError
-from lib.vital_io import write_vital
-from lib.windowing import CHANNELS, WindowSpec, process_case
+from lib.core.errors import CaseError
+from lib.data.vital_io import write_vital
+from lib.data.windowing import CHANNELS, WindowSpec, process_case
 from test_beats import gauss
 
 TRACKS = {"abp": "SNUADC/ART", "ppg": "SNUADC/PLETH", "ecg": "SNUADC/ECG_II"}

@@ -20,9 +20,9 @@ import pandas as pd
 import vitaldb
 from tqdm import tqdm
 
-from lib.atomic import atomic_path, write_json
-from lib.errors import CaseError, PipelineError
-from lib.vital_io import read_channels, track_names
+from lib.core.atomic import atomic_path, write_json
+from lib.core.errors import CaseError, PipelineError
+from lib.data.vital_io import read_channels, track_names
 
 VITALDB_HOST = "api.vitaldb.net"
 PROGRESS_FILE = "progress.json"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.errors import PipelineError
+from lib.core.errors import PipelineError
 
 WEIGHT_FILES = ("config.json", "model.safetensors")
 CHANNELS = ("abp", "ppg", "ecg")                      # order of the windows files' `signals`
@@ -311,7 +311,7 @@ def trained_state(model: nn.Module) -> dict:
 def save_torch(path, obj) -> None:
     """torch.save, atomically and byte-reproducibly (torch.save names its zip records after the
     file it writes, so it writes to memory rather than to the temporary name)."""
-    from lib.atomic import atomic_path
+    from lib.core.atomic import atomic_path
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)

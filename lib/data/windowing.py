@@ -3,47 +3,23 @@
 Everything is computed on the whole recording once (resampling, filters, beat detection, the
 1-Hz MAP trace) and then sliced into windows by index arithmetic, vectorised over windows.
 """
-from dataclasses import dataclass, field
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lib import beats, labels, quality, signals
-from lib.errors import CaseError
-from lib.windows_h5 import label_column, map_ahead_column
-from lib.vital_io import read_channels
-
-CHANNELS = ("abp", "ppg", "ecg")
-# Per-window context, computed from the window and the past only (for baselines and the level-aware head).
-CONTEXT = ("map", "map_slope", "hr", "pp")
-# Regression targets of the window itself (beat-derived).
-BEAT_PRESSURES = ("sbp", "dbp", "map", "pp")
+from lib.core.config import WindowSpec
+from lib.core.errors import CaseError
+from lib.core.schema import BEAT_PRESSURES, CHANNELS, label_column, map_ahead_column
+from lib.data.vital_io import read_channels
+from lib.signal import beats, filters, labels, quality
 
 
-@dataclass(frozen=True)
-class WindowSpec:
-    """How windows are cut, filtered, gated and labelled (the stage fills it from params.yaml → windows)."""
 
-    fs: int = 125
-    length: int = 512
-    stride: int = 512
-    horizons_min: tuple = (5.0, 10.0, 15.0)
-    label_duration_s: int = 60
-    map_threshold: float = 65.0
-    label_min_valid: float = 0.8
-    ppg_band: tuple = (0.4, 7.0)
-    ecg_band: tuple = (0.5, 40.0)
-    abp_lowpass_hz: float = 20.0
-    slope_window_s: int = 300
-    ringing_margin_s: float = 1.0
-    limits: quality.QualityLimits = field(default_factory=quality.QualityLimits)
-
-    def columns(self) -> dict:
-        """Per-window HDF5 columns and their dtypes (besides `signals`, `caseid`, `subjectid`)."""
-        cols = {label_column(h): np.int8 for h in self.horizons_min}
-        cols.update({map_ahead_column(h): np.float32 for h in self.horizons_min})
-        cols.update({name: np.float32 for name in ("sbp", "dbp", "map", "pp", "hr", "map_now", "map_slope", "t_end_s")})
-        return cols
+def window_columns(spec: WindowSpec) -> dict:
+    """Per-window HDF5 columns and their dtypes (besides `signals`, `caseid`, `subjectid`)."""
+    cols = {label_column(h): np.int8 for h in spec.horizons_min}
+    cols.update({map_ahead_column(h): np.float32 for h in spec.horizons_min})
+    cols.update({name: np.float32 for name in (*BEAT_PRESSURES, "hr", "map_now", "map_slope", "t_end_s")})
+    return cols
 
 
 def _filtered_channels(tracks, spec):
@@ -51,18 +27,18 @@ def _filtered_channels(tracks, spec):
     resampled = {}
     for channel in CHANNELS:
         samples, srate = tracks[channel]
-        resampled[channel] = signals.resample_to(samples, srate, spec.fs)
+        resampled[channel] = filters.resample_to(samples, srate, spec.fs)
     n = min(len(x) for x, _ in resampled.values())
     abp_raw, abp_invalid = resampled["abp"][0][:n], resampled["abp"][1][:n]
     filtered = {
-        "abp": signals.lowpass_abp(abp_raw, spec.fs, spec.abp_lowpass_hz),
-        "ppg": signals.bandpass_ppg(resampled["ppg"][0][:n], spec.fs, *spec.ppg_band),
-        "ecg": signals.bandpass_ecg(resampled["ecg"][0][:n], spec.fs, *spec.ecg_band),
+        "abp": filters.lowpass_abp(abp_raw, spec.fs, spec.abp_lowpass_hz),
+        "ppg": filters.bandpass_ppg(resampled["ppg"][0][:n], spec.fs, *spec.ppg_band),
+        "ecg": filters.bandpass_ecg(resampled["ecg"][0][:n], spec.fs, *spec.ecg_band),
     }
     invalid = np.zeros(n, dtype=bool)
     for _, mask in resampled.values():
         invalid |= mask[:n]
-    return filtered, abp_raw, abp_invalid, signals.dilate(invalid, int(spec.ringing_margin_s * spec.fs))
+    return filtered, abp_raw, abp_invalid, filters.dilate(invalid, int(spec.ringing_margin_s * spec.fs))
 
 
 def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
@@ -128,7 +104,7 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     examples = {str(r) or "kept": np.stack([views[c][np.argmax(reasons == r)] for c in CHANNELS]).astype(np.float32)
                 for r in np.unique(reasons)}
     out = {"signals": np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)}
-    out.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in spec.columns().items()})
+    out.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in window_columns(spec).items()})
     out.update(reasons=_count(reasons[~keep]), horizon_reasons=horizon_reasons, n_windows=int(len(starts)),
                examples=examples)
     return out

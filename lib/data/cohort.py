@@ -2,7 +2,7 @@
 
 The manifest (`cases.csv`) has one row per case: caseid, subjectid, path, duration_s,
 has_hypotension (MAP < 65 mmHg for >= 1 min anywhere in the recording, derived from the ABP
-waveform by `lib.labels`), and `skip_reason` for cases that cannot be used.
+waveform by `lib.signal.labels`), and `skip_reason` for cases that cannot be used.
 """
 from functools import partial
 from pathlib import Path
@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import demo_cohort, labels, signals, vital_io, vitaldb_source
-from lib.errors import CaseError, PipelineError
-from lib.parallel import parallel_map
-from lib.vital_io import read_channels, write_vital
+from lib.data import demo
+from lib.signal import labels
+from lib.signal import filters
+from lib.data import vital_io
+from lib.data import vitaldb_source
+from lib.core.errors import CaseError, PipelineError
+from lib.core.parallel import parallel_map
+from lib.data.vital_io import read_channels, write_vital
 
 REQUIRED_CLINICAL_COLUMNS = ["caseid", "subjectid", "age", "sex", "height", "weight", "bmi", "asa",
                              "department", "optype", "casestart", "caseend", "anestart", "aneend",
@@ -50,8 +54,8 @@ def load_clinical(path, required=REQUIRED_CLINICAL_COLUMNS) -> pd.DataFrame:
 
 def _simulate_and_write(job, srate):
     caseid, duration_s, has_ioh, seed, path = job
-    case = demo_cohort.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed))
-    write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo_cohort.UNITS)
+    case = demo.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed))
+    write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo.UNITS)
 
 
 def generate_demo(out_dir, clinical: pd.DataFrame, n_cases: int, n_multi_case_subjects: int,
@@ -59,15 +63,15 @@ def generate_demo(out_dir, clinical: pd.DataFrame, n_cases: int, n_multi_case_su
                   seed: int, workers: int) -> pd.DataFrame:
     """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
     eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
-    cases = demo_cohort.select_demo_cases(eligible, n_cases, n_multi_case_subjects, seed)
+    cases = demo.select_demo_cases(eligible, n_cases, n_multi_case_subjects, seed)
     rng = np.random.default_rng(seed)
     durations = np.round(rng.uniform(min_minutes, max_minutes, len(cases)) * 60).astype(int)
-    ioh = demo_cohort.choose_ioh_cases(cases, ioh_fraction, seed + 1)
+    ioh = demo.choose_ioh_cases(cases, ioh_fraction, seed + 1)
     case_seeds = np.random.SeedSequence(seed).spawn(len(cases))
     jobs = [(int(c), int(d), bool(h), s, Path(out_dir) / f"{int(c)}.vital")
             for c, d, h, s in zip(cases["caseid"], durations, ioh, case_seeds)]
     parallel_map(partial(_simulate_and_write, srate=srate), jobs, workers, "simulate demo cases")
-    return demo_cohort.demo_clinical_rows(cases, durations)
+    return demo.demo_clinical_rows(cases, durations)
 
 
 def summarise_case(path, track_aliases: dict, fs: int = 125) -> dict:
@@ -75,7 +79,7 @@ def summarise_case(path, track_aliases: dict, fs: int = 125) -> dict:
     (unreadable or truncated file, a channel's track missing, unusable sample rate)."""
     try:
         samples, srate = read_channels(path, track_aliases, verify=True)["abp"]
-        abp, invalid = signals.resample_to(samples, srate, fs)
+        abp, invalid = filters.resample_to(samples, srate, fs)
         map_1hz = labels.map_per_second(abp, invalid, fs)
         return {"duration_s": round(len(samples) / srate, 2),
                 "has_hypotension": labels.has_hypotension(map_1hz), "skip_reason": "", "skip_message": ""}

@@ -28,9 +28,9 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from lib import windows_h5
-from lib.errors import PipelineError
-from lib.model import CHANNELS, REG_TARGETS, save_torch, trained_state
+from lib.data import windows_h5
+from lib.core.errors import PipelineError
+from lib.model.ttm import CHANNELS, REG_TARGETS, save_torch, trained_state
 
 SCHEDULES = ("cosine", "onecycle")
 INFERENCE_BATCH = 512

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lib import metrics
+from lib.eval import metrics
 
 GAIN_METRICS = ("auroc", "auprc", "brier")
 SUBGROUP_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "brier", "ece")
@@ -125,7 +125,7 @@ def regression_report(targets, predictions, names, ids: TestWindows, boot: Boots
 
 def cohort_table(split_columns: dict, clinical: pd.DataFrame, horizon_min: float) -> dict:
     """Per split: cases, subjects, labelled windows, prevalence at the horizon, demographics."""
-    from lib.windows_h5 import label_column
+    from lib.data.windows_h5 import label_column
 
     out = {}
     for split, cols in split_columns.items():

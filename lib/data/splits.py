@@ -6,7 +6,7 @@ patient is ever seen in training and again at test.
 import numpy as np
 import pandas as pd
 
-from lib.errors import PipelineError
+from lib.core.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
 

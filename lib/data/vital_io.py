@@ -1,7 +1,7 @@
 """Reading and writing recordings (`.vital`, WFDB, parquet) with the `vitaldb` package.
 
 Every track is read at its own sample rate from the file's common time base (`dtstart`), so
-tracks recorded at different rates stay aligned; resampling happens later, in `lib.signals`.
+tracks recorded at different rates stay aligned; resampling happens later, in `lib.signal.filters`.
 """
 import datetime
 import gzip
@@ -12,8 +12,8 @@ import numpy as np
 import vitaldb
 import wfdb
 
-from lib.atomic import atomic_path
-from lib.errors import CaseError, PipelineError
+from lib.core.atomic import atomic_path
+from lib.core.errors import CaseError, PipelineError
 
 
 def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict) -> None:

@@ -65,7 +65,7 @@ def run_stage(main, argv=None):
     """Run a stage's `main`; a PipelineError or an OSError becomes one line on stderr and exit 2,
     any other exception (a bug) its traceback and exit 1.
 
-    Outputs are written atomically (lib.atomic), so a stage that stops here leaves none behind.
+    Outputs are written atomically (lib.core.atomic), so a stage that stops here leaves none behind.
     """
     sys.excepthook = _one_line_warning
     sys.unraisablehook = lambda hook: _one_line_warning(hook.exc_type, hook.exc_value)

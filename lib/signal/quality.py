@@ -18,24 +18,15 @@ PPG and ECG:
 * `ppg_ssqi`: skewness SQI below `ppg_ssqi_min` (see `ppg_skewness_sqi`);
 * `ecg_sqi`: beat-agreement bSQI below `ecg_sqi_min` (see `lib.beats.bsqi`).
 """
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.stats import skew
 
-from lib.labels import PINNED
+from lib.core.config import QualityLimits
+from lib.signal.labels import PINNED
 
 GATE_ORDER = ["nan_gap", "abp_pinned", "abp_flat", "abp_clipped", "abp_few_beats", "abp_map_range",
               "abp_pulse_pressure", "ppg_flat", "ppg_few_beats", "ppg_ssqi", "ecg_flat", "ecg_sqi"]
 
-
-@dataclass(frozen=True)
-class QualityLimits:
-    ecg_sqi_min: float = 0.9
-    ppg_ssqi_min: float = 0.8
-    min_beats: int = 3
-    map_range: tuple = (20.0, 200.0)
-    pp_range: tuple = (15.0, 150.0)
 
 
 def ppg_skewness_sqi(ppg_windows: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lib.errors import PipelineError
+from lib.core.errors import PipelineError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

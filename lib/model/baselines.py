@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from lib.model import set_input_stats
+from lib.model.ttm import set_input_stats
 
 LOGISTIC_FEATURES = {"map_lr": ["map"], "context_lr": ["map", "map_slope", "hr", "pp"]}
 BASELINES = (*LOGISTIC_FEATURES, "cnn")
@@ -75,8 +75,8 @@ def baseline_logits(directory, windows_path, horizon_min: float, device) -> dict
     """{baseline: logits} on the labelled windows of `windows_path` (the model's windows, same order)."""
     import joblib
 
-    from lib.errors import PipelineError
-    from lib.training import load_split, predict
+    from lib.core.errors import PipelineError
+    from lib.model.training import load_split, predict
 
     directory = Path(directory)
     try:

@@ -11,19 +11,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lib.errors import PipelineError
+from lib.core.errors import PipelineError
+from lib.core.schema import label_column, map_ahead_column  # noqa: F401  (re-exported for readers of windows files)
 
 CHUNK_WINDOWS = 256
 
-
-def label_column(horizon_min) -> str:
-    """Name of the label column for a horizon in minutes (int8: 1 hypotension, 0 none, -1 unknown)."""
-    return f"label_{float(horizon_min):g}min"
-
-
-def map_ahead_column(horizon_min) -> str:
-    """Name of the regression target: mean MAP over the label minute at that horizon."""
-    return f"map_{float(horizon_min):g}min"
 
 
 IDS = {"caseid": np.int32, "subjectid": np.int32}

@@ -13,7 +13,7 @@ import yaml  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from lib.atomic import atomic_path  # noqa: E402
+from lib.core.atomic import atomic_path  # noqa: E402
 
 SCORER_NAMES = {"ttm": "TTM (this model)", "map_lr": "LR on current MAP", "context_lr": "LR on context features",
                 "cnn": "1-D CNN on raw windows"}
@@ -117,7 +117,7 @@ def _regression_table(reg: dict) -> list:
                    for name, s in reg.items()])
 
 
-LABEL_RULE = ("Hypotension {h:g} min ahead, derived from the ABP waveform (lib/labels.py): a window ending at time t "
+LABEL_RULE = ("Hypotension {h:g} min ahead, derived from the ABP waveform (lib/signal/labels.py): a window ending at time t "
               "is positive when the per-second MAP stays below {thr:g} mmHg throughout the minute starting at "
               "t + {h:g} min, negative otherwise. No label (window not used at this horizon) when fewer than "
               "{valid:.0%} of that minute's MAP seconds are valid, when the minute runs past the recording end, or "

@@ -14,8 +14,9 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_curve
 
-from lib.atomic import write_json
-from lib.errors import PipelineError
+from lib.core.atomic import write_json
+from lib.core.config import CalibrateConfig
+from lib.core.errors import PipelineError
 
 THRESHOLD_RULES = ("youden", "sensitivity")
 
@@ -173,7 +174,7 @@ class Calibration:
 
     def summary(self, logits, y, n_bins: int) -> dict:
         """What the fit did on its own (val) data: ECE before/after, the threshold, the method's state."""
-        from lib.metrics import expected_calibration_error
+        from lib.eval.metrics import expected_calibration_error
 
         state = {k: v for k, v in self.calibrator.to_dict().items() if not isinstance(v, list)}
         return {"method": self.calibrator.method, **state, "threshold": self.threshold,
@@ -199,15 +200,7 @@ def _read(path, parse, stage: str):
                             f"rerun dvc repro {stage}") from err
 
 
-CALIBRATE_KEYS = ["method", "threshold_rule", "target_sensitivity", "ece_bins"]
-
-
-def fit_on_val(logits, y, calibrate_params: dict, fitted_on: dict):
-    """`Calibration.fit` with params.yaml's calibrate section; returns it and its val summary."""
-    from lib.params import require
-
-    c = calibrate_params
-    require(c, "calibrate", CALIBRATE_KEYS)
-    calibration = Calibration.fit(logits, y, c["method"], c["threshold_rule"], float(c["target_sensitivity"]),
-                                  fitted_on)
-    return calibration, calibration.summary(logits, y, int(c["ece_bins"]))
+def fit_on_val(logits, y, cfg: CalibrateConfig, fitted_on: dict):
+    """`Calibration.fit` as the calibrate section says; returns it and its val summary."""
+    calibration = Calibration.fit(logits, y, cfg.method, cfg.threshold_rule, cfg.target_sensitivity, fitted_on)
+    return calibration, calibration.summary(logits, y, cfg.ece_bins)

@@ -1,0 +1,21 @@
+"""What a window holds: the names every package shares, defined once.
+
+The windows stage writes these columns, the model and the baselines read them, evaluate reports them.
+"""
+CHANNELS = ("abp", "ppg", "ecg")   # order of the windows files' `signals` (n, channel, sample)
+# Past-only context features of a window (lib.data.windowing) and the channel each is measured on:
+# the level-aware head uses those whose channel is an input, the logistic baselines all of them.
+CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp"}
+CONTEXT = tuple(CONTEXT_SOURCES)
+BEAT_PRESSURES = ("sbp", "dbp", "map", "pp")   # the window's own beat-derived pressures (mmHg)
+REG_TARGETS = ("sbp", "dbp", "map")            # task reg: what the cuffless model estimates
+
+
+def label_column(horizon_min) -> str:
+    """Name of the label column for a horizon in minutes (int8: 1 hypotension, 0 none, -1 unknown)."""
+    return f"label_{float(horizon_min):g}min"
+
+
+def map_ahead_column(horizon_min) -> str:
+    """Name of the regression target: mean MAP over the label minute at that horizon."""
+    return f"map_{float(horizon_min):g}min"

@@ -20,6 +20,7 @@ output left behind. Never a traceback as the only message.
 | 12| missing or corrupt TTM weights              | embed/train| exit 2                           |
 | 13| unwritable output directory, disk full      | any        | exit 2, nothing written          |
 | 14| clinical table missing a column             | cohort     | exit 2                           |
+| 15| every window rejected (e.g. line pinned all case) | windows | skip `no_usable_windows`     |
 """
 import json
 import resource
@@ -34,9 +35,9 @@ import vitaldb
 import yaml
 
 from conftest import ROOT, WEIGHTS
-from lib.model import ttm
 from lib.core.errors import PipelineError
 from lib.data.vital_io import write_vital
+from lib.model import ttm
 from test_windowing import TRACKS, synthetic_signals, write_case
 
 GOOD = {1: "train", 2: "val", 3: "test"}
@@ -107,8 +108,10 @@ def local_cohort(tmp_path_factory):
     zero.trks[TRACKS["abp"]].srate = 0
     zero.to_vital(str(rec / "18.vital"))
     write_with_abp(rec / "19.vital", minutes=3)                                       # 8 too short
+    noise = np.random.default_rng(20)
+    write_with_abp(rec / "20.vital", abp=lambda a: 300 + noise.normal(0, 1, len(a)))  # 15 pinned all case
     # Your own recordings need only caseid and subjectid in their table.
-    pd.DataFrame({"caseid": range(1, 20), "subjectid": range(101, 120)}).to_csv(work / "table.csv", index=False)
+    pd.DataFrame({"caseid": range(1, 21), "subjectid": range(101, 121)}).to_csv(work / "table.csv", index=False)
     params_file(work, data={"source": "local", "vital_dir": str(rec), "clinical_csv": str(work / "table.csv")})
     cohort = stage("cohort", work, "cohort", "cohort.json")
     assert cohort.returncode == 0, cohort.stderr[-2000:]
@@ -150,7 +153,8 @@ def test_03_missing_track_is_a_counted_skip(local_cohort):
     (14, "all_nan", "14.vital: the ABP track has no finite samples (all NaN)"),                        # 4
     (15, "flatline", "15.vital: the ABP track is a flat line at 0"),                                   # 5
     (19, "too_short", "19.vital: recording is 180 s, shorter than one window plus the 5-min horizon"),  # 8
-], ids=["04_all_nan_track", "05_flatline", "08_shorter_than_window_and_horizon"])
+    (20, "no_usable_windows", "20.vital: no usable window: all 234 rejected (abp_pinned 234)"),         # 15
+], ids=["04_all_nan_track", "05_flatline", "08_shorter_than_window_and_horizon", "15_no_usable_window"])
 def test_windows_stage_skips_and_counts_the_case(local_cohort, caseid, reason, message):
     work, _, windows = local_cohort
     assert message in skip_line(windows, caseid)

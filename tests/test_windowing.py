@@ -1,11 +1,13 @@
 """One case through lib.windowing.process_case: labels per horizon, targets, context features."""
 import numpy as np
 import pytest
-
-from lib.core.errors import CaseError
-from lib.data.vital_io import write_vital
-from lib.data.windowing import CHANNELS, WindowSpec, process_case
 from test_beats import gauss
+
+from lib.core.config import WindowSpec
+from lib.core.errors import CaseError
+from lib.core.schema import CHANNELS
+from lib.data.vital_io import write_vital
+from lib.data.windowing import process_case, window_columns
 
 TRACKS = {"abp": "SNUADC/ART", "ppg": "SNUADC/PLETH", "ecg": "SNUADC/ECG_II"}
 EPISODE = (900, 1020)   # s: MAP about 50 mmHg
@@ -41,7 +43,7 @@ def case(tmp_path_factory):
 def test_windows_have_signals_and_every_column(case):
     n = len(case["signals"])
     assert case["signals"].shape == (n, len(CHANNELS), 512) and case["signals"].dtype == np.float32
-    for name in WindowSpec().columns():
+    for name in window_columns(WindowSpec()):
         assert len(case[name]) == n, name
     assert case["n_windows"] == (25 * 60 * 125 - 512) // 512 + 1
     assert "kept" in case["examples"] and case["examples"]["kept"].shape == (3, 512)

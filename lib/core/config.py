@@ -49,7 +49,7 @@ def section(params, name: str, keys, label: str = "") -> dict:
     if not hasattr(values, "keys"):
         raise PipelineError(f"params.yaml: {name_in_file} must be a mapping")
     missing = [k for k in keys if k not in values]
-    unknown = [k for k in values.keys() if k not in keys]
+    unknown = [k for k in values if k not in keys]
     if missing:
         raise PipelineError(f"params.yaml: {name_in_file}.{missing[0]} is missing")
     if unknown:
@@ -124,13 +124,12 @@ class DataConfig:
                                    aline_sites=tuple(s["aline_sites"]),
                                    min_case_minutes=float(s["min_case_minutes"]), seed=int(s["seed"])),
                    retries=_positive_int("data.download.retries", download["retries"], 0),
-                   backoff_s=float(download["backoff_s"]), tracks=track_aliases(params),
+                   backoff_s=float(download["backoff_s"]), tracks=track_aliases(d["tracks"]),
                    workers=_positive_int("data.workers", d["workers"]))
 
 
-def track_aliases(params) -> dict:
+def track_aliases(tracks) -> dict:
     """data.tracks ({channel: name or [names]}) as {channel: (names, ...)}, validated."""
-    tracks = params["data"]["tracks"]
     aliases = {}
     for channel, names in tracks.items():
         names = [names] if isinstance(names, str) else names

@@ -4,26 +4,25 @@ The manifest (`cases.csv`) has one row per case: caseid, subjectid, path, durati
 has_hypotension (MAP < 65 mmHg for >= 1 min anywhere in the recording, derived from the ABP
 waveform by `lib.signal.labels`), and `skip_reason` for cases that cannot be used.
 """
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lib.data import demo
-from lib.signal import labels
-from lib.signal import filters
-from lib.data import vital_io
-from lib.data import vitaldb_source
+from lib.core.config import Criteria, DataConfig, DemoConfig
 from lib.core.errors import CaseError, PipelineError
 from lib.core.parallel import parallel_map
+from lib.data import demo, vital_io, vitaldb_source
 from lib.data.vital_io import read_channels, write_vital
+from lib.signal import filters, labels
 
 REQUIRED_CLINICAL_COLUMNS = ["caseid", "subjectid", "age", "sex", "height", "weight", "bmi", "asa",
                              "department", "optype", "casestart", "caseend", "anestart", "aneend",
                              "opstart", "opend", "ane_type", "aline1"]
 # Demo cases: adults under general anaesthesia with an arterial line at any site.
-DEMO_CRITERIA = vitaldb_source.Criteria(aline_sites=(), min_case_minutes=0)
+DEMO_CRITERIA = Criteria(aline_sites=(), min_case_minutes=0)
 DEMO_EPOCH = 4102444800.0  # 2100-01-01 UTC: VitalDB's open data shifts dates the same way
 
 
@@ -58,19 +57,17 @@ def _simulate_and_write(job, srate):
     write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo.UNITS)
 
 
-def generate_demo(out_dir, clinical: pd.DataFrame, n_cases: int, n_multi_case_subjects: int,
-                  srate: float, min_minutes: float, max_minutes: float, ioh_fraction: float,
-                  seed: int, workers: int) -> pd.DataFrame:
+def generate_demo(out_dir, clinical: pd.DataFrame, cfg: DemoConfig, workers: int) -> pd.DataFrame:
     """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
     eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
-    cases = demo.select_demo_cases(eligible, n_cases, n_multi_case_subjects, seed)
-    rng = np.random.default_rng(seed)
-    durations = np.round(rng.uniform(min_minutes, max_minutes, len(cases)) * 60).astype(int)
-    ioh = demo.choose_ioh_cases(cases, ioh_fraction, seed + 1)
-    case_seeds = np.random.SeedSequence(seed).spawn(len(cases))
+    cases = demo.select_demo_cases(eligible, cfg.n_cases, cfg.n_multi_case_subjects, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    durations = np.round(rng.uniform(cfg.min_minutes, cfg.max_minutes, len(cases)) * 60).astype(int)
+    ioh = demo.choose_ioh_cases(cases, cfg.ioh_fraction, cfg.seed + 1)
+    case_seeds = np.random.SeedSequence(cfg.seed).spawn(len(cases))
     jobs = [(int(c), int(d), bool(h), s, Path(out_dir) / f"{int(c)}.vital")
-            for c, d, h, s in zip(cases["caseid"], durations, ioh, case_seeds)]
-    parallel_map(partial(_simulate_and_write, srate=srate), jobs, workers, "simulate demo cases")
+            for c, d, h, s in zip(cases["caseid"], durations, ioh, case_seeds, strict=True)]
+    parallel_map(partial(_simulate_and_write, srate=cfg.srate), jobs, workers, "simulate demo cases")
     return demo.demo_clinical_rows(cases, durations)
 
 
@@ -113,3 +110,44 @@ def local_files(vital_dir, clinical: pd.DataFrame) -> dict:
     vital_dir = vital_io.recording_dir(vital_dir)
     named = clinical.dropna(subset=["file"])
     return {int(c): vital_dir / str(f) for c, f in zip(named["caseid"], named["file"])}
+
+
+def materialise(out_dir: Path, final_dir: Path, cfg: DataConfig, demo_cfg: DemoConfig) -> tuple:
+    """The cohort's recordings and manifest, written into `out_dir` (which becomes `final_dir`).
+
+    Returns (manifest, clinical rows of the manifest's cases, download skips {caseid: (reason,
+    message)}, VitalDB selection summary or None). Your own recordings (source=local) need only
+    caseid and subjectid in their table; the table written is normalised to VitalDB's columns.
+    """
+    required = ["caseid", "subjectid"] if cfg.source == "local" else REQUIRED_CLINICAL_COLUMNS
+    clinical = load_clinical(cfg.clinical_csv, required)
+    download_skips, selection = {}, None
+    if cfg.source == "demo":
+        clinical = generate_demo(out_dir / "vital", clinical, demo_cfg, cfg.workers)
+        files = vital_io.vital_files(out_dir / "vital")
+    elif cfg.source == "local":
+        files = local_files(cfg.vital_dir, clinical)
+    else:
+        files, download_skips, selection = vitaldb_source.fetch_selected(clinical, cfg)
+    if not files:
+        raise PipelineError(f"data.source={cfg.source}: no recordings found (data.vital_dir={cfg.vital_dir}: "
+                            "<caseid>.vital/.hea/.parquet, or a file column in the table)")
+    manifest = build_manifest(clinical, files, cfg.tracks, cfg.workers)
+    if cfg.source == "demo":  # the files move with the directory
+        manifest["path"] = [str(final_dir / "vital" / Path(f).name) for f in manifest["path"]]
+    if manifest.empty:
+        raise PipelineError(f"none of the {len(files)} recordings has a caseid in {cfg.clinical_csv}")
+    return manifest, clinical[clinical["caseid"].isin(manifest["caseid"])], download_skips, selection
+
+
+def summary(manifest: pd.DataFrame, download_skips: dict, source: str, selection) -> dict:
+    """The cohort stage's metrics: usable cases, subjects, hours, skips by reason."""
+    usable = manifest[manifest["skip_reason"] == ""]
+    skipped = Counter(manifest.loc[manifest["skip_reason"] != "", "skip_reason"])
+    skipped.update(reason for reason, _ in download_skips.values())
+    out = {"source": source, "cases": int(len(usable)), "subjects": int(usable["subjectid"].nunique()),
+           "cases_with_hypotension": int(usable["has_hypotension"].sum()),
+           "hours": round(float(usable["duration_s"].sum()) / 3600, 2), "skipped": dict(sorted(skipped.items()))}
+    if selection:
+        out["selection"] = selection
+    return out

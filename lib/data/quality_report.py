@@ -9,16 +9,13 @@ Writes into one directory:
 """
 import html
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lib.core.atomic import atomic_dir  # noqa: E402
-from lib.signal.quality import GATE_ORDER  # noqa: E402
-from lib.data.windowing import CHANNELS  # noqa: E402
+from lib.core.atomic import atomic_dir
+from lib.core.schema import CHANNELS
+from lib.signal.quality import GATE_ORDER
 
 LABEL_REASONS = ["label_past_end", "label_artefact", "already_hypotensive", "map_now_invalid"]
 UNITS = {"abp": "mmHg", "ppg": "a.u.", "ecg": "mV"}

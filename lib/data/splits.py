@@ -6,6 +6,7 @@ patient is ever seen in training and again at test.
 import numpy as np
 import pandas as pd
 
+from lib.core.config import SplitsConfig
 from lib.core.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
@@ -63,3 +64,18 @@ def assert_subject_disjoint(cases: pd.DataFrame, case_lists: dict) -> None:
             other = seen.setdefault(subject_of[caseid], split)
             if other != split:
                 raise PipelineError(f"subject {subject_of[caseid]} is in both {other} and {split}")
+
+
+def split_cases(cases: pd.DataFrame, cfg: SplitsConfig) -> tuple:
+    """({split: caseids}, per-split summary) of the usable cases, as the splits section says."""
+    case_lists = subject_splits(cases, cfg.ratios, cfg.seed, cfg.max_cases)
+    for name, caseids in case_lists.items():
+        if not caseids and cfg.ratios[name] > 0:
+            raise PipelineError(f"split {name} is empty: {len(cases)} usable cases are too few for ratio "
+                                f"{cfg.ratios[name]}")
+    summary = {}
+    for name, caseids in case_lists.items():
+        rows = cases[cases["caseid"].isin(caseids)]
+        summary[name] = {"cases": len(rows), "subjects": int(rows["subjectid"].nunique()),
+                         "cases_with_hypotension": int(rows["has_hypotension"].sum())}
+    return case_lists, summary

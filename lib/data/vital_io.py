@@ -13,6 +13,7 @@ import vitaldb
 import wfdb
 
 from lib.core.atomic import atomic_path
+from lib.core.config import track_aliases
 from lib.core.errors import CaseError, PipelineError
 
 
@@ -38,17 +39,6 @@ RECORDING_EXTENSIONS = (".vital", ".hea", ".parquet")
 # A waveform sampled slower than this cannot resolve a heartbeat: most likely a numeric track.
 MIN_WAVE_SRATE = 50.0
 
-
-def track_aliases(tracks: dict) -> dict:
-    """params.yaml data.tracks ({channel: name or [names]}) as {channel: [names]}, validated."""
-    aliases = {}
-    for channel, names in tracks.items():
-        names = [names] if isinstance(names, str) else names
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-            raise PipelineError(f"params.yaml: data.tracks.{channel}={names!r}: expected a track name or a "
-                                "list of alternative names (e.g. [SNUADC/ART, Intellivue/ABP])")
-        aliases[channel] = names
-    return aliases
 
 
 def track_names(aliases: dict) -> list:
@@ -81,7 +71,7 @@ def _open_wfdb(path: Path, names) -> "vitaldb.VitalFile":
     header = wfdb.rdheader(str(path.with_suffix("")))
     channels = [n for n in header.sig_name if any(is_track(n, a) for a in names)]
     record = wfdb.rdrecord(str(path.with_suffix("")), channel_names=channels or None, return_res=32)
-    start = header.base_datetime.replace(tzinfo=datetime.timezone.utc).timestamp() if header.base_datetime else 0.0
+    start = header.base_datetime.replace(tzinfo=datetime.UTC).timestamp() if header.base_datetime else 0.0
     vf = vitaldb.VitalFile()
     vf.dtstart, vf.dtend = start, start + record.sig_len / record.fs
     for i, name in enumerate(record.sig_name):

@@ -12,7 +12,6 @@ required tracks is a counted skip; a case that still cannot be fetched stops the
 """
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import vitaldb
 from tqdm import tqdm
 
 from lib.core.atomic import atomic_path, write_json
+from lib.core.config import Criteria, DataConfig
 from lib.core.errors import CaseError, PipelineError
 from lib.data.vital_io import read_channels, track_names
 
@@ -29,20 +29,6 @@ PROGRESS_FILE = "progress.json"
 # Skips that are facts about the case on the server, so a rerun does not ask again.
 PERMANENT_SKIPS = ("missing_track", "bad_srate")
 
-
-@dataclass(frozen=True)
-class Criteria:
-    """Which VitalDB cases are eligible (params.yaml → data.select)."""
-
-    min_age: float = 18
-    ane_types: tuple = ("General",)
-    aline_sites: tuple = ("radial",)   # substrings of `aline1`, case-insensitive; () = any arterial line
-    min_case_minutes: float = 30
-
-    @classmethod
-    def from_params(cls, select: dict) -> "Criteria":
-        return cls(min_age=float(select["min_age"]), ane_types=tuple(select["ane_types"]),
-                   aline_sites=tuple(select["aline_sites"]), min_case_minutes=float(select["min_case_minutes"]))
 
 
 def criteria_masks(clinical: pd.DataFrame, criteria: Criteria) -> dict:
@@ -157,3 +143,14 @@ class VitalDBCache:
                 self._record(caseid, {"status": err.reason, "message": str(err)})
                 skipped[caseid] = (err.reason, str(err))
         return files, skipped
+
+
+def fetch_selected(clinical: pd.DataFrame, cfg: DataConfig) -> tuple:
+    """Select eligible cases offline, fetch them through the cache; (files, skipped, selection summary)."""
+    eligible, excluded = select_cases(clinical, cfg.select)
+    chosen = sample_subjects(eligible, cfg.max_cases, cfg.select.seed)
+    cache = VitalDBCache(cfg.cache_dir, cfg.tracks, retries=cfg.retries, backoff_s=cfg.backoff_s)
+    files, skipped = cache.fetch(chosen["caseid"])
+    selection = {"table_cases": len(clinical), "excluded_by": excluded, "eligible": len(eligible),
+                 "eligible_subjects": int(eligible["subjectid"].nunique()), "chosen": len(chosen)}
+    return files, skipped, selection

@@ -1,17 +1,25 @@
-"""One case from `.vital` file to labelled, quality-gated windows (the windows stage's unit of work).
+"""Recordings to labelled, quality-gated windows: one case (`process_case`), one split (`write_split`).
 
 Everything is computed on the whole recording once (resampling, filters, beat detection, the
-1-Hz MAP trace) and then sliced into windows by index arithmetic, vectorised over windows.
+1-Hz MAP trace) and then sliced into windows by index arithmetic, vectorised over windows. A
+split's cases run in parallel and stream, case by case, into one HDF5 file (lib.data.windows_h5).
 """
+import sys
+from collections import Counter
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from lib.core.config import WindowSpec
-from lib.core.errors import CaseError
+from lib.core.errors import CaseError, PipelineError
+from lib.core.parallel import parallel_imap
 from lib.core.schema import BEAT_PRESSURES, CHANNELS, label_column, map_ahead_column
 from lib.data.vital_io import read_channels
+from lib.data.windows_h5 import WindowWriter
 from lib.signal import beats, filters, labels, quality
-
 
 
 def window_columns(spec: WindowSpec) -> dict:
@@ -113,3 +121,95 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
 def _count(reasons: np.ndarray) -> dict:
     values, counts = np.unique(reasons.astype(str), return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts)}
+
+
+@dataclass
+class SplitSummary:
+    """What the windows stage did to one split's cases (its metrics, and the input of the report)."""
+
+    cases: int = 0
+    skipped_cases: Counter = field(default_factory=Counter)    # reason -> cases
+    windows_total: int = 0
+    windows: int = 0
+    rejected: Counter = field(default_factory=Counter)         # reason -> windows
+    labelled: Counter = field(default_factory=Counter)         # horizon -> labelled windows
+    positives: Counter = field(default_factory=Counter)        # horizon -> positive windows
+    unlabelled: dict = field(default_factory=dict)             # horizon -> Counter(reason)
+
+    def to_dict(self) -> dict:
+        return {"cases": self.cases, "cases_used": self.cases - sum(self.skipped_cases.values()),
+                "skipped_cases": dict(sorted(self.skipped_cases.items())), "windows_total": self.windows_total,
+                "windows": self.windows, "usable_fraction": round(self.windows / max(self.windows_total, 1), 4),
+                "rejected": dict(sorted(self.rejected.items())),
+                "horizons": {h: {"labelled": self.labelled[h], "positives": self.positives[h],
+                                 "positive_rate": round(self.positives[h] / max(self.labelled[h], 1), 4),
+                                 "unlabelled": dict(sorted(self.unlabelled[h].items()))}
+                             for h in self.unlabelled}}
+
+
+def _case_or_skip(path, aliases, spec):
+    """process_case, with a case that cannot be used (CaseError) or keeps no window as a skip."""
+    try:
+        result = process_case(path, aliases, spec)
+    except CaseError as err:
+        return {"skip_reason": err.reason, "message": str(err)}
+    if len(result["signals"]) == 0:
+        return {"skip_reason": "no_usable_windows",
+                "message": f"{path}: no usable window: all {result['n_windows']} rejected ({_top(result['reasons'])})"}
+    return result
+
+
+def _top(reasons: dict, n: int = 3) -> str:
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{reason} {count}" for reason, count in top)
+
+
+def write_split(split: str, cases: list, path, spec: WindowSpec, aliases: dict, attrs: dict, report,
+                workers: int, stats=None) -> SplitSummary:
+    """Process one split's cases in parallel and stream their windows into one HDF5 file.
+
+    `cases` is [(caseid, subjectid, recording path)]. A case that cannot be used is a counted skip
+    with one line on stderr; `stats` (a StandardScaler, train only) accumulates per-channel
+    statistics over every sample of the kept windows. Raises when no case gives a window.
+    """
+    summary = SplitSummary(cases=len(cases), unlabelled={f"{h:g}": Counter() for h in spec.horizons_min})
+    work = partial(_case_or_skip, aliases=aliases, spec=spec)
+    with ExitStack() as stack:
+        writer = stack.enter_context(WindowWriter(path, CHANNELS, spec.length, window_columns(spec),
+                                                  {**attrs, "split": split}))
+        results = stack.enter_context(closing(parallel_imap(work, [p for _, _, p in cases], workers, split)))
+        for (caseid, subjectid, _), result in zip(cases, results, strict=True):
+            if "skip_reason" in result:
+                print(f"skip case {caseid}: {result['message']}", file=sys.stderr)
+                summary.skipped_cases[result["skip_reason"]] += 1
+                report.add_case(split, caseid, subjectid, result["skip_reason"])
+                continue
+            n = len(result["signals"])
+            result["caseid"] = np.full(n, caseid, dtype=np.int32)
+            result["subjectid"] = np.full(n, subjectid, dtype=np.int32)
+            writer.append(result)
+            if stats is not None:
+                stats.partial_fit(result["signals"].transpose(0, 2, 1).reshape(-1, len(CHANNELS)))
+            summary.rejected.update(result["reasons"])
+            label_counts = {}   # horizon -> (labelled, positives) of this case
+            for h, counts in result["horizon_reasons"].items():
+                summary.unlabelled[h].update(counts)
+                y = result[label_column(h)]
+                label_counts[h] = (int((y >= 0).sum()), int((y == 1).sum()))
+                summary.labelled[h] += label_counts[h][0]
+                summary.positives[h] += label_counts[h][1]
+            summary.windows += n
+            summary.windows_total += result["n_windows"]
+            report.add_case(split, caseid, subjectid, None, result, label_counts)
+        if stats is not None:
+            writer.set_attrs({"normalisation": normalisation_stats(stats)})
+    if summary.windows == 0:
+        raise PipelineError(f"split {split}: no usable windows from {len(cases)} cases "
+                            f"(skipped: {dict(summary.skipped_cases)}, rejected: {dict(summary.rejected)})")
+    return summary
+
+
+def normalisation_stats(scaler) -> dict:
+    """A fitted StandardScaler's per-channel statistics, as the windows files store them."""
+    return {"fitted_on": "train", "channels": list(CHANNELS), "mean": [round(float(v), 6) for v in scaler.mean_],
+            "std": [round(float(v), 6) for v in scaler.scale_], "samples": int(scaler.n_samples_seen_)}

@@ -91,7 +91,8 @@ def past_map_slope(map_1hz: np.ndarray, window_end_s: np.ndarray, span_s: int = 
     valid = np.isfinite(map_1hz)
     t = np.arange(len(map_1hz), dtype=np.float64)
     m = np.where(valid, map_1hz, 0.0)
-    sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (valid.astype(np.float64), t * valid, m, t * m, t * t * valid)]
+    terms = (valid.astype(np.float64), t * valid, m, t * m, t * t * valid)
+    sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in terms]
     hi = np.clip(np.floor(np.asarray(window_end_s, dtype=float) + 1e-9).astype(np.int64), 0, len(map_1hz))
     lo = np.maximum(hi - span_s, 0)
     n, st, sm, stm, stt = (s[hi] - s[lo] for s in sums)

@@ -22,16 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 import psutil
 import torch
 import yaml
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from windows_throughput import timed_tree  # bench/ is this script's directory
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.windows_throughput import timed_tree  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -86,8 +83,8 @@ def inference(clone: Path) -> dict:
     """evaluate's TTM inference on the test windows: windows/s eager and frozen, FLOPs, CPU share."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lib.model.ttm import load_checkpoint
     from lib.model.training import checkpoint_split, predict
+    from lib.model.ttm import load_checkpoint
 
     model, ckpt = load_checkpoint(clone / "models/model.pt")
     split = checkpoint_split(model, ckpt, clone / "data/windows/test.h5")
@@ -104,7 +101,8 @@ def inference(clone: Path) -> dict:
         model.embed(x)
     out["gflop_per_window"] = round(counter.get_total_flops() / 64 / 1e9, 4)
     out["cpu_matmul_gflops"] = round(matmul_gflops(), 1)
-    out["share_of_cpu_flops"] = round(out["frozen_windows_per_s"] * out["gflop_per_window"] / out["cpu_matmul_gflops"], 3)
+    achieved = out["frozen_windows_per_s"] * out["gflop_per_window"]
+    out["share_of_cpu_flops"] = round(achieved / out["cpu_matmul_gflops"], 3)
     return out
 
 

@@ -1,4 +1,13 @@
-"""The science behind the pipeline: each stage in `stages/` is a thin script over these modules.
+"""The science behind the pipeline; each stage in `stages/` is a thin script over these packages.
 
-`lib` never reads `params.yaml`; stages pass every value explicitly.
+Packages, bottom to top (a package imports only from those below it, tests/test_dvc_graph.py checks):
+
+* `lib.core`   – one-line errors, atomic writes, process pool, typed configs, shared window schema;
+* `lib.signal` – array science on one recording: filters, beat detection, quality gates, labels;
+* `lib.data`   – recordings and datasets: .vital I/O, sources (demo, local, VitalDB), cohort,
+                 splits, windowing, the windows HDF5 files;
+* `lib.model`  – TTM backbone and head, the training loop, the baselines;
+* `lib.eval`   – calibration, metrics with subject-bootstrap CIs, evaluation, the report.
+
+`lib` never reads `params.yaml`; stages build `lib.core.config` objects and pass them.
 """

@@ -303,3 +303,16 @@ def test_a_stage_turns_any_pipeline_or_os_error_into_one_line(capsys, monkeypatc
     assert stop.value.code == 2
     assert capsys.readouterr().err == ("error: cannot write data/windows/train.h5: No space left on device "
                                        "(disk full or file-size limit); free space and rerun\n")
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("train", {"epoch": 3}, "params.yaml: unknown key train.epoch"),
+    ("evaluate", {"voting": "majority"}, "params.yaml: evaluate.voting='majority': expected one of soft, hard, none"),
+    ("calibrate", {"method": "beta"}, "params.yaml: calibrate.method='beta': expected one of"),
+])
+def test_11_the_first_stage_validates_every_section(tmp_path, section, values, message):
+    """A typo in a late stage's params stops the cohort stage, before any recording is read."""
+    params_file(tmp_path, **{section: values})
+    result = stage("cohort", tmp_path, "cohort", "cohort.json")
+    one_line_error(result, message)
+    assert not (tmp_path / "cohort").exists()

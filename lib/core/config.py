@@ -180,9 +180,8 @@ class SplitsConfig:
         ratios = {name: float(s[name]) for name in ("train", "val", "test")}
         if any(r < 0 for r in ratios.values()) or abs(sum(ratios.values()) - 1) > 1e-6:
             raise PipelineError(f"splits.train/val/test must be >= 0 and sum to 1 (got {ratios})")
-        caps = s["fasttrack_max_cases"]
-        return cls(ratios=ratios, seed=int(s["seed"]),
-                   max_cases={k: int(v) for k, v in caps.items()} if s["fasttrack"] else None)
+        caps = {str(k): int(v) for k, v in s["fasttrack_max_cases"].items()}
+        return cls(ratios=ratios, seed=int(s["seed"]), max_cases=caps if s["fasttrack"] else None)
 
 
 # --- windows ----------------------------------------------------------------------------------------
@@ -308,14 +307,24 @@ class ModelConfig:
                    hidden_dims=tuple(int(d) for d in h["hidden_dims"]), dropout=float(h["dropout"]),
                    task=_one_of("train.task", params["train"]["task"], TASKS))
 
+    @property
+    def mode(self) -> str:
+        return training_mode(self.unfreeze_last_n_blocks, self.lora is not None)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
-        d["lora"] = LoraConfig(**d["lora"]) if d.get("lora") else None
+        d["lora"] = LoraConfig(**{**d["lora"], "target_modules": tuple(d["lora"]["target_modules"])}) \
+            if d.get("lora") else None
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def training_mode(unfreeze_last_n_blocks: int, lora: bool) -> str:
+    """fm when nothing in the backbone trains (frozen backbone, cached embeddings), else ft."""
+    return "ft" if unfreeze_last_n_blocks > 0 or lora else "fm"
 
 
 def _context_length(value) -> int:
@@ -361,8 +370,7 @@ class FinetuneConfig:
 
     @property
     def mode(self) -> str:
-        """fm when nothing in the backbone trains, else ft."""
-        return "ft" if self.unfreeze_last_n_blocks > 0 or self.lora else "fm"
+        return training_mode(self.unfreeze_last_n_blocks, self.lora)
 
 
 MONITORS = {"clf": ("val_auroc", "val_loss"), "reg": ("val_loss", "val_mae")}

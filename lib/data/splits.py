@@ -79,3 +79,18 @@ def split_cases(cases: pd.DataFrame, cfg: SplitsConfig) -> tuple:
         summary[name] = {"cases": len(rows), "subjects": int(rows["subjectid"].nunique()),
                          "cases_with_hypotension": int(rows["has_hypotension"].sum())}
     return case_lists, summary
+
+
+def fold_of_each_window(y, subjects, n_folds: int, seed: int) -> np.ndarray:
+    """Cross-validation fold per window (StratifiedGroupKFold, stratified by `y`): all windows of
+    a subject share one fold."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if len(np.unique(subjects)) < n_folds:
+        raise PipelineError(f"params.yaml: cv.n_folds={n_folds} but train+val has only "
+                            f"{len(np.unique(subjects))} subjects")
+    folds = np.empty(len(y), dtype=int)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(y)), y, subjects)):
+        folds[held_out] = k
+    return folds

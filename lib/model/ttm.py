@@ -4,7 +4,7 @@ Per channel, the backbone gives an *embedding*: its `last_hidden_state` (patches
 mean-pooled over patches, followed by its RevIN statistics `loc` and log `scale`. TTM is
 channel-independent, so one channel's embedding does not depend on the others.
 
-Modes (chosen by `finetune` params, see `training_mode`):
+Modes (chosen by `finetune` params, see `FinetuneConfig.mode`):
 * fm  – foundation-model mode: backbone frozen, linear head; embeddings are cached (embed stage).
 * ft  – the last `unfreeze_last_n_blocks` of TTM's six mixer layers train, optionally with LoRA
         adapters (peft) on the Linear layers of the frozen ones; MLP head.
@@ -24,19 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lib.core.config import INPUT_SCALINGS, TASKS, TTM_CONTEXT, EmbeddingConfig, LoraConfig, ModelConfig
 from lib.core.errors import PipelineError
+from lib.core.schema import CHANNELS, CONTEXT_SOURCES, REG_TARGETS
 
 WEIGHT_FILES = ("config.json", "model.safetensors")
-CHANNELS = ("abp", "ppg", "ecg")                      # order of the windows files' `signals`
-# Past-only context features of a window and the channel each is measured on.
-CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp"}
-REG_TARGETS = ("sbp", "dbp", "map")                   # task reg: the window's beat-derived pressures
-INPUT_SCALINGS = ("revin", "train_zscore")
-TTM_CONTEXT = 512                                     # the r2 512-96 weights' context length
 # Windows per backbone call at inference: small batches stay in the CPU's caches (bench/RESULTS.md:
 # 64 runs ~20 % faster than 512 on 2 cores); the HDF5 reads stay large.
 BACKBONE_BATCH = 64
-TASKS = ("clf", "reg")
 
 
 def load_ttm(weights_dir, revin: bool = True):
@@ -59,6 +54,11 @@ def load_ttm(weights_dir, revin: bool = True):
     except Exception as err:
         raise PipelineError(f"model.weights_dir={weights_dir}: TTM weights could not be loaded "
                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+    # transformers looks a model's loss up by its class name (PreTrainedModel.loss_function, with a
+    # "`loss_type=None` ... unrecognized" warning when that fails); TTM has no entry there: it computes
+    # its own loss and this project its own. Saying so keeps TorchScript tracing, which reads every
+    # attribute of the backbone, from triggering that lookup.
+    model.loss_function = model.backbone.loss_function = None
     return model
 
 
@@ -87,12 +87,7 @@ def mixer_layer_names(backbone: nn.Module) -> list:
     return [name for name, m in backbone.named_modules() if type(m).__name__ == "TinyTimeMixerLayer"]
 
 
-def training_mode(unfreeze_last_n_blocks: int, lora: bool) -> str:
-    """fm when nothing in the backbone trains, else ft."""
-    return "ft" if unfreeze_last_n_blocks > 0 or lora else "fm"
-
-
-def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: dict | None) -> nn.Module:
+def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: LoraConfig | None) -> nn.Module:
     """Freeze TTM, add LoRA adapters to the frozen mixer layers' target Linears, unfreeze the last n layers."""
     layers = mixer_layer_names(backbone)
     if not 0 <= unfreeze_last_n_blocks <= len(layers):
@@ -102,8 +97,7 @@ def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: d
         p.requires_grad_(False)
     unfrozen = layers[len(layers) - unfreeze_last_n_blocks:]
     if lora:
-        backbone = add_lora(backbone, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"],
-                            exclude=unfrozen)
+        backbone = add_lora(backbone, lora, exclude=unfrozen)
         unfrozen = [f"base_model.model.{name}" for name in unfrozen]
     modules = dict(backbone.named_modules())
     for name in unfrozen:
@@ -112,13 +106,14 @@ def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: d
     return backbone
 
 
-def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, target_modules, exclude=()):
-    """Wrap the backbone with peft LoRA adapters on TTM's Linear layers named in `target_modules`.
+def add_lora(backbone: nn.Module, lora: LoraConfig, exclude=()):
+    """Wrap the backbone with peft LoRA adapters on TTM's Linear layers named in `lora.target_modules`.
 
     Layers under `exclude` (the fully unfrozen blocks) get no adapter. Base weights stay frozen.
     """
-    from peft import LoraConfig, get_peft_model
+    import peft
 
+    target_modules = lora.target_modules
     linears = [name for name, m in backbone.named_modules() if isinstance(m, nn.Linear)]
     available = {name.rsplit(".", 1)[-1] for name in linears}
     unknown = [t for t in target_modules if t not in available]
@@ -130,8 +125,8 @@ def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, target_mod
     if not targets:
         raise PipelineError(f"lora.target_modules: every {'/'.join(target_modules)} layer is in the unfrozen "
                             "blocks; lower finetune.unfreeze_last_n_blocks or turn finetune.lora off")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
-    return get_peft_model(backbone, config)
+    config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets)
+    return peft.get_peft_model(backbone, config)
 
 
 def make_head(n_features: int, hidden_dims, dropout: float, n_outputs: int) -> nn.Module:
@@ -231,9 +226,12 @@ class HypotensionModel(nn.Module):
             return embeddings[..., :self.d_model].flatten(1)
         return torch.cat([embeddings.flatten(1), context], dim=1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, from_embeddings: bool = False) -> torch.Tensor:
-        """x: windows, or cached embeddings with `from_embeddings` (frozen backbone, fm mode)."""
-        embeddings = x if from_embeddings else self.embed(x)
+    def forward(self, windows: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """windows (batch, channels, length) and their context features → outputs."""
+        return self.head_forward(self.embed(windows), context)
+
+    def head_forward(self, embeddings: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The head alone, on embeddings (`embed`'s, or the embed stage's cache while the backbone is frozen)."""
         z = (self.head_features(embeddings, context) - self.feature_mean) / self.feature_std
         out = self.head(torch.nan_to_num(z, nan=0.0))  # missing context → train mean
         return out.squeeze(-1) if self.task == "clf" else out
@@ -257,10 +255,12 @@ def context_features(channels, level_features: bool) -> list:
     return [name for name, source in CONTEXT_SOURCES.items() if level_features and source in channels]
 
 
-def build_model(weights_dir, channels=CHANNELS, level_features: bool = True, input_scaling: str = "revin",
-                unfreeze_last_n_blocks: int = 0, lora: dict | None = None, hidden_dims=(256, 128),
-                dropout: float = 0.2, task: str = "clf", context_length: int = TTM_CONTEXT):
-    """The model as configured (the checkpoint's `config` holds exactly these arguments)."""
+def build_model(cfg: ModelConfig) -> HypotensionModel:
+    """The model as configured (the checkpoint's `config` holds `cfg.to_dict()`).
+
+    fm mode (nothing in the backbone trains) gets a linear head, ft mode the MLP of `cfg.hidden_dims`.
+    """
+    channels, input_scaling, context_length, task = cfg.channels, cfg.input_scaling, cfg.context_length, cfg.task
     if input_scaling not in INPUT_SCALINGS:
         raise PipelineError(f"model.input_scaling={input_scaling!r}: expected one of {', '.join(INPUT_SCALINGS)}")
     if not isinstance(context_length, int) or not 0 < context_length <= TTM_CONTEXT:
@@ -273,28 +273,19 @@ def build_model(weights_dir, channels=CHANNELS, level_features: bool = True, inp
     if task == "reg" and "abp" in channels:
         raise PipelineError("train.task=reg estimates the blood pressure measured on the ABP channel: remove abp "
                             "from model.input_channels (e.g. -S 'model.input_channels=[ppg,ecg]')")
-    ttm = load_ttm(weights_dir, revin=input_scaling == "revin")
-    mode = training_mode(unfreeze_last_n_blocks, bool(lora))
-    backbone = configure_backbone(ttm.backbone, unfreeze_last_n_blocks, lora)
-    return HypotensionModel(backbone, channels, ttm.config.d_model, level_features=level_features,
-                            context=context_features(channels, level_features), input_scaling=input_scaling,
-                            hidden_dims=hidden_dims if mode == "ft" else (), dropout=dropout, task=task,
+    ttm = load_ttm(cfg.weights_dir, revin=input_scaling == "revin")
+    backbone = configure_backbone(ttm.backbone, cfg.unfreeze_last_n_blocks, cfg.lora)
+    return HypotensionModel(backbone, channels, ttm.config.d_model, level_features=cfg.level_features,
+                            context=context_features(channels, cfg.level_features), input_scaling=input_scaling,
+                            hidden_dims=cfg.hidden_dims if cfg.mode == "ft" else (), dropout=cfg.dropout, task=task,
                             context_length=context_length)
 
 
-def model_config(p: dict) -> dict:
-    """build_model's arguments from params.yaml's model/finetune/lora/head/train sections."""
-    m, ft = p["model"], p["finetune"]
-    return {"weights_dir": m["weights_dir"], "channels": list(m["input_channels"]),
-            "level_features": bool(m["level_features"]), "input_scaling": m["input_scaling"],
-            "context_length": m["context_length"], "unfreeze_last_n_blocks": ft["unfreeze_last_n_blocks"],
-            "lora": p["lora"] if ft["lora"] else None, "hidden_dims": list(p["head"]["hidden_dims"]),
-            "dropout": p["head"]["dropout"], "task": p["train"]["task"]}
-
-
-def embedding_settings(model_params: dict) -> dict:
-    """The model params the frozen backbone's embeddings depend on (the embed stage's cache key)."""
-    return {"input_scaling": model_params["input_scaling"], "context_length": int(model_params["context_length"])}
+def embedding_model(cfg: EmbeddingConfig) -> HypotensionModel:
+    """The frozen backbone on every channel, as the embed stage runs it (only `embed` is used)."""
+    return build_model(ModelConfig(weights_dir=cfg.weights_dir, channels=CHANNELS, level_features=True,
+                                   input_scaling=cfg.input_scaling, context_length=cfg.context_length,
+                                   unfreeze_last_n_blocks=0, lora=None, hidden_dims=(), dropout=0.0, task="clf"))
 
 
 def trainable_parameters(model: nn.Module) -> dict:
@@ -319,9 +310,9 @@ def save_torch(path, obj) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def save_checkpoint(path, model: HypotensionModel, config: dict, extra: dict) -> None:
-    """One dict: config to rebuild the model, the trained tensors, extras."""
-    save_torch(path, {"config": config, "state": trained_state(model), **extra})
+def save_checkpoint(path, model: HypotensionModel, cfg: ModelConfig, extra: dict) -> None:
+    """One dict: the config that rebuilds the model (`cfg.to_dict()`), the trained tensors, extras."""
+    save_torch(path, {"config": cfg.to_dict(), "state": trained_state(model), **extra})
 
 
 def load_checkpoint(path, device="cpu"):
@@ -331,10 +322,10 @@ def load_checkpoint(path, device="cpu"):
         raise PipelineError(f"checkpoint {path} not found: run the train stage first (dvc repro train)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
-        config, state = ckpt["config"], ckpt["state"]
+        cfg, state = ModelConfig.from_dict(ckpt["config"]), ckpt["state"]
     except Exception as err:
         raise PipelineError(f"checkpoint {path} is corrupt ({type(err).__name__}); rerun dvc repro -f train") from err
-    model = build_model(**config)
+    model = build_model(cfg)
     mismatch = sorted(set(state) ^ set(trained_state(model)))
     if not mismatch:
         try:

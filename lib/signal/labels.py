@@ -106,3 +106,19 @@ def has_hypotension(map_1hz: np.ndarray, threshold: float = 65.0, min_duration_s
     below = np.concatenate([[0], (map_1hz < threshold).astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(below))
     return bool(len(edges) and (edges[1::2] - edges[::2]).max() >= min_duration_s)
+
+
+def describe_rule(threshold: float, horizons_min, duration_s: int = 60, min_valid: float = 0.8) -> str:
+    """The label rule above in one paragraph for a reader (the evaluation and data-quality reports)."""
+    horizons = [float(h) for h in horizons_min]
+    span = "minute" if float(duration_s) == 60 else f"{float(duration_s):g} s"
+    if len(horizons) == 1:
+        ahead, start, per = f"{horizons[0]:g} min ahead", f"t + {horizons[0]:g} min", "at this horizon"
+    else:
+        ahead = f"h = {', '.join(f'{h:g}' for h in horizons)} min ahead (one label per horizon)"
+        start, per = "t + h min", "at that horizon"
+    return (f"Hypotension {ahead}, derived from the ABP waveform (lib/signal/labels.py): a window ending at time "
+            f"t is positive when the per-second MAP stays below {threshold:g} mmHg throughout the {span} starting "
+            f"at {start}, negative otherwise. No label (window not used {per}) when fewer than {min_valid:.0%} of "
+            f"those {float(duration_s):g} seconds have a valid MAP, when they run past the recording end, or when MAP "
+            "at t is already below the threshold or invalid.")

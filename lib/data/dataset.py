@@ -1,0 +1,114 @@
+"""The windows a model trains on or predicts: one split's file rows, targets, context and cached embeddings.
+
+A `Split` is what the training loop and inference iterate over. Its inputs are either the
+windows' signals, read from the windows file on demand, or the frozen backbone's cached
+embeddings (the embed stage's output, fm mode's fast path): `Split.embeddings` says which.
+"""
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib.core.errors import PipelineError
+from lib.core.schema import CHANNELS, REG_TARGETS, label_column
+from lib.data import windows_h5
+from lib.data.embeddings import read_embeddings
+
+
+@dataclass
+class Split:
+    """The windows of one split the model uses: file rows, targets, context, cached embeddings."""
+
+    path: Path                  # windows HDF5 file
+    indices: np.ndarray         # rows of that file (sorted)
+    targets: np.ndarray         # clf: labels (n,); reg: SBP/DBP/MAP in mmHg (n, 3)
+    context: np.ndarray         # (n, k) past-only context features, NaN where missing
+    channels: list
+    embeddings: np.ndarray | None = None   # (n, channels, d_model + 2) from the embed stage (fm mode)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def windows(self, positions) -> np.ndarray:
+        """Signals (len(positions), channels, length) of the windows at `positions`, in that order."""
+        positions = np.asarray(positions)
+        order = np.argsort(positions, kind="stable")
+        rows = self.indices[positions[order]]
+        unique, inverse = np.unique(rows, return_inverse=True)
+        picked = np.concatenate([chunk for _, chunk in windows_h5.iter_signal_chunks(self.path, 4096, unique)])
+        out = np.empty((len(positions), *picked.shape[1:]), dtype=np.float32)
+        out[order] = picked[inverse]
+        return out[:, channel_index(self.channels)]
+
+    def inputs(self, positions) -> torch.Tensor:
+        """The model's inputs at `positions`: cached embeddings when the split has them, else windows."""
+        x = self.embeddings[positions] if self.embeddings is not None else self.windows(positions)
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+    def chunks(self, batch_size: int):
+        """Yield (start, inputs) over the whole split in order, `batch_size` windows at a time
+        (embeddings or windows, as `inputs`; windows are read from the file chunk by chunk)."""
+        if self.embeddings is not None:
+            for start in range(0, len(self), batch_size):
+                yield start, torch.from_numpy(np.ascontiguousarray(self.embeddings[start:start + batch_size]))
+        else:
+            for start, chunk in windows_h5.iter_signal_chunks(self.path, batch_size, self.indices):
+                yield start, torch.from_numpy(np.ascontiguousarray(chunk[:, channel_index(self.channels)]))
+
+
+def channel_index(channels) -> list:
+    return [CHANNELS.index(c) for c in channels]
+
+
+def require_both_classes(name: str, y: np.ndarray, where: str = "") -> None:
+    """A classifier needs positives and negatives in its train and val splits."""
+    if len(np.unique(y)) < 2:
+        raise PipelineError(f"{name} split has only one class ({int(np.sum(y))} positives in {len(y)} windows"
+                            f"{where}): cannot train a classifier; use more cases or another split seed")
+
+
+def load_split(path, task: str, horizon_min: float, channels, context, embeddings_path=None,
+               cache_key: dict | None = None, for_training: bool = False) -> Split:
+    """A split's usable windows: labelled at the horizon (clf) or with finite pressures (reg).
+
+    `embeddings_path`: the embed stage's cache of this windows file, computed with `cache_key`
+    (EmbeddingConfig.cache_key()). `for_training`: a classifier's split must hold both classes
+    (checked before the embeddings load).
+    """
+    path = Path(path)
+    columns = windows_h5.read_columns(path, [*context, *(REG_TARGETS if task == "reg" else ())])
+    if task == "clf":
+        idx, targets = windows_h5.labelled(path, label_column(horizon_min))
+        if for_training:
+            require_both_classes(path.stem, targets, f" of {path} at train.horizon_min={horizon_min:g}")
+    else:
+        targets = np.stack([columns[name] for name in REG_TARGETS], axis=1).astype(np.float32)
+        idx = np.flatnonzero(np.isfinite(targets).all(axis=1))
+        targets = targets[idx]
+    ctx = np.stack([columns[name][idx] for name in context], axis=1).astype(np.float32) if context else \
+        np.zeros((len(idx), 0), dtype=np.float32)
+    split = Split(path, idx, targets, ctx, list(channels))
+    if embeddings_path is not None:
+        cached = read_embeddings(embeddings_path, path, idx, cache_key or {})
+        split.embeddings = cached[:, channel_index(channels)]
+    return split
+
+
+def checkpoint_split(model, ckpt: dict, path) -> Split:
+    """A split's windows as a trained model uses them (its task, horizon, channels and context)."""
+    return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context)
+
+
+def subset(split: Split, positions) -> Split:
+    """The windows of `split` at `positions` (e.g. one cross-validation fold)."""
+    positions = np.sort(np.asarray(positions))
+    return dataclasses.replace(split, indices=split.indices[positions], targets=split.targets[positions],
+                               context=split.context[positions],
+                               embeddings=None if split.embeddings is None else split.embeddings[positions])
+
+
+def without_embeddings(split: Split) -> Split:
+    """The same windows, read as signals (for a backbone that trains, whose embeddings change)."""
+    return dataclasses.replace(split, embeddings=None)

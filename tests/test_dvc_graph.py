@@ -1,0 +1,294 @@
+"""The DVC graph is checked against the code, never trusted: code deps and params keys of every stage.
+
+* Code: each stage's script and every project module it imports, transitively (by AST, imports
+  inside functions included), must be covered by its `deps`; a declared code dep must be run
+  by the stage (a folder only when the stage runs every module in it).
+* Params: each stage's `config(params)` is the only place it reads params.yaml; it is called on a
+  mapping that records every key read. Read keys must be declared (except
+  `lib.core.config.NOT_DEPENDENCIES`), declared keys must be read whole, and a path-valued key
+  (the clinical table, the TTM weights) must also be a dep.
+
+`python tests/test_dvc_graph.py` prints each stage's derived deps and params, to paste into dvc.yaml.
+"""
+import ast
+import importlib.util
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_DIRS = ("lib", "stages")
+PATH_KEYS = ("data.clinical_csv", "model.weights_dir")   # params whose value is an input file/folder
+
+
+def stages() -> dict:
+    """{stage name: spec} from dvc.yaml, foreach stages expanded to their first item."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    out = {}
+    for name, st in spec["stages"].items():
+        if "foreach" in st:
+            st = yaml.safe_load(yaml.safe_dump(st["do"]).replace("${item}", "0"))
+        out[name] = st
+    return out
+
+
+def entry_script(cmd: str) -> Path:
+    match = re.search(r"python[0-9.]*\s+(stages/\S+\.py)", cmd)
+    assert match, f"stage command does not run a stages/ script: {cmd}"
+    return ROOT / match.group(1)
+
+
+def module_file(name: str):
+    for candidate in (ROOT / Path(*name.split(".")).with_suffix(".py"), ROOT / Path(*name.split(".")) / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_names(path: Path):
+    """Every module name an `import` or `from ... import` in the file can refer to (relative ones resolved)."""
+    package = ".".join(path.relative_to(ROOT).parent.parts)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def inert(path: Path) -> bool:
+    """A file with nothing but a docstring (a package's __init__.py) cannot change any output."""
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def code_closure(script: Path) -> set:
+    """The script and every project file it runs (imported modules and their packages' non-empty
+    __init__.py)."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_names(path):
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):
+                found = module_file(".".join(parts[:i]))
+                if found and found not in seen:
+                    todo.append(found)
+    return {p.relative_to(ROOT).as_posix() for p in seen if not inert(p)}
+
+
+def dep_paths(st) -> list:
+    return [str(d if not isinstance(d, dict) else next(iter(d))).rstrip("/") for d in st.get("deps", [])]
+
+
+def param_keys(st) -> list:
+    keys = []
+    for p in st.get("params", []):
+        keys += [p] if isinstance(p, str) else [k for d in p.values() for k in d]
+    return keys
+
+
+def covers(dep: str, path: str) -> bool:
+    return path == dep or path.startswith(dep + "/")
+
+
+def code_problems(name, st) -> list:
+    runs = code_closure(entry_script(st["cmd"]))
+    deps = dep_paths(st)
+    code_deps = [d for d in deps if d.split("/")[0] in CODE_DIRS]
+    problems = [f"{name}: runs {f} but does not depend on it" for f in sorted(runs) if not any(covers(d, f) for d in deps)]
+    for dep in code_deps:
+        inside = {p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py") if not inert(p)} \
+            if (ROOT / dep).is_dir() else {dep}
+        unused = sorted(inside - runs)
+        if unused:
+            problems.append(f"{name}: depends on {dep} but does not run {', '.join(unused)}")
+    return problems
+
+
+class Recorder(Mapping):
+    """A read-only view of params that records the dotted path of every value read.
+
+    Key names (`in`, iteration, `keys()`) are not reads; `items()`/`values()` read the whole mapping."""
+
+    def __init__(self, data, reads: set, path: str = ""):
+        self._data, self._reads, self._path = data, reads, path
+
+    def _at(self, key):
+        return f"{self._path}.{key}" if self._path else str(key)
+
+    def __getitem__(self, key):
+        value = self._data[key]
+        if isinstance(value, dict):
+            return Recorder(value, self._reads, self._at(key))
+        self._reads.add(self._at(key))
+        return value
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def keys(self):
+        return self._data.keys()
+
+    def items(self):
+        self._reads.add(self._path)
+        return self._data.items()
+
+    def values(self):
+        self._reads.add(self._path)
+        return self._data.values()
+
+
+def load_stage(script: Path):
+    spec = importlib.util.spec_from_file_location(f"stage_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def keys_read(script: Path, params: dict) -> set:
+    reads = set()
+    load_stage(script).config(Recorder(params, reads))
+    return reads
+
+
+def leaves(params: dict, key: str) -> list:
+    value = params
+    for part in key.split("."):
+        value = value[part]
+    if not isinstance(value, dict):
+        return [key]
+    return [leaf for k in value for leaf in leaves(params, f"{key}.{k}")]
+
+
+def within(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def params_problems(name, st, params) -> list:
+    from lib.core.config import NOT_DEPENDENCIES
+
+    reads = keys_read(entry_script(st["cmd"]), params)
+    declared = param_keys(st)
+    problems = [f"{name}: reads {r} but does not declare it" for r in sorted(reads)
+                if not within(r, declared) and not within(r, NOT_DEPENDENCIES)]
+    for key in declared:
+        if within(key, NOT_DEPENDENCIES):
+            problems.append(f"{name}: declares {key}, which no output depends on (config.NOT_DEPENDENCIES)")
+        unread = [leaf for leaf in leaves(params, key) if not within(leaf, reads)]
+        if unread:
+            problems.append(f"{name}: declares {key} but never reads {', '.join(unread)}")
+    deps = dep_paths(st)
+    for key in PATH_KEYS:
+        if within(key, reads):
+            value = str(leaves_value(params, key)).rstrip("/")
+            if value not in deps:
+                problems.append(f"{name}: reads the path {key}={value} but does not depend on it")
+    return problems
+
+
+def leaves_value(params, key):
+    for part in key.split("."):
+        params = params[part]
+    return params
+
+
+@pytest.fixture(scope="module")
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", list(stages()))
+def test_stage_depends_on_exactly_the_code_it_runs(name):
+    assert code_problems(name, stages()[name]) == []
+
+
+@pytest.mark.parametrize("name", list(stages()))
+def test_stage_declares_exactly_the_params_it_reads(name, params):
+    assert params_problems(name, stages()[name], params) == []
+
+
+def test_params_are_read_only_through_a_stage_config():
+    """`read_params` is called once per stage, in main, and nowhere in lib; no file opens params.yaml."""
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        source = script.read_text()
+        assert source.count("read_params()") == 1 and "config(read_params())" in source.replace(
+            "params = read_params()", "config(read_params())"), script.name
+    for module in (ROOT / "lib").rglob("*.py"):
+        if module.name != "config.py":
+            assert "read_params" not in module.read_text() and "params.yaml\")" not in module.read_text(), module
+
+
+def test_a_missing_import_or_params_read_is_caught(params, tmp_path, monkeypatch):
+    """The checks above fail on an undeclared module and an undeclared key (the bugs they exist for)."""
+    st = dict(stages()["splits"])
+    st["deps"] = [d for d in dep_paths(st) if d != "lib/data/splits.py"]
+    assert "splits: runs lib/data/splits.py but does not depend on it" in code_problems("splits", st)
+    st = dict(stages()["splits"])
+    st["params"] = [k for k in param_keys(st) if k != "splits.seed"]
+    assert "splits: reads splits.seed but does not declare it" in params_problems("splits", st, params)
+    st["params"] = [*param_keys(stages()["splits"]), "demo.seed"]
+    assert "splits: declares demo.seed but never reads demo.seed" in params_problems("splits", st, params)
+
+
+def compress(files: set) -> list:
+    """Files as deps: a folder replaces its files when the stage runs every module in it."""
+    files, out = set(files), []
+    folders = sorted({str(Path(f).parent) for f in files if "/" in f}, key=lambda d: -d.count("/"))
+    for folder in folders:
+        inside = {q.relative_to(ROOT).as_posix() for q in (ROOT / folder).rglob("*.py") if not inert(q)}
+        if folder.count("/") and inside <= files:
+            files -= inside
+            out.append(folder)
+    return sorted(out + sorted(files))
+
+
+def derived() -> str:
+    """Each stage's derived code deps and params keys, as YAML to paste into dvc.yaml."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    from lib.core.config import NOT_DEPENDENCIES
+
+    out = {}
+    for name, st in stages().items():
+        script = entry_script(st["cmd"])
+        reads = sorted(r for r in keys_read(script, params) if not within(r, NOT_DEPENDENCIES))
+        out[name] = {"code": compress(code_closure(script)), "params": reads}
+    return yaml.safe_dump(out, sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(derived())
+
+
+FLOORS = ("core", "signal", "data", "model", "eval")
+
+
+def test_packages_import_downward_only():
+    """core < signal < data < model < eval: a module never imports from a package above its own."""
+    wrong = []
+    for path in sorted((ROOT / "lib").rglob("*.py")):
+        own = path.relative_to(ROOT / "lib").parts[0]
+        if own not in FLOORS:
+            continue
+        for name in imported_names(path):
+            parts = name.split(".")
+            if parts[0] == "lib" and len(parts) > 1 and parts[1] in FLOORS \
+                    and FLOORS.index(parts[1]) > FLOORS.index(own):
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert wrong == []

@@ -40,8 +40,8 @@ def write_results(f: dict, path: Path) -> None:
         "",
         "| backbone | windows/s |",
         "|---|---|",
-        f"| eager PyTorch (before) | {inf['eager_windows_per_s']:,} |",
-        f"| TorchScript trace + freeze (after, default) | **{inf['frozen_windows_per_s']:,}** |",
+        f"| eager PyTorch | {inf['eager_windows_per_s']:,} |",
+        f"| TorchScript trace + freeze (what the stages use) | **{inf['frozen_windows_per_s']:,}** |",
         "",
         f"Goal ≥ {GOAL_WINDOWS_PER_S:,} windows/s: "
         f"{'met' if inf['frozen_windows_per_s'] >= GOAL_WINDOWS_PER_S else 'not met on this run'}. "
@@ -79,9 +79,8 @@ def write_results(f: dict, path: Path) -> None:
         "",
         "## Profile of the slowest stage",
         "",
-        f"The slowest stage of the full run is **{f['profile']['stage']}**; its pyinstrument profile is in "
-        f"`bench/results/profile_{f['profile']['stage']}.txt`. See the README section *Performance* for "
-        "what the profiles showed and what was changed.",
+        f"The slowest stage of the full run is **{f['profile']['stage']}**; `python bench/run_all.py` writes its "
+        f"pyinstrument profile to `bench/results/profile_{f['profile']['stage']}.txt` (generated, not in git).",
         "",
     ]
     path.write_text("\n".join(lines))

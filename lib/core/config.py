@@ -5,7 +5,7 @@ returns; `lib` only ever sees these objects, never params.yaml or a section dict
 one line naming the key. The keys a stage reads are exactly its `params:` in dvc.yaml: the graph
 test (tests/test_dvc_graph.py) records them by running each stage's `config` and compares.
 
-Keys whose value cannot change any output (process counts, download retries, the device) are read
+Keys whose value cannot change any output (process counts, download retries) are read
 but are not DVC dependencies: they are listed in NOT_DEPENDENCIES.
 """
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -16,7 +16,7 @@ import yaml
 from lib.core.errors import PipelineError
 
 # Read, but never a DVC dependency: outputs are identical for any value (tested for workers).
-NOT_DEPENDENCIES = ("data.workers", "data.download", "windows.workers", "train.device")
+NOT_DEPENDENCIES = ("data.workers", "data.download", "windows.workers")
 SOURCES = ("demo", "local", "vitaldb")
 TASKS = ("clf", "reg")
 SCHEDULES = ("cosine", "onecycle")

@@ -83,7 +83,8 @@ def inference(clone: Path) -> dict:
     """evaluate's TTM inference on the test windows: windows/s eager and frozen, FLOPs, CPU share."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lib.model.training import checkpoint_split, predict
+    from lib.data.dataset import checkpoint_split
+    from lib.model.inference import predict
     from lib.model.ttm import load_checkpoint
 
     model, ckpt = load_checkpoint(clone / "models/model.pt")

@@ -2,29 +2,38 @@
 
 usage: python stages/calibrate.py <checkpoint> <val_h5> <calibrator_json> <metrics_json>
 """
-import sys
-from pathlib import Path
+from typing import NamedTuple
 
-from lib.core import config as params
 from lib.core.atomic import write_json
-from lib.eval.calibration import fit_on_val
+from lib.core.config import CalibrateConfig, device, read_params
 from lib.core.errors import run_stage
+from lib.data.dataset import checkpoint_split
+from lib.eval.calibration import fit_on_val
+from lib.model.inference import pick_device, predict
 from lib.model.ttm import load_checkpoint
-from lib.model.training import checkpoint_split, pick_device, predict
+
+
+class Config(NamedTuple):
+    calibrate: CalibrateConfig
+    device: str
+
+
+def config(params) -> Config:
+    return Config(CalibrateConfig.from_params(params), device(params))
 
 
 def main(argv):
     checkpoint, val_h5, calibrator_path, metrics_path = argv
-    p = params.load("calibrate", "train")
-    device = pick_device(p["train"]["device"])
-    model, ckpt = load_checkpoint(checkpoint, device)
+    cfg = config(read_params())
+    dev = pick_device(cfg.device)
+    model, ckpt = load_checkpoint(checkpoint, dev)
     val = checkpoint_split(model, ckpt, val_h5)
     fitted_on = {"split": "val", "windows": int(len(val)), "horizon_min": ckpt["horizon_min"]}
     if model.task == "reg":  # pressures in mmHg need no probability calibration
         write_json(calibrator_path, {"method": "none", "task": "reg", "fitted_on": fitted_on})
         write_json(metrics_path, {"task": "reg", "method": "none"})
         return
-    calibration, summary = fit_on_val(predict(model, val, device), val.targets, p["calibrate"], fitted_on)
+    calibration, summary = fit_on_val(predict(model, val, dev), val.targets, cfg.calibrate, fitted_on)
     calibration.save(calibrator_path)
     write_json(metrics_path, summary)
 

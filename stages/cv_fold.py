@@ -8,86 +8,97 @@ With `cv.enabled: false` the stage only records that it is off.
 
 usage: python stages/cv_fold.py <fold> <windows_dir> <embeddings_dir> <metrics_json>
 """
-import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 
-from lib.model import ttm
-from lib.core import config as params
-from lib.data import windows_h5
 from lib.core.atomic import write_json
+from lib.core.config import CalibrateConfig, CVConfig, EmbeddingConfig, ModelConfig, TrainConfig, read_params
+from lib.core.errors import run_stage
+from lib.core.schema import REG_TARGETS
+from lib.data import windows_h5
+from lib.data.dataset import Split, load_split, subset
+from lib.data.splits import fold_of_each_window
 from lib.eval.calibration import fit_on_val
-from lib.core.errors import PipelineError, run_stage
 from lib.eval.metrics import classification_metrics, regression_metrics
-from lib.model.training import fit, load_split, pick_device, predict, resolve_monitor, subset
+from lib.model import ttm
+from lib.model.inference import pick_device, predict
+from lib.model.training import fit
 
-KEYS = ["enabled", "n_folds", "folds", "seed"]
+
+class Config(NamedTuple):
+    cv: CVConfig
+    model: ModelConfig
+    embedding: EmbeddingConfig
+    train: TrainConfig
+    calibrate: CalibrateConfig
 
 
-def fold_of_each_window(y, subjects, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index per window; all windows of a subject share one fold."""
-    if len(np.unique(subjects)) < n_folds:
-        raise PipelineError(f"params.yaml: cv.n_folds={n_folds} but train+val has only "
-                            f"{len(np.unique(subjects))} subjects")
-    folds = np.empty(len(y), dtype=int)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(y)), y, subjects)):
-        folds[held_out] = k
-    return folds
+def config(params) -> Config:
+    return Config(CVConfig.from_params(params), ModelConfig.from_params(params), EmbeddingConfig.from_params(params),
+                  TrainConfig.from_params(params), CalibrateConfig.from_params(params))
+
+
+def pooled_split(windows_dir: Path, embeddings_dir: Path, tmp: Path, task: str, horizon_min: float, model,
+                 cache_key: dict) -> tuple:
+    """train+val as one split (HDF5 virtual datasets: nothing is copied), with its cached
+    embeddings, and the subject of each of its windows."""
+    pooled, pooled_embeddings = tmp / "trainval.h5", tmp / "trainval_embeddings.h5"
+    sources = [windows_dir / "train.h5", windows_dir / "val.h5"]
+    windows_h5.concat_virtual(sources, pooled, extra_attrs={"split": "train+val"})
+    windows_h5.concat_virtual([embeddings_dir / "train.h5", embeddings_dir / "val.h5"], pooled_embeddings,
+                              extra_attrs={"windows_count": sum(windows_h5.count(s) for s in sources)})
+    data = load_split(pooled, task, horizon_min, model.channels, model.context, pooled_embeddings, cache_key)
+    subjects = windows_h5.read_columns(pooled, ["subjectid"])["subjectid"][data.indices]
+    return data, subjects
+
+
+def run_fold(model, data: Split, subjects, fold: int, cfg: Config, device) -> dict:
+    """Train on the folds other than `fold` and `fold + 1`, early-stop and calibrate on `fold + 1`,
+    score `fold`. Returns the fold's metrics."""
+    t, n_folds = cfg.train, cfg.cv.n_folds
+    strata = data.targets if t.task == "clf" else np.zeros(len(data))
+    folds = fold_of_each_window(strata, subjects, n_folds, cfg.cv.seed)
+    inner = (fold + 1) % n_folds
+    held_out, val = subset(data, np.flatnonzero(folds == fold)), subset(data, np.flatnonzero(folds == inner))
+    train = subset(data, np.flatnonzero((folds != fold) & (folds != inner)))
+    summary = fit(model, train, val, t, device)
+    outputs = predict(model, held_out, device)
+    result = {"enabled": True, "fold": fold, "inner_val_fold": inner,
+              "train_subjects": int(len(np.unique(subjects[np.isin(folds, [fold, inner], invert=True)]))),
+              "held_out_subjects": int(len(np.unique(subjects[folds == fold]))),
+              "held_out_windows": int(len(held_out)), "best_epoch": summary["best_epoch"]}
+    if t.task == "clf":
+        calibration, _ = fit_on_val(predict(model, val, device), val.targets, cfg.calibrate,
+                                    {"split": f"cv fold {inner}", "windows": int(len(val))})
+        probabilities = calibration.predict_proba(outputs)
+        result.update(positives=int(held_out.targets.sum()),
+                      **classification_metrics(held_out.targets, probabilities, calibration.threshold,
+                                               cfg.calibrate.ece_bins))
+    else:
+        pressures = model.to_mmhg(torch.from_numpy(outputs)).numpy()
+        result.update(regression_metrics(held_out.targets, pressures, REG_TARGETS))
+    return result
 
 
 def main(argv):
     fold, windows_dir, embeddings_dir, metrics_path = int(argv[0]), Path(argv[1]), Path(argv[2]), argv[3]
-    p = params.load("cv", "model", "finetune", "lora", "head", "train", "calibrate")
-    cv, t = p["cv"], p["train"]
-    params.require(cv, "cv", KEYS)
-    n_folds = int(cv["n_folds"])
-    if n_folds < 3 or list(cv["folds"]) != list(range(n_folds)):
-        raise PipelineError(f"params.yaml: cv.folds={cv['folds']} must be [0, ..., n_folds-1] with cv.n_folds="
-                            f"{n_folds} >= 3 (one DVC stage per fold)")
-    if not cv["enabled"]:
+    cfg = config(read_params())
+    if not cfg.cv.enabled:
         write_json(metrics_path, {"enabled": False, "fold": fold})
         return
-    torch.manual_seed(t["seed"])
+    torch.manual_seed(cfg.train.loop.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    device = pick_device(t["device"])
-    model = ttm.build_model(**ttm.model_config(p))
+    device = pick_device(cfg.train.device)
+    model = ttm.build_model(cfg.model)
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     with tempfile.TemporaryDirectory() as tmp:
-        # train+val as one file (virtual: nothing copied), windows and cached embeddings alike.
-        pooled, pooled_embeddings = Path(tmp) / "trainval.h5", Path(tmp) / "trainval_embeddings.h5"
-        sources = [windows_dir / "train.h5", windows_dir / "val.h5"]
-        windows_h5.concat_virtual(sources, pooled, extra_attrs={"split": "train+val"})
-        windows_h5.concat_virtual([embeddings_dir / "train.h5", embeddings_dir / "val.h5"], pooled_embeddings,
-                                  extra_attrs={"windows_count": sum(windows_h5.count(s) for s in sources)})
-        data = load_split(pooled, t["task"], float(t["horizon_min"]), model.channels, model.context,
-                          pooled_embeddings, ttm.embedding_settings(p["model"]))
-        subjects = windows_h5.read_columns(pooled, ["subjectid"])["subjectid"][data.indices]
-        strata = data.targets if t["task"] == "clf" else np.zeros(len(data))
-        folds = fold_of_each_window(strata, subjects, n_folds, int(cv["seed"]))
-        inner = (fold + 1) % n_folds
-        held_out, val = subset(data, np.flatnonzero(folds == fold)), subset(data, np.flatnonzero(folds == inner))
-        train = subset(data, np.flatnonzero((folds != fold) & (folds != inner)))
-        summary = fit(model, train, val, p, resolve_monitor(t["task"], t["monitor"]), device)
-        outputs = predict(model, held_out, device)
-        result = {"enabled": True, "fold": fold, "inner_val_fold": inner,
-                  "train_subjects": int(len(np.unique(subjects[np.isin(folds, [fold, inner], invert=True)]))),
-                  "held_out_subjects": int(len(np.unique(subjects[folds == fold]))),
-                  "held_out_windows": int(len(held_out)), "best_epoch": summary["best_epoch"]}
-        if t["task"] == "clf":
-            calibration, _ = fit_on_val(predict(model, val, device), val.targets, p["calibrate"],
-                                        {"split": f"cv fold {inner}", "windows": int(len(val))})
-            probabilities = calibration.predict_proba(outputs)
-            result.update(positives=int(held_out.targets.sum()),
-                          **classification_metrics(held_out.targets, probabilities, calibration.threshold,
-                                                   int(p["calibrate"]["ece_bins"])))
-        else:
-            pressures = model.to_mmhg(torch.from_numpy(outputs)).numpy()
-            result.update(regression_metrics(held_out.targets, pressures, ttm.REG_TARGETS))
+        data, subjects = pooled_split(windows_dir, embeddings_dir, Path(tmp), cfg.train.task, cfg.train.horizon_min,
+                                      model, cfg.embedding.cache_key())
+        result = run_fold(model, data, subjects, fold, cfg, device)
     write_json(metrics_path, result)
 
 

@@ -7,45 +7,42 @@ The test split is not embedded here: evaluate is its only reader.
 
 usage: python stages/embed.py <windows_dir> <embeddings_dir>
 """
-import math
-import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-import torch
-from tqdm import tqdm
-
-from lib.model import ttm
-from lib.core import config as params
-from lib.data import windows_h5
 from lib.core.atomic import atomic_dir
+from lib.core.config import EmbeddingConfig, device, read_params
 from lib.core.errors import run_stage
-from lib.model.training import INFERENCE_BATCH, pick_device
+from lib.core.schema import CHANNELS
+from lib.data import windows_h5
+from lib.data.embeddings import write_embeddings
+from lib.model.inference import embed_windows, pick_device
+from lib.model.ttm import embedding_model
+
+
+class Config(NamedTuple):
+    embedding: EmbeddingConfig
+    device: str
+
+
+def config(params) -> Config:
+    return Config(EmbeddingConfig.from_params(params), device(params))
 
 
 def main(argv):
     windows_dir, out_dir = Path(argv[0]), argv[1]
-    p = params.load("model", "train")
-    settings = ttm.embedding_settings(p["model"])
-    device = pick_device(p["train"]["device"])
-    model = ttm.build_model(p["model"]["weights_dir"], ttm.CHANNELS, **settings).to(device).eval().freeze_for_inference()
+    cfg = config(read_params())
+    dev = pick_device(cfg.device)
+    model = embedding_model(cfg.embedding).to(dev).eval().freeze_for_inference()
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
-    shape = (len(ttm.CHANNELS), model.d_model + 2)
+    attrs = {**cfg.embedding.cache_key(), "weights_dir": cfg.embedding.weights_dir}
     with atomic_dir(out_dir) as tmp:
         for split in ["train", "val"]:
             path = windows_dir / f"{split}.h5"
-            n = windows_h5.count(path)
-            started = time.perf_counter()
-
-            @torch.no_grad()
-            def chunks():
-                for start, signals in tqdm(windows_h5.iter_signal_chunks(path, INFERENCE_BATCH),
-                                           total=math.ceil(n / INFERENCE_BATCH), desc=f"embed {split}",
-                                           unit="batch", disable=None):
-                    yield start, model.embed(torch.from_numpy(signals).to(device)).float().cpu().numpy()
-
-            windows_h5.write_embeddings(tmp / f"{split}.h5", path, n, shape, chunks(),
-                                        {**settings, "weights_dir": str(p["model"]["weights_dir"])})
+            n, started = windows_h5.count(path), time.perf_counter()
+            write_embeddings(tmp / f"{split}.h5", path, n, (len(CHANNELS), model.d_model + 2),
+                             embed_windows(model, path, dev), attrs)
             print(f"embed {split}: {n} windows, {n / max(time.perf_counter() - started, 1e-9):,.0f} windows/s")
 
 

@@ -33,12 +33,12 @@ import pandas as pd
 import pytest
 import vitaldb
 import yaml
-
 from conftest import ROOT, WEIGHTS
+from test_windowing import TRACKS, synthetic_signals, write_case
+
 from lib.core.errors import PipelineError
 from lib.data.vital_io import write_vital
 from lib.model import ttm
-from test_windowing import TRACKS, synthetic_signals, write_case
 
 GOOD = {1: "train", 2: "val", 3: "test"}
 

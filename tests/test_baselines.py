@@ -2,7 +2,11 @@ import json
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
+from lib.core.config import BaselinesConfig, LoopConfig
+from lib.core.schema import CHANNELS, CONTEXT
+from lib.data import windows_h5
 from lib.model import baselines
 
 
@@ -37,3 +41,35 @@ def test_baselines_stage_trains_on_train_and_calibrates_on_val(tiny_pipeline):
     assert summary["cnn"]["epochs_run"] >= 1 and summary["cnn"]["n_train_windows"] > 0
     for name in ["map_lr.joblib", "context_lr.joblib", "cnn.pt"]:
         assert (work / "models/baselines" / name).stat().st_size > 0
+
+
+def write_windows(path, n, seed):
+    """Windows whose current MAP decides the label (low pressure → hypotension soon)."""
+    rng = np.random.default_rng(seed)
+    current_map = rng.normal(80, 12, n).astype(np.float32)
+    columns = {"label_5min": np.int8, **{name: np.float32 for name in CONTEXT}}
+    signals = rng.normal(size=(n, 3, 512)).astype(np.float32)
+    signals[:, 0] += current_map[:, None]
+    arrays = {"signals": signals, "label_5min": (current_map < 70).astype(np.int8), "map": current_map,
+              "map_slope": rng.normal(size=n), "hr": rng.normal(70, 5, n), "pp": rng.normal(45, 5, n),
+              "caseid": np.arange(n) // 20, "subjectid": np.arange(n) // 20}
+    with windows_h5.WindowWriter(path, CHANNELS, 512, columns, {}) as writer:
+        writer.append(arrays)
+
+
+def test_every_baseline_trains_on_train_and_scores_val(tmp_path):
+    write_windows(tmp_path / "train.h5", 300, 0)
+    write_windows(tmp_path / "val.h5", 100, 1)
+    loop = LoopConfig(epochs=1, batch_size=64, lr=1e-3, windows_per_epoch=128, seed=0)
+    cfg = BaselinesConfig(task="clf", horizon_min=5.0, channels=("abp", "ppg"), cnn_loop=loop, device="cpu")
+    train, val = baselines.load_baseline_splits(tmp_path, cfg)
+    stats = {"fitted_on": "train", "channels": list(CHANNELS), "mean": [80.0, 0.0, 0.0], "std": [12.0, 1.0, 1.0]}
+    fitted, val_logits, summaries = baselines.train_baselines(train, val, cfg, stats, torch.device("cpu"))
+    assert set(fitted) == set(val_logits) == set(summaries) == set(baselines.BASELINES)
+    assert all(len(z) == len(val) for z in val_logits.values())
+    assert roc_auc_score(val.targets, val_logits["map_lr"]) > 0.95
+    assert summaries["cnn"]["epochs_run"] == 1 and summaries["map_lr"] == {}
+    baselines.save_baselines(tmp_path, fitted)
+    again = baselines.baseline_logits(tmp_path, tmp_path / "val.h5", 5.0, "cpu")
+    for name in baselines.BASELINES:
+        np.testing.assert_array_equal(again[name], val_logits[name])

@@ -2,9 +2,16 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from lib.eval.calibration import (Calibration, IsotonicCalibrator, PlattScaler, TemperatureScaler, choose_threshold,
-                             make_calibrator, youden_threshold)
 from lib.core.errors import PipelineError
+from lib.eval.calibration import (
+    Calibration,
+    IsotonicCalibrator,
+    PlattScaler,
+    TemperatureScaler,
+    choose_threshold,
+    make_calibrator,
+    youden_threshold,
+)
 
 
 def overconfident(n=20000, seed=0):
@@ -55,14 +62,32 @@ def test_calibration_artifact_round_trip_and_val_ece_improves(method):
     assert summary["val_ece_after"] < summary["val_ece_before"] / (1 if method == "temperature" else 3)
 
 
-def test_calibrator_state_depends_only_on_the_data_it_is_fitted_on():
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
+def test_calibrator_state_depends_only_on_the_data_it_is_fitted_on(method):
     rng = np.random.default_rng(1)
-    val_logits, val_y = rng.normal(0, 1, 500), rng.integers(0, 2, 500)
-    first = Calibration.fit(val_logits, val_y, "platt", "youden", 0.8, {}).to_dict()
-    rng.normal(0, 5, 500)  # "test" data changing has no path into fit()
-    assert Calibration.fit(val_logits, val_y, "platt", "youden", 0.8, {}).to_dict() == first
+    val_logits = rng.normal(0, 1, 500)
+    val_y = (rng.random(500) < 1 / (1 + np.exp(-2 * val_logits))).astype(int)
+    # "test" windows of another distribution (shifted, inversely labelled): were any of them to reach
+    # the fit, the state would change, as fitting on val + test shows
+    test_logits = rng.normal(2, 3, 500)
+    test_y = (rng.random(500) < 1 / (1 + np.exp(test_logits))).astype(int)
+    first = Calibration.fit(val_logits, val_y, method, "youden", 0.8, {"split": "val"}).to_dict()
+    again = Calibration.fit(val_logits.copy(), val_y.copy(), method, "youden", 0.8, {"split": "val"}).to_dict()
+    leaked = Calibration.fit(np.r_[val_logits, test_logits], np.r_[val_y, test_y], method, "youden", 0.8,
+                             {"split": "val"}).to_dict()
+    assert again == first and leaked != first
     with pytest.raises(PipelineError, match="single class"):
-        TemperatureScaler().fit(val_logits, np.zeros(500))
+        make_calibrator(method).fit(val_logits, np.zeros(500))
+
+
+def test_the_sensitivity_rule_keeps_its_target_in_the_artifact():
+    true_logits, y = overconfident(3000)
+    youden = Calibration.fit(true_logits, y, "platt", "youden", 0.8, {}).to_dict()
+    assert "target_sensitivity" not in youden   # the default artifact is unchanged
+    state = Calibration.fit(true_logits, y, "platt", "sensitivity", 0.9, {}).to_dict()
+    restored = Calibration.from_dict(state)
+    assert state["target_sensitivity"] == 0.9 and restored.target_sensitivity == 0.9
+    assert restored.to_dict() == state
 
 
 def test_threshold_rules():

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 KILLS_PER_STAGE = 3
@@ -102,5 +101,6 @@ def test_sigkill_at_random_points_never_leaves_a_trusted_partial_output(project,
     final = dvc(project, "repro", "-f", "-s", stage)                 # a later write clears stale temporaries
     assert final.returncode == 0, final.stderr[-2000:]
     assert tree_bytes(project, OUTPUTS[stage]) == reference
-    leftovers = [p.name for d in ["data", "models", "metrics"] for p in (project / d).iterdir() if p.name.endswith(".tmp")]
+    leftovers = [p.name for d in ["data", "models", "metrics"] for p in (project / d).iterdir()
+                 if p.name.endswith(".tmp")]
     assert leftovers == []

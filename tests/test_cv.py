@@ -5,12 +5,10 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "stages"))
-from cv_fold import fold_of_each_window  # noqa: E402
-from lib.core.errors import PipelineError  # noqa: E402
+from lib.core.errors import PipelineError
+from lib.data.splits import fold_of_each_window
 
 
 def test_folds_keep_each_subject_whole_and_are_stratified():
@@ -50,7 +48,10 @@ def test_cross_validation_stages_report_mean_and_sd(tiny_pipeline, tmp_path):
     summary = json.loads((tmp_path / "metrics/cv.json").read_text())
     assert summary["enabled"] and summary["n_folds"] == 3
     assert summary["auroc"]["mean"] == pytest.approx(np.mean([f["auroc"] for f in folds]))
-    assert summary["auroc"]["sd"] >= 0 and len(summary["auroc"]["folds"]) == 3
+    assert summary["auroc"]["sd"] == pytest.approx(np.std([f["auroc"] for f in folds], ddof=1))
+    # a DVC metrics file, a column per number in `dvc exp show`: the headline metrics' mean and SD only
+    assert set(summary) == {"enabled", "n_folds", "auroc", "auprc", "brier", "ece"}
+    assert all(set(summary[k]) == {"mean", "sd"} for k in ["auroc", "auprc", "brier", "ece"])
 
     params["cv"].update(enabled=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -1,10 +1,9 @@
 import numpy as np
 
 from lib.data import demo
-from lib.signal import labels
-from lib.signal import filters
 from lib.data.cohort import DEMO_CRITERIA
 from lib.data.vitaldb_source import select_cases
+from lib.signal import filters, labels
 
 
 def test_simulation_is_deterministic_per_seed():

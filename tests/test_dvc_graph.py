@@ -106,7 +106,8 @@ def code_problems(name, st) -> list:
     runs = code_closure(entry_script(st["cmd"]))
     deps = dep_paths(st)
     code_deps = [d for d in deps if d.split("/")[0] in CODE_DIRS]
-    problems = [f"{name}: runs {f} but does not depend on it" for f in sorted(runs) if not any(covers(d, f) for d in deps)]
+    problems = [f"{name}: runs {f} but does not depend on it" for f in sorted(runs)
+                if not any(covers(d, f) for d in deps)]
     for dep in code_deps:
         inside = {p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py") if not inert(p)} \
             if (ROOT / dep).is_dir() else {dep}
@@ -189,8 +190,8 @@ def params_problems(name, st, params) -> list:
     problems = [f"{name}: reads {r} but does not declare it" for r in sorted(reads)
                 if not within(r, declared) and not within(r, NOT_DEPENDENCIES)]
     for key in declared:
-        if within(key, NOT_DEPENDENCIES):
-            problems.append(f"{name}: declares {key}, which no output depends on (config.NOT_DEPENDENCIES)")
+        if any(within(leaf, NOT_DEPENDENCIES) for leaf in leaves(params, key)):
+            problems.append(f"{name}: declares {key}, which holds a key no output depends on (NOT_DEPENDENCIES)")
         unread = [leaf for leaf in leaves(params, key) if not within(leaf, reads)]
         if unread:
             problems.append(f"{name}: declares {key} but never reads {', '.join(unread)}")
@@ -235,13 +236,13 @@ def test_params_are_read_only_through_a_stage_config():
             assert "read_params" not in module.read_text() and "params.yaml\")" not in module.read_text(), module
 
 
-def test_a_missing_import_or_params_read_is_caught(params, tmp_path, monkeypatch):
+def test_a_missing_import_or_params_read_is_caught(params):
     """The checks above fail on an undeclared module and an undeclared key (the bugs they exist for)."""
     st = dict(stages()["splits"])
     st["deps"] = [d for d in dep_paths(st) if d != "lib/data/splits.py"]
     assert "splits: runs lib/data/splits.py but does not depend on it" in code_problems("splits", st)
     st = dict(stages()["splits"])
-    st["params"] = [k for k in param_keys(st) if k != "splits.seed"]
+    st["params"] = [k for k in leaves(params, "splits") if k != "splits.seed"]
     assert "splits: reads splits.seed but does not declare it" in params_problems("splits", st, params)
     st["params"] = [*param_keys(stages()["splits"]), "demo.seed"]
     assert "splits: declares demo.seed but never reads demo.seed" in params_problems("splits", st, params)

@@ -1,8 +1,14 @@
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib.eval import evaluation
+from lib.core.config import EvaluateConfig
+from lib.core.errors import PipelineError
+from lib.core.schema import REG_TARGETS
+from lib.eval import evaluation, metrics, report
+from lib.eval.calibration import Calibration
+from lib.signal.labels import describe_rule
 
 
 def windows(n_subjects=12, per_subject=40, seed=0):
@@ -51,3 +57,132 @@ def test_regression_report_applies_aami_and_bhs():
                                        evaluation.Bootstrap(n=100))["map"]
     assert out["aami_pass"] and out["bhs_grade"] == "A" and not out["aami_subjects_ok"]   # 20 < 85 subjects
     assert out["me_ci_low"] < out["me"] < out["me_ci_high"]
+
+
+def test_subgroups_and_cohort_of_a_two_column_table_are_unknown():
+    clinical = pd.DataFrame({"caseid": [1, 2], "subjectid": [10, 20]})
+    groups = evaluation.subgroups(clinical, np.array([1, 2, 2]), [40, 65])
+    assert {k: set(v) for k, v in groups.items()} == {"sex": {"unknown"}, "age": {"unknown"}, "asa": {"unknown"}}
+    cohort = evaluation.cohort_table({"test": {"caseid": np.array([1, 2]), "subjectid": np.array([10, 20]),
+                                               "label_5min": np.array([0, 1])}}, clinical, 5)["test"]
+    assert (cohort["cases"], cohort["windows"], cohort["positives"]) == (2, 2, 1)
+    assert all(np.isnan(cohort[k]) for k in ("age_mean", "age_sd", "female_pct", "asa_3plus_pct"))
+
+
+SCORERS = ("ttm", "map_lr", "backwards")
+
+
+def scored_split(ids, y, rng):
+    """Logits of a model, a weak baseline and one that ranks backwards."""
+    signal = 2.5 * (y - 0.3)
+    return {"ttm": signal + rng.normal(0, 1, len(y)), "map_lr": 0.5 * signal + rng.normal(0, 1.5, len(y)),
+            "backwards": -signal + rng.normal(0, 1, len(y))}
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """evaluate_classifier on synthetic test windows, each scorer calibrated on its own val split."""
+    y_val, _, rng = windows(12, 40, seed=1)
+    val = scored_split(None, y_val, rng)
+    calibrations = {name: Calibration.fit(val[name], y_val, "platt", "youden", 0.8, {"split": "val"})
+                    for name in SCORERS}
+    y, ids, rng = windows(16, 40, seed=2)
+    logits = scored_split(ids, y, rng)
+    clinical = pd.DataFrame({"caseid": np.unique(ids.caseid), "subjectid": np.unique(ids.subjectid)})
+    cfg = EvaluateConfig(bootstrap=100, ece_bins=10)
+    summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, ids, cfg, clinical)
+    yield y, ids, logits, calibrations, cfg, summary, figures
+    for fig in figures.images.values():
+        plt.close(fig)
+
+
+def test_evaluate_classifier_scores_every_scorer_as_its_val_fit_chose(classifier):
+    y, ids, logits, calibrations, cfg, summary, figures = classifier
+    assert summary["task"] == "clf" and summary["counts"] == evaluation.counts(y, ids)
+    assert set(summary["window"]) == {*SCORERS, "gain_over_map_lr", "gain_over_backwards"}
+    for name in SCORERS:
+        point = metrics.classification_metrics(y, calibrations[name].predict_proba(logits[name]),
+                                               calibrations[name].threshold, cfg.ece_bins)
+        stats = summary["window"][name]
+        for key in metrics.CLF_METRICS:
+            assert stats[key] == pytest.approx(point[key], abs=1e-12, nan_ok=True)
+        for key in ("auroc", "brier", "accuracy"):   # means over subjects (ECE's bootstrap is biased upwards)
+            assert stats[f"{key}_ci_low"] <= stats[key] <= stats[f"{key}_ci_high"]
+    raw = metrics.classification_metrics(y, 1 / (1 + np.exp(-logits["ttm"])), 0.5, cfg.ece_bins)
+    assert summary["ece_before"] == raw["ece"] and summary["threshold"] == calibrations["ttm"].threshold
+    assert summary["window"]["ttm"]["auroc"] > 0.8 and summary["window"]["backwards"]["auroc_ci_high"] < 0.5
+    assert set(summary["voted"]) == set(summary["window"])
+    assert set(summary["subgroups"]) == {"sex=unknown", "age=unknown", "asa=unknown"}
+    assert set(figures.images) == {"ROC", "Reliability before and after calibration"}
+    assert {p.name for p in figures.plots} >= {f"roc_{n}" for n in SCORERS} | {"confusion", "score_histogram"}
+
+
+def test_no_voting_leaves_the_voted_level_out(classifier):
+    y, ids, logits, calibrations, cfg, _, _ = classifier
+    clinical = pd.DataFrame({"caseid": [], "subjectid": []})
+    summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, ids,
+                                                      EvaluateConfig(bootstrap=10, voting="none"), clinical)
+    assert "voted" not in summary and summary["voting"] == "none"
+    for fig in figures.images.values():
+        plt.close(fig)
+
+
+def test_headline_holds_the_few_numbers_dvc_tracks(classifier):
+    *_, summary, _ = classifier
+    head = evaluation.headline(summary)
+    assert set(head) == {*SCORERS, "test"}
+    for name in SCORERS:
+        assert set(head[name]) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"}
+        assert head[name] == {k: summary["window"][name][k] for k in head[name]}
+    assert head["test"] == {k: summary["counts"][k] for k in ("subjects", "windows", "positives")}
+    assert sum(len(v) for v in head.values()) <= 27
+
+
+def test_evaluate_regressor_and_its_headline():
+    _, ids, rng = windows(20, 10)
+    targets = np.stack([rng.normal(m, 10, len(ids.caseid)) for m in (120, 70, 85)], axis=1)
+    estimates = targets + rng.normal(2, 4, targets.shape)
+    summary, figures = evaluation.evaluate_regressor(targets, estimates, ids, EvaluateConfig(bootstrap=50))
+    plt.close(figures.images["Bland-Altman"])
+    assert summary["task"] == "reg" and set(summary["window"]) == set(REG_TARGETS) == set(summary["voted"])
+    errors = estimates[:, 2] - targets[:, 2]
+    assert summary["window"]["map"]["me"] == pytest.approx(errors.mean())
+    assert summary["window"]["map"]["mae"] == pytest.approx(np.abs(errors).mean())
+    head = evaluation.headline(summary)
+    assert set(head) == {*REG_TARGETS, "test"} and set(head["test"]) == {"subjects", "windows"}
+    assert all(len(head[t]) == 9 for t in REG_TARGETS)
+    assert [p.name for p in figures.plots] == [f"bland_altman_{t}" for t in REG_TARGETS]
+
+
+def test_report_shows_what_produced_the_model_and_who_ranks_backwards(classifier, tmp_path):
+    y, ids, _, calibrations, cfg, summary, _ = classifier
+    clinical = pd.DataFrame({"caseid": np.unique(ids.caseid), "subjectid": np.unique(ids.subjectid)})
+    cohort = evaluation.cohort_table({"test": {"caseid": ids.caseid, "subjectid": ids.subjectid, "label_5min": y}},
+                                     clinical, 5)
+    details = {"horizon_min": 5.0, "mode": "fm", **summary, "cohort": cohort}
+    rule = {"map_threshold": 60.0, "label_min_valid": 0.9, "label_duration_s": 120, "length": 512}
+    provenance = report.Provenance(source="local", window_s=4.096,
+                                   model={"channels": ["ppg", "ecg"], "context_length": 256, "level_features": False},
+                                   training={"mode": "fm", "best_epoch": 3},
+                                   windows={"fs": 125, "params": rule, "stride": np.int64(256)},
+                                   calibration=calibrations["ttm"].to_dict(), evaluate={"bootstrap": 100})
+    report.write_report(tmp_path / "report.md", details, provenance, {})
+    text = (tmp_path / "report.md").read_text()
+    assert describe_rule(60.0, [5.0], 120, 0.9) in text and "below 60 mmHg throughout the 120 s" in text
+    assert "PPG, ECG waveform windows of 4.1 s" in text and "context length 256 samples" in text
+    assert "Simulated data" not in text and "Source: `local`" in text
+    assert text.count("**Ranks backwards:** backwards:") == 2   # window level and voted
+    assert "| test | 16 | 16 | 640 |" in text and "unknown (unknown) | unknown | unknown |" in text
+    assert "best_epoch: 3" in text and "stride: 256" in text and "map_threshold: 60.0" in text
+    assert "clinical_csv" not in text and "horizons_min" not in text   # params.yaml is not dumped
+
+
+def test_the_cohort_clinical_table_needs_only_caseids(tmp_path):
+    (tmp_path / "clinical.csv").write_text("caseid,subjectid,age,sex\n1,10,,\n2,20,70,F\n")
+    table = evaluation.read_clinical(tmp_path / "clinical.csv")
+    assert list(evaluation.subgroups(table, [1, 2], [40, 65])["sex"]) == ["unknown", "F"]
+    (tmp_path / "bad.csv").write_text("subjectid\n1\n")
+    with pytest.raises(PipelineError, match="caseid"):
+        evaluation.read_clinical(tmp_path / "bad.csv")
+    with pytest.raises(PipelineError, match="rerun dvc repro cohort"):
+        evaluation.read_clinical(tmp_path / "missing.csv")

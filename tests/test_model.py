@@ -1,13 +1,19 @@
+import dataclasses
 import shutil
 
 import pytest
 import torch
-
 from conftest import WEIGHTS
+from model_helpers import LORA, model_config
+from transformers import PreTrainedModel
+
+from lib.core.config import LoraConfig
 from lib.core.errors import PipelineError
 from lib.model.ttm import build_model, load_checkpoint, load_ttm, mixer_layer_names, save_checkpoint
 
-LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["fc1", "fc2", "attn_layer"]}
+
+def build(**overrides):
+    return build_model(model_config(**overrides))
 
 
 def trainable(model):
@@ -24,7 +30,7 @@ def test_missing_weights_are_an_error_never_a_fallback(tmp_path):
 
 
 def test_fm_mode_trains_a_linear_head_on_embeddings_with_the_level():
-    model = build_model(WEIGHTS).eval()
+    model = build().eval()
     assert trainable(model) == ["head.0.weight", "head.0.bias"]
     x = torch.randn(4, 3, 512) + torch.tensor([80.0, 0, 0])[:, None]
     embeddings = model.embed(x)
@@ -36,36 +42,36 @@ def test_fm_mode_trains_a_linear_head_on_embeddings_with_the_level():
 
 
 def test_level_features_off_leaves_only_the_pooled_embeddings():
-    model = build_model(WEIGHTS, level_features=False)
+    model = build(level_features=False)
     assert model.context == [] and model.head[0].in_features == 3 * 192
 
 
 def test_context_features_follow_the_input_channels():
-    assert build_model(WEIGHTS, channels=["ppg", "ecg"]).context == ["hr"]
-    assert build_model(WEIGHTS, channels=["abp"]).context == ["map", "map_slope", "pp"]
+    assert build(channels=["ppg", "ecg"]).context == ["hr"]
+    assert build(channels=["abp"]).context == ["map", "map_slope", "pp"]
 
 
 def test_channels_are_embedded_independently():
-    full, ppg_ecg = build_model(WEIGHTS).eval(), build_model(WEIGHTS, channels=["ppg", "ecg"]).eval()
+    full, ppg_ecg = build().eval(), build(channels=["ppg", "ecg"]).eval()
     x = torch.randn(2, 3, 512)
     with torch.no_grad():
         torch.testing.assert_close(full.embed(x)[:, 1:], ppg_ecg.embed(x[:, 1:]))
 
 
 def test_missing_context_is_imputed_with_the_train_mean():
-    model = build_model(WEIGHTS).eval()
+    model = build().eval()
     model.feature_mean.normal_()
     embeddings, context = torch.randn(2, 3, 194), torch.tensor([[80.0, float("nan"), 70.0, 45.0]] * 2)
     with torch.no_grad():
         imputed = context.clone()
         imputed[:, 1] = model.feature_mean[-3]  # map_slope's train mean
-        out = model(embeddings, context, from_embeddings=True)
-        torch.testing.assert_close(out, model(embeddings, imputed, from_embeddings=True))
+        out = model.head_forward(embeddings, context)
+        torch.testing.assert_close(out, model.head_forward(embeddings, imputed))
     assert torch.isfinite(out).all()
 
 
 def test_unfreezing_the_last_blocks_trains_exactly_those_and_an_mlp_head():
-    model = build_model(WEIGHTS, unfreeze_last_n_blocks=2)
+    model = build(unfreeze_last_n_blocks=2)
     layers = mixer_layer_names(model.backbone)
     assert len(layers) == 6
     backbone = [n for n in trainable(model) if n.startswith("backbone.")]
@@ -74,12 +80,12 @@ def test_unfreezing_the_last_blocks_trains_exactly_those_and_an_mlp_head():
                                                         "Linear"]
     assert [m.out_features for m in model.head if isinstance(m, torch.nn.Linear)] == [256, 128, 1]
     with pytest.raises(PipelineError, match="unfreeze_last_n_blocks=7"):
-        build_model(WEIGHTS, unfreeze_last_n_blocks=7)
+        build(unfreeze_last_n_blocks=7)
 
 
 def test_lora_trains_adapters_and_leaves_base_weights_frozen():
     torch.manual_seed(0)
-    model = build_model(WEIGHTS, lora=LORA)
+    model = build(lora=LORA)
     names = trainable(model)
     assert any("lora_A" in n for n in names) and any("lora_B" in n for n in names)
     assert all("lora_" in n or n.startswith("head.") for n in names)
@@ -98,7 +104,7 @@ def test_lora_trains_adapters_and_leaves_base_weights_frozen():
 
 
 def test_lora_with_unfrozen_blocks_puts_adapters_only_on_the_frozen_layers():
-    model = build_model(WEIGHTS, unfreeze_last_n_blocks=2, lora=LORA)
+    model = build(unfreeze_last_n_blocks=2, lora=LORA)
     last_block = "mlp_mixer_encoder.mixers.2."
     names = trainable(model)
     assert any(last_block in n and "lora_" not in n for n in names)     # unfrozen base weights
@@ -108,19 +114,19 @@ def test_lora_with_unfrozen_blocks_puts_adapters_only_on_the_frozen_layers():
 
 def test_invalid_lora_target_is_an_error():
     with pytest.raises(PipelineError, match="q_proj match no Linear layer"):
-        build_model(WEIGHTS, lora={**LORA, "target_modules": ["q_proj"]})
+        build(lora=dataclasses.replace(LORA, target_modules=("q_proj",)))
 
 
 def test_regression_may_not_read_the_abp_it_estimates():
     with pytest.raises(PipelineError, match="remove abp from model.input_channels"):
-        build_model(WEIGHTS, task="reg")
-    model = build_model(WEIGHTS, channels=["ppg", "ecg"], task="reg")
+        build(task="reg")
+    model = build(channels=["ppg", "ecg"], task="reg")
     assert model.head[-1].out_features == 3
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
-    config = {"weights_dir": str(WEIGHTS), "unfreeze_last_n_blocks": 1, "lora": LORA, "hidden_dims": [16]}
-    model = build_model(**config).eval()
+    config = model_config(unfreeze_last_n_blocks=1, lora=LORA, hidden_dims=[16])
+    model = build_model(config).eval()
     for p in model.parameters():
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.02)
@@ -134,13 +140,13 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:1000])
     with pytest.raises(PipelineError, match="bad.pt is corrupt"):
         load_checkpoint(tmp_path / "bad.pt")
-    save_checkpoint(tmp_path / "other.pt", model, {**config, "hidden_dims": [8]}, {"horizon_min": 5.0})
+    save_checkpoint(tmp_path / "other.pt", model, dataclasses.replace(config, hidden_dims=(8,)), {"horizon_min": 5.0})
     with pytest.raises(PipelineError, match="does not match the model"):
         load_checkpoint(tmp_path / "other.pt")
 
 
 def test_train_zscore_scaling_standardises_inputs_and_turns_revin_off():
-    model = build_model(WEIGHTS, input_scaling="train_zscore").eval()
+    model = build(input_scaling="train_zscore").eval()
     model.set_input_stats({"fitted_on": "train", "channels": ["abp", "ppg", "ecg"],
                            "mean": [80.0, 0.0, 0.0], "std": [15.0, 10.0, 0.3]})
     x = torch.randn(2, 3, 512) * torch.tensor([15.0, 10.0, 0.3])[:, None] + torch.tensor([80.0, 0, 0])[:, None]
@@ -156,11 +162,11 @@ def test_train_zscore_scaling_standardises_inputs_and_turns_revin_off():
     with pytest.raises(PipelineError, match="train split"):
         model.set_input_stats({"fitted_on": "val", "channels": ["abp", "ppg", "ecg"], "mean": [0] * 3, "std": [1] * 3})
     with pytest.raises(PipelineError, match="model.input_scaling"):
-        build_model(WEIGHTS, input_scaling="minmax")
+        build(input_scaling="minmax")
 
 
 def test_shorter_context_is_zero_padded_and_masked_the_granite_tsfm_way():
-    model = build_model(WEIGHTS, context_length=256).eval()
+    model = build(context_length=256).eval()
     x = torch.randn(2, 3, 512)
     changed_past = x.clone()
     changed_past[:, :, :256] = torch.randn(2, 3, 256) * 50      # samples the model must not see
@@ -174,10 +180,10 @@ def test_shorter_context_is_zero_padded_and_masked_the_granite_tsfm_way():
         torch.testing.assert_close(manual.loc.transpose(1, 2)[..., 0], x[:, :, 256:].mean(dim=2))
     torch.testing.assert_close(embeddings[..., :192], manual.last_hidden_state.mean(dim=2))
     with torch.no_grad():
-        full = build_model(WEIGHTS).eval().embed(x)
+        full = build().eval().embed(x)
     assert not torch.allclose(full, embeddings)
     with pytest.raises(PipelineError, match="model.context_length=600"):
-        build_model(WEIGHTS, context_length=600)
+        build(context_length=600)
     with pytest.raises(PipelineError, match="model.context_length=256: must be 1-128"):
         model.embed(torch.randn(1, 3, 128))
 
@@ -185,9 +191,9 @@ def test_shorter_context_is_zero_padded_and_masked_the_granite_tsfm_way():
 def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
     """freeze_for_inference (TorchScript trace + freeze) is an inference speed-up, never a new model."""
     windows = torch.randn(150, 3, 512) * torch.tensor([20.0, 1.0, 0.5])[:, None] + torch.tensor([90.0, 0, 0])[:, None]
-    for config in [{}, {"context_length": 300}, {"lora": {"r": 4, "alpha": 8, "dropout": 0.1,
-                                                          "target_modules": ["fc1", "fc2"]}}]:
-        model = build_model(WEIGHTS, hidden_dims=[16], **config).eval()
+    for config in [{}, {"context_length": 300}, {"lora": LoraConfig(r=4, alpha=8, dropout=0.1,
+                                                                     target_modules=("fc1", "fc2"))}]:
+        model = build(hidden_dims=[16], **config).eval()
         keys = set(model.state_dict())
         with torch.no_grad():
             eager = model.embed(windows)
@@ -197,3 +203,27 @@ def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
         assert (eager - frozen).abs().max().item() <= tolerance, config
         assert (eager[:7] - partial).abs().max().item() <= tolerance, config
         assert set(model.state_dict()) == keys
+
+
+def test_forward_is_the_head_on_the_embeddings():
+    model = build(unfreeze_last_n_blocks=1, hidden_dims=[16]).eval()
+    x, ctx = torch.randn(5, 3, 512), torch.randn(5, 4)
+    with torch.no_grad():
+        assert torch.equal(model(x, ctx), model.head_forward(model.embed(x), ctx))
+
+
+def test_the_checkpoint_config_rebuilds_the_same_model_config(tmp_path):
+    config = model_config(lora=LORA, channels=["ppg", "ecg"], hidden_dims=[16])
+    save_checkpoint(tmp_path / "m.pt", build_model(config), config, {"horizon_min": 5.0})
+    _, ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt["config"] == config.to_dict() and type(config).from_dict(ckpt["config"]) == config
+
+
+def test_tracing_ttm_raises_no_transformers_loss_warning(capfd):
+    """transformers' loss lookup by class name knows no TTM class; TorchScript tracing reads every
+    attribute, so each TTM PreTrainedModel part says it has no transformers loss."""
+    model = build()
+    parts = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+    assert len(parts) >= 2 and all(m.loss_function is None for m in parts)
+    model.freeze_for_inference()
+    assert "loss_type" not in capfd.readouterr().err

@@ -5,9 +5,13 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
-
 from conftest import ROOT, STAGES, run_stage
+
+from lib.core.schema import label_column
+from lib.data import windows_h5
+from lib.eval import report
 
 
 @pytest.fixture(scope="module")
@@ -15,36 +19,78 @@ def pipeline(tiny_pipeline):
     return tiny_pipeline, yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
-def test_pipeline_produces_real_metrics(pipeline):
+SCORERS = ["ttm", "map_lr", "context_lr", "cnn"]
+HEADLINE = "metrics/evaluate/metrics.json"     # DVC metrics: the headline numbers only
+DETAILS = "metrics/evaluate/details.json"      # a plain output: what report.md is built from
+
+
+def _test_labels(work):
+    """Labels and subjects of the test split's windows labelled at the trained horizon."""
+    horizon = torch.load(work / "models/model.pt", map_location="cpu", weights_only=False)["horizon_min"]
+    with h5py.File(work / "data/windows/test.h5", "r") as f:
+        y, subjects = f[label_column(horizon)][:], f["subjectid"][:]
+    return y[y >= 0], subjects[y >= 0]
+
+
+def test_headline_metrics_are_few_and_match_the_test_split(pipeline):
     work, _ = pipeline
-    metrics = json.loads((work / "metrics/evaluate/metrics.json").read_text())
-    assert metrics["counts"]["windows"] > 0 and metrics["counts"]["positives"] > 0
+    head = json.loads((work / HEADLINE).read_text())
+    details = json.loads((work / DETAILS).read_text())
+    assert set(head) == {*SCORERS, "test"}
+    for scorer in SCORERS:
+        m = head[scorer]
+        assert set(m) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"}
+        assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
+        assert m == {k: details["window"][scorer][k] for k in m}
+    y, subjects = _test_labels(work)
+    assert head["test"] == {"windows": len(y), "positives": int((y == 1).sum()),
+                            "subjects": len(np.unique(subjects))}
+    assert head["test"]["positives"] > 0 and details["cohort"]["test"]["windows"] == len(y)
+
+
+def test_details_hold_every_level_gain_and_subgroup(pipeline):
+    work, _ = pipeline
+    details = json.loads((work / DETAILS).read_text())
     for level in ["window", "voted"]:
-        for scorer in ["ttm", "map_lr", "context_lr", "cnn"]:
-            m = metrics[level][scorer]
-            assert 0 <= m["auroc"] <= 1 and m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
+        for scorer in SCORERS:
+            m = details[level][scorer]
             assert {"auprc", "sensitivity", "specificity", "ppv", "f1", "brier", "ece"} <= set(m)
-        for baseline in ["map_lr", "context_lr", "cnn"]:
-            gain = metrics[level][f"gain_over_{baseline}"]
-            assert gain["auroc"] == pytest.approx(metrics[level]["ttm"]["auroc"] - metrics[level][baseline]["auroc"])
-    assert set(metrics["cohort"]) == {"train", "val", "test"}
-    assert any(key.startswith("sex=") for key in metrics["subgroups"])
+        for baseline in SCORERS[1:]:
+            gain = details[level][f"gain_over_{baseline}"]
+            assert gain["auroc"] == pytest.approx(details[level]["ttm"]["auroc"] - details[level][baseline]["auroc"])
+    assert set(details["cohort"]) == {"train", "val", "test"}
+    n_subjects = details["counts"]["subjects"]
+    assert sum(g["subjects"] for k, g in details["subgroups"].items() if k.startswith("sex=")) == n_subjects
     for plot in ["roc_ttm", "roc_map_lr", "roc_cnn", "calibration_before", "calibration_after", "confusion"]:
         assert (work / f"metrics/evaluate/plots/sklearn/{plot}.json").exists()
     assert (work / "metrics/evaluate/plots/custom/score_histogram.json").exists()
-    windows = json.loads((work / "metrics/windows.json").read_text())
-    assert all(windows[s]["horizons"]["5"]["positives"] > 0 for s in ["train", "val", "test"])
 
 
-def test_report_is_written_for_a_clinician(pipeline):
+def test_dvc_tracks_the_headline_as_metrics_and_the_details_as_an_output(pipeline):
+    _, dvc = pipeline
+    stage = dvc["stages"]["evaluate"]
+    assert stage["metrics"] == [{HEADLINE: {"cache": False}}]
+    assert {DETAILS: {"cache": False}} in stage["outs"]
+    assert stage["params"] == ["evaluate"]   # horizon, model and windows come from the artifacts
+
+
+def test_report_is_built_from_the_details_and_the_artifacts(pipeline):
     work, _ = pipeline
-    report = (work / "metrics/report.md").read_text()
+    text = (work / "metrics/report.md").read_text()
+    details = json.loads((work / DETAILS).read_text())
     for heading in ["## Source of data and participants", "## Outcome", "## Analysis", "## Results",
-                    "### Subgroups", "## Limitations", "## Parameters that produced this report"]:
-        assert heading in report
-    assert "Simulated data" in report and "LR on current MAP" in report and "95 % CI" in report
+                    "### Subgroups", "## Limitations", "## What produced this model and report"]:
+        assert heading in text
+    assert "Simulated data" in text and "Source: `demo`" in text   # the tiny cohort is the demo one
+    for scorer in SCORERS:
+        assert f"| {report.SCORER_NAMES[scorer]} | {report._fmt(details['window'][scorer], 'auroc')} |" in text
+    rule = windows_h5.attrs(work / "data/windows/test.h5")["params"]
+    assert report.label_rule(details, {"params": rule}) in text
+    ckpt = torch.load(work / "models/model.pt", map_location="cpu", weights_only=False)
+    assert f"best_epoch: {ckpt['summary']['best_epoch']}" in text and "weights_dir: " in text
+    assert "clinical_csv" not in text   # params.yaml is no longer dumped
     for image in ["roc.png", "reliability.png"]:
-        assert f"evaluate/plots/images/{image}" in report
+        assert f"evaluate/plots/images/{image}" in text
         assert (work / "metrics/evaluate/plots/images" / image).stat().st_size > 1000
 
 
@@ -119,6 +165,7 @@ def test_missing_weights_stop_train_with_one_line(pipeline, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data").symlink_to(work / "data")
     result = run_stage("train", tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: model.weights_dir=")
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and str(work / "no-weights") in line   # names what the user set
+    assert not (tmp_path / "models/model.pt").exists()

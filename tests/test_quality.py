@@ -1,11 +1,11 @@
 """Each quality gate on windows built to pass it and windows built to fail it."""
 import numpy as np
 import pytest
+from test_beats import FS, cardiac_phase, clean_abp, clean_ecg, gauss
 
 from lib.signal import beats
-from lib.signal.quality import GATE_ORDER, QualityLimits, gate_checks, ppg_skewness_sqi, window_rejections
 from lib.signal.filters import bandpass_ppg, lowpass_abp
-from test_beats import FS, cardiac_phase, clean_abp, clean_ecg, gauss
+from lib.signal.quality import GATE_ORDER, QualityLimits, gate_checks, ppg_skewness_sqi, window_rejections
 
 N = 512
 
@@ -20,7 +20,10 @@ def recording(seconds=40):
             "invalid": np.zeros(seconds * FS, dtype=bool)}
 
 
-def reasons_of(rec, limits=QualityLimits()):
+DEFAULT_LIMITS = QualityLimits()
+
+
+def reasons_of(rec, limits=DEFAULT_LIMITS):
     """Gate every window of a recording the way lib.data.windowing does."""
     starts = np.arange(0, len(rec["abp"]) - N + 1, N)
 

@@ -9,7 +9,6 @@ import time
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT, run_stage
 
 FT = {"finetune": {"unfreeze_last_n_blocks": 1, "windows_per_epoch": 256, "head_warmup_epochs": 2},
@@ -120,7 +119,7 @@ def test_regression_task_trains_and_evaluates_blood_pressure(tiny_pipeline, tmp_
     ({"train": {"schedule": "linear"}}, "train.schedule='linear'"),
     ({"train": {"monitor": "val_auroc", "task": "reg"}, "model": {"input_channels": ["ppg"]}}, "train.monitor"),
     ({"train": {"horizon_min": 7}}, "no column label_7min"),
-    ({"train": {"batch_size": 0}}, "train.batch_size=0 must be a positive integer"),
+    ({"train": {"batch_size": 0}}, "train.batch_size=0: must be an integer >= 1"),
 ])
 def test_bad_params_stop_with_one_line(tiny_pipeline, tmp_path, overrides, message):
     result = train(tiny_pipeline, tmp_path, overrides)

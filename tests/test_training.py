@@ -1,18 +1,24 @@
-"""lib/model/training.py on synthetic cached embeddings: the loop learns, accumulates, stops early, schedules."""
+"""lib/model/loop.py and training.py on synthetic cached embeddings: the loop learns, accumulates,
+stops early, schedules, resumes."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from model_helpers import model_config
 
-from conftest import WEIGHTS
+from lib.core.config import LoopConfig
 from lib.core.errors import PipelineError
+from lib.data.dataset import Split
+from lib.model.loop import EarlyStopping, make_schedule, train_model
+from lib.model.training import fit_scalers
 from lib.model.ttm import build_model
-from lib.model.training import Split, fit_scalers, make_schedule, train_model
 
-LOOP = dict(epochs=4, batch_size=64, grad_accum_steps=1, lr=1e-2, weight_decay=0.0, grad_clip=1.0,
-            schedule="cosine", warmup_frac=0.1, early_stopping_patience=0, monitor="val_auroc", amp="auto",
-            windows_per_epoch=0, seed=3, device=torch.device("cpu"))
+LOOP = LoopConfig(epochs=4, batch_size=64, grad_accum_steps=1, lr=1e-2, weight_decay=0.0, grad_clip=1.0,
+                  schedule="cosine", warmup_frac=0.1, early_stopping_patience=0, monitor="val_auroc", amp="auto",
+                  windows_per_epoch=0, seed=3)
+CPU = torch.device("cpu")
 
 
 def synthetic_split(n, seed, shift=0.0):
@@ -34,7 +40,7 @@ def data():
 
 def fm_model(train, seed=0):
     torch.manual_seed(seed)
-    model = build_model(WEIGHTS)
+    model = build_model(model_config())
     fit_scalers(model, train)
     return model
 
@@ -42,7 +48,7 @@ def fm_model(train, seed=0):
 def test_the_level_aware_head_learns_the_pressure_rule(data):
     train, val = data
     model = fm_model(train)
-    summary = train_model(model, train, val, **LOOP)
+    summary = train_model(model, train, val, LOOP, CPU)
     assert summary["best_val_auroc"] > 0.95 and summary["epochs_run"] == 4
 
 
@@ -57,8 +63,8 @@ def test_feature_scaler_is_fitted_on_train_and_ignores_missing_values(data):
 def test_gradient_accumulation_equals_the_larger_batch(data):
     train, val = data
     one, two = fm_model(train), fm_model(train)
-    train_model(one, train, val, **{**LOOP, "epochs": 2, "batch_size": 64, "grad_accum_steps": 1})
-    train_model(two, train, val, **{**LOOP, "epochs": 2, "batch_size": 32, "grad_accum_steps": 2})
+    train_model(one, train, val, replace(LOOP, epochs=2, batch_size=64, grad_accum_steps=1), CPU)
+    train_model(two, train, val, replace(LOOP, epochs=2, batch_size=32, grad_accum_steps=2), CPU)
     # Same windows per optimiser step in the same order: the same weights up to float rounding.
     for a, b in zip(one.head.parameters(), two.head.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -70,8 +76,8 @@ def test_early_stopping_keeps_the_best_epoch(data):
     noise = Split(train.path, train.indices, np.random.default_rng(0).permutation(train.targets), train.context,
                   train.channels, train.embeddings)
     model = fm_model(train)
-    summary = train_model(model, noise, val, **{**LOOP, "epochs": 20, "early_stopping_patience": 2,
-                                                 "monitor": "val_loss"})
+    summary = train_model(model, noise, val, replace(LOOP, epochs=20, early_stopping_patience=2, monitor="val_loss"),
+                          CPU)
     assert summary["early_stopped"] and summary["epochs_run"] < 20
     assert summary["epochs_run"] - summary["best_epoch"] == 2
 
@@ -81,7 +87,7 @@ def test_same_seed_same_weights_other_seed_other_weights(data):
     runs = []
     for seed in [3, 3, 4]:
         model = fm_model(train)
-        train_model(model, train, val, **{**LOOP, "epochs": 2, "seed": seed})
+        train_model(model, train, val, replace(LOOP, epochs=2, seed=seed), CPU)
         runs.append(torch.cat([p.detach().flatten() for p in model.head.parameters()]))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
@@ -103,4 +109,42 @@ def test_a_single_class_split_cannot_train_a_classifier(data):
     one_class = Split(train.path, train.indices, np.zeros_like(train.targets), train.context, train.channels,
                       train.embeddings)
     with pytest.raises(PipelineError, match="train split has only one class"):
-        train_model(fm_model(train), one_class, val, **LOOP)
+        train_model(fm_model(train), one_class, val, LOOP, CPU)
+
+
+def test_early_stopping_keeps_the_best_record_and_state_and_counts_bad_epochs():
+    model = torch.nn.Linear(2, 1)
+    stopper = EarlyStopping("val_loss", patience=2)
+    assert not stopper.update({"epoch": 1, "val_loss": float("nan")}, model)   # undefined: not a best
+    assert stopper.best is None
+    assert not stopper.update({"epoch": 2, "val_loss": 0.5}, model)
+    best_weight = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not stopper.update({"epoch": 3, "val_loss": 0.6}, model)
+    assert stopper.update({"epoch": 4, "val_loss": 0.5}, model)     # not better than the best: stop
+    assert stopper.best["epoch"] == 2 and torch.equal(stopper.best_state["weight"], best_weight)
+    assert not EarlyStopping("val_auroc").update({"epoch": 1, "val_auroc": 0.6}, model)   # patience 0: never
+
+
+def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(data, tmp_path):
+    train, val = data
+    loop = replace(LOOP, epochs=3)
+    whole = fm_model(train)
+    expected = train_model(whole, train, val, loop, CPU)
+
+    def crash_in_epoch_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt   # before epoch 2's state is saved
+    with pytest.raises(KeyboardInterrupt):
+        train_model(fm_model(train), train, val, loop, CPU, resume_path=tmp_path / "r", fingerprint="a",
+                    log_epoch=crash_in_epoch_2)
+    logged = []
+    resumed = fm_model(train)
+    summary = train_model(resumed, train, val, loop, CPU, resume_path=tmp_path / "r", fingerprint="a",
+                          log_epoch=logged.append)
+    assert [r["epoch"] for r in logged] == [1, 2, 3] and summary == expected
+    for a, b in zip(resumed.head.parameters(), whole.head.parameters()):
+        assert torch.equal(a, b)
+    other = train_model(fm_model(train), train, val, loop, CPU, resume_path=tmp_path / "r", fingerprint="b")
+    assert other == expected   # a state of other params is ignored

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import wfdb
 
-from lib.data import vital_io
 from lib.core.errors import CaseError, PipelineError
+from lib.data import vital_io
 
 ALIASES = {"abp": ["SNUADC/ART", "Intellivue/ABP", "ABP"], "ppg": ["SNUADC/PLETH", "PLETH"]}
 

@@ -4,10 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from lib.data import splits
-from lib.data import vital_io
-from lib.data import vitaldb_source
 from lib.core.errors import PipelineError
+from lib.data import splits, vital_io, vitaldb_source
 from lib.data.vitaldb_source import Criteria, VitalDBCache
 
 ALIASES = {"abp": ["SNUADC/ART"], "ppg": ["SNUADC/PLETH"]}

@@ -137,7 +137,9 @@ def materialise(out_dir: Path, final_dir: Path, cfg: DataConfig, demo_cfg: DemoC
         manifest["path"] = [str(final_dir / "vital" / Path(f).name) for f in manifest["path"]]
     if manifest.empty:
         raise PipelineError(f"none of the {len(files)} recordings has a caseid in {cfg.clinical_csv}")
-    return manifest, clinical[clinical["caseid"].isin(manifest["caseid"])], download_skips, selection
+    # The normalised table later stages read (evaluate's subgroups); `source` says where the signals came from.
+    rows = clinical[clinical["caseid"].isin(manifest["caseid"])].assign(source=cfg.source)
+    return manifest, rows, download_skips, selection
 
 
 def summary(manifest: pd.DataFrame, download_skips: dict, source: str, selection) -> dict:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from lib.core.atomic import atomic_dir
 from lib.core.schema import CHANNELS
+from lib.signal.labels import describe_rule
 from lib.signal.quality import GATE_ORDER
 
 LABEL_REASONS = ["label_past_end", "label_artefact", "already_hypotensive", "map_now_invalid"]
@@ -103,8 +104,8 @@ class QualityReport:
 
     def _rule(self) -> str:
         s = self.spec
-        return (f"{s.length}-sample windows at {s.fs} Hz, stride {s.stride}; labels: MAP < {s.map_threshold:g} "
-                f"mmHg throughout the minute starting {', '.join(f'{h:g}' for h in s.horizons_min)} min after "
-                f"the window end. Gates: ECG bSQI >= {s.limits.ecg_sqi_min:g}, PPG sSQI >= "
+        return (f"{s.length}-sample windows at {s.fs} Hz, stride {s.stride}. "
+                + describe_rule(s.map_threshold, s.horizons_min, s.label_duration_s, s.label_min_valid)
+                + f" Gates: ECG bSQI >= {s.limits.ecg_sqi_min:g}, PPG sSQI >= "
                 f"{s.limits.ppg_ssqi_min:g}, >= {s.limits.min_beats} beats, MAP {s.limits.map_range}, "
                 f"pulse pressure {s.limits.pp_range} mmHg.")

@@ -3,7 +3,8 @@
 Layout: `signals` (n, 3, length) float32 chunked by windows and gzip-compressed, plus one
 1-D dataset per per-window column (labels per horizon as int8 with -1 = no label, targets and
 context features as float32, `caseid`/`subjectid` int32). File attributes carry the channel
-names, sample rate, the params, the code version and the train split's normalisation statistics.
+names, sample rate, the window rule (`params`), the track names and the train split's normalisation
+statistics.
 """
 import json
 from pathlib import Path
@@ -12,7 +13,6 @@ import h5py
 import numpy as np
 
 from lib.core.errors import PipelineError
-from lib.core.schema import label_column, map_ahead_column  # noqa: F401  (re-exported for readers of windows files)
 
 CHUNK_WINDOWS = 256
 
@@ -117,38 +117,6 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None):
                     yield pos, data[first:last][wanted - first]
                 else:
                     yield pos, data[wanted]
-
-
-def write_embeddings(path, windows_path, n_windows: int, shape, chunks, settings: dict) -> None:
-    """Stream the frozen backbone's embeddings of every window of `windows_path` into `path`.
-
-    `chunks` yields (start, array of `shape` per window); rows follow the windows file's order.
-    """
-    with h5py.File(path, "w") as f:
-        data = f.create_dataset("embeddings", shape=(n_windows, *shape), dtype=np.float32,
-                                chunks=(min(CHUNK_WINDOWS, max(n_windows, 1)), *shape))
-        for start, array in chunks:
-            data[start:start + len(array)] = array
-        set_attrs(f, {"windows_file": str(windows_path), "windows_count": n_windows,
-                      "windows_code_version": attrs(windows_path).get("code_version", ""), **settings})
-
-
-def read_embeddings(path, windows_path, indices, settings: dict) -> np.ndarray:
-    """Cached embeddings of the windows at `indices`; an error if the cache is not of this windows
-    file or was computed with other `settings` (model params, e.g. input_scaling, context_length)."""
-    try:
-        with h5py.File(path, "r") as f:
-            stale = (int(f.attrs["windows_count"]) != count(windows_path)
-                     or f.attrs["windows_code_version"] != attrs(windows_path).get("code_version", "")
-                     or any(f.attrs[key] != value for key, value in settings.items()))
-            if not stale:
-                return f["embeddings"][:][indices]
-    except (OSError, KeyError) as err:
-        raise PipelineError(f"{path}: embeddings cache unreadable ({type(err).__name__}); "
-                            "rerun dvc repro embed") from err
-    wanted = ", ".join(f"model.{k}={v}" for k, v in settings.items())
-    raise PipelineError(f"{path}: embeddings cache does not belong to {windows_path} with {wanted}; "
-                        "rerun dvc repro embed")
 
 
 def concat_virtual(sources, path, attrs_from: int = 0, extra_attrs: dict | None = None) -> None:

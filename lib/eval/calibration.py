@@ -15,10 +15,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_curve
 
 from lib.core.atomic import write_json
-from lib.core.config import CalibrateConfig
+from lib.core.config import THRESHOLD_RULES, CalibrateConfig
 from lib.core.errors import PipelineError
-
-THRESHOLD_RULES = ("youden", "sensitivity")
+from lib.eval.metrics import expected_calibration_error
 
 
 def _check_two_classes(y, method: str) -> None:
@@ -145,37 +144,40 @@ def choose_threshold(y, probabilities, rule: str, target_sensitivity: float) -> 
 class Calibration:
     """A fitted calibrator and the decision threshold chosen with it (both from val)."""
 
-    def __init__(self, calibrator, threshold: float, threshold_rule: str, fitted_on: dict):
+    def __init__(self, calibrator, threshold: float, threshold_rule: str, fitted_on: dict,
+                 target_sensitivity: float | None = None):
         self.calibrator, self.threshold = calibrator, threshold
         self.threshold_rule, self.fitted_on = threshold_rule, fitted_on
+        self.target_sensitivity = target_sensitivity   # only for the sensitivity rule (the report names it)
 
     @classmethod
     def fit(cls, logits, y, method: str, threshold_rule: str, target_sensitivity: float, fitted_on: dict):
         calibrator = make_calibrator(method).fit(logits, y)
         threshold = choose_threshold(y, calibrator.predict_proba(logits), threshold_rule, target_sensitivity)
-        return cls(calibrator, threshold, threshold_rule, fitted_on)
+        return cls(calibrator, threshold, threshold_rule, fitted_on,
+                   float(target_sensitivity) if threshold_rule == "sensitivity" else None)
 
     def predict_proba(self, logits):
         return self.calibrator.predict_proba(logits)
 
     def to_dict(self) -> dict:
+        target = {} if self.target_sensitivity is None else {"target_sensitivity": self.target_sensitivity}
         return {"method": self.calibrator.method, **self.calibrator.to_dict(), "threshold": self.threshold,
-                "threshold_rule": self.threshold_rule, "fitted_on": self.fitted_on}
+                "threshold_rule": self.threshold_rule, **target, "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, state: dict):
         method = state["method"]
         keys = {"temperature": ["temperature"], "platt": ["slope", "intercept"], "isotonic": ["x", "y"]}[method]
         calibrator = CALIBRATORS[method](*(state[k] for k in keys))
-        return cls(calibrator, float(state["threshold"]), state["threshold_rule"], state["fitted_on"])
+        return cls(calibrator, float(state["threshold"]), state["threshold_rule"], state["fitted_on"],
+                   state.get("target_sensitivity"))
 
     def save(self, path) -> None:
         write_json(path, self.to_dict())
 
     def summary(self, logits, y, n_bins: int) -> dict:
         """What the fit did on its own (val) data: ECE before/after, the threshold, the method's state."""
-        from lib.eval.metrics import expected_calibration_error
-
         state = {k: v for k, v in self.calibrator.to_dict().items() if not isinstance(v, list)}
         return {"method": self.calibrator.method, **state, "threshold": self.threshold,
                 "threshold_rule": self.threshold_rule,

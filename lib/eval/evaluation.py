@@ -2,18 +2,35 @@
 window level and after overlap voting, the model's gain over each baseline, subgroups, and for
 regression the AAMI/BHS criteria; 95 % CIs by bootstrap over subjects throughout.
 
+`evaluate_classifier` / `evaluate_regressor` are the science, on arrays: they return the detailed
+summary (the `details.json` report.md is built from) and the figures. `headline` picks the few
+numbers DVC tracks as metrics. Nothing here reads params.yaml or a model.
+
 Gains are paired: model and baseline are scored on the same bootstrap replicate, so the interval
 of the difference accounts for the test subjects they share.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
-from lib.eval import metrics
+from lib.core.config import EvaluateConfig
+from lib.core.errors import PipelineError
+from lib.core.schema import REG_TARGETS, label_column
+from lib.data import windows_h5
+from lib.eval import metrics, report
 
 GAIN_METRICS = ("auroc", "auprc", "brier")
 SUBGROUP_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "brier", "ece")
+# The DVC metrics (metrics/evaluate/metrics.json): per scorer or target, window level; plus the test counts.
+HEADLINE = {"clf": ("auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"),
+            "reg": ("mae", "mae_ci_low", "mae_ci_high", "me", "me_ci_low", "me_ci_high", "sd", "sd_ci_low",
+                    "sd_ci_high")}
+HEADLINE_COUNTS = {"clf": ("subjects", "windows", "positives"), "reg": ("subjects", "windows")}
+REFERENCE = "ttm"   # the model; every other scorer is a baseline
 
 
 @dataclass
@@ -31,6 +48,50 @@ class Bootstrap:
     n: int = 1000
     seed: int = 0
     level: float = 0.95
+
+    @classmethod
+    def from_config(cls, cfg: EvaluateConfig) -> "Bootstrap":
+        return cls(cfg.bootstrap, cfg.seed, cfg.ci_level)
+
+
+@dataclass
+class LivePlot:
+    """One dvclive plot as data: `kind` is a dvclive sklearn plot (roc, precision_recall, calibration,
+    confusion_matrix; `data` = (y_true, y_score)) or "custom" (`data` = (datapoints,), for log_plot)."""
+
+    kind: str
+    name: str
+    data: tuple
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Figures:
+    images: dict = field(default_factory=dict)   # caption -> matplotlib figure (a PNG report.md shows)
+    plots: list = field(default_factory=list)    # LivePlot, for `dvc plots`
+
+
+def read_clinical(path) -> pd.DataFrame:
+    """The cohort's own clinical table (`data/cohort/clinical.csv`: the cohort stage writes every
+    VitalDB column, empty where unknown); only `caseid` is required here."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"clinical table {path}: cannot read it ({type(err).__name__}); "
+                            "rerun dvc repro cohort") from err
+    if "caseid" not in table or table["caseid"].duplicated().any():
+        raise PipelineError(f"clinical table {path}: needs a caseid column with one row per case; "
+                            "rerun dvc repro cohort")
+    return table
+
+
+def read_test_windows(path, indices) -> TestWindows:
+    """Who and when the test windows at rows `indices` of the windows file `path` are; the window
+    duration is the file's own (its `signals` length over its `fs` attribute)."""
+    with h5py.File(path, "r") as f:
+        window_s = f["signals"].shape[-1] / float(f.attrs["fs"])
+        columns = {name: f[name][:][indices] for name in ("caseid", "subjectid", "t_end_s")}
+    return TestWindows(columns["caseid"], columns["subjectid"], columns["t_end_s"], window_s)
 
 
 def _nest(flat: dict) -> dict:
@@ -77,17 +138,32 @@ def counts(y, ids: TestWindows) -> dict:
             "subjects": int(len(np.unique(ids.subjectid)))}
 
 
+def _numbers(table: pd.DataFrame, column: str) -> np.ndarray:
+    """A clinical column as floats, NaN where unknown (empty, absent or not a number)."""
+    if column not in table:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+
+
+def _sex(table: pd.DataFrame) -> pd.Series:
+    """The sex column, NaN where unknown."""
+    if "sex" not in table:
+        return pd.Series(np.nan, index=table.index, dtype=object)
+    return table["sex"].mask(table["sex"] == "")
+
+
 def subgroups(clinical: pd.DataFrame, caseids, age_bands) -> dict:
-    """{attribute: array of group labels per window} for sex, age band and ASA class (per case)."""
+    """{attribute: array of group labels per window} for sex, age band and ASA class (per case);
+    'unknown' where the clinical table does not say."""
     table = clinical.set_index("caseid").reindex(np.asarray(caseids))
     edges = [-np.inf, *age_bands, np.inf]
     names = [f"<{age_bands[0]:g}", *[f"{a:g}-{b - 1:g}" for a, b in zip(age_bands[:-1], age_bands[1:])],
              f">={age_bands[-1]:g}"]
-    age = pd.cut(table["age"].to_numpy(dtype=float), edges, right=False, labels=names)
-    asa = table["asa"].to_numpy(dtype=float)
+    age = pd.cut(_numbers(table, "age"), edges, right=False, labels=names)
+    asa = _numbers(table, "asa")
     asa_class = np.where(np.isnan(asa), "unknown", np.where(asa >= 3, "3+", np.nan_to_num(asa).astype(int).astype(str)))
-    return {"sex": table["sex"].fillna("unknown").astype(str).to_numpy(),
-            "age": np.asarray(age.astype(str)), "asa": asa_class}
+    return {"sex": _sex(table).fillna("unknown").astype(str).to_numpy(),
+            "age": pd.Series(age).astype(object).fillna("unknown").astype(str).to_numpy(), "asa": asa_class}
 
 
 def subgroup_report(y, p, threshold: float, groups: dict, ids: TestWindows, boot: Bootstrap, n_bins: int) -> dict:
@@ -115,7 +191,7 @@ def regression_report(targets, predictions, names, ids: TestWindows, boot: Boots
     out = {}
     for i, name in enumerate(names):
         e = errors[:, i]
-        stats = metrics.with_ci(lambda w: metrics.weighted_errors(e, w), len(e), ids.subjectid, boot.n,
+        stats = metrics.with_ci(lambda w, e=e: metrics.weighted_errors(e, w), len(e), ids.subjectid, boot.n,
                                 boot.seed, boot.level)
         out[name] = {**stats, "aami_pass": metrics.aami_pass(stats["me"], stats["sd"]),
                      "aami_subjects_ok": bool(len(np.unique(ids.subjectid)) >= 85),
@@ -124,21 +200,116 @@ def regression_report(targets, predictions, names, ids: TestWindows, boot: Boots
 
 
 def cohort_table(split_columns: dict, clinical: pd.DataFrame, horizon_min: float) -> dict:
-    """Per split: cases, subjects, labelled windows, prevalence at the horizon, demographics."""
-    from lib.data.windows_h5 import label_column
-
+    """Per split: cases, subjects, labelled windows, prevalence at the horizon, demographics
+    (NaN where the clinical table knows none of the split's cases)."""
     out = {}
     for split, cols in split_columns.items():
         y = cols[label_column(horizon_min)]
         labelled = y >= 0
         caseids = np.unique(cols["caseid"])
         table = clinical.set_index("caseid").reindex(caseids)
-        age = table["age"].to_numpy(dtype=float)
+        age, asa = _numbers(table, "age"), _numbers(table, "asa")
+        sex, known_age = _sex(table), np.isfinite(age)
         out[split] = {"cases": int(len(caseids)), "subjects": int(len(np.unique(cols["subjectid"]))),
                       "windows": int(labelled.sum()), "positives": int((y == 1).sum()),
                       "prevalence": float((y == 1).sum() / max(labelled.sum(), 1)),
-                      "age_mean": float(np.nanmean(age)),
-                      "age_sd": float(np.nanstd(age, ddof=1)) if np.isfinite(age).sum() > 1 else float("nan"),
-                      "female_pct": float(100 * (table["sex"] == "F").mean()),
-                      "asa_3plus_pct": float(100 * (table["asa"] >= 3).mean())}
+                      "age_mean": float(np.nanmean(age)) if known_age.any() else float("nan"),
+                      "age_sd": float(np.nanstd(age, ddof=1)) if known_age.sum() > 1 else float("nan"),
+                      "female_pct": float(100 * (sex == "F").mean()) if sex.notna().any() else float("nan"),
+                      "asa_3plus_pct": float(100 * (asa >= 3).mean()) if np.isfinite(asa).any() else float("nan")}
+    return out
+
+
+def read_cohort_table(windows_dir, clinical: pd.DataFrame, horizon_min: float) -> dict:
+    """`cohort_table` of the train, val and test windows files in `windows_dir`."""
+    names = ["caseid", "subjectid", label_column(horizon_min)]
+    return cohort_table({split: windows_h5.read_columns(Path(windows_dir) / f"{split}.h5", names)
+                         for split in ("train", "val", "test")}, clinical, horizon_min)
+
+
+# --- the two evaluations --------------------------------------------------------------------------
+
+def _common(cfg: EvaluateConfig, task: str, y, ids: TestWindows) -> dict:
+    return {"task": task, "counts": counts(y, ids), "bootstrap": cfg.bootstrap, "voting": cfg.voting,
+            "overlap": cfg.overlap}
+
+
+def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, cfg: EvaluateConfig,
+                        clinical: pd.DataFrame, reference: str = REFERENCE):
+    """(summary, figures) of every scorer on the labelled test windows.
+
+    `logits` {scorer: raw logits (n,)} and `calibrations` {scorer: lib.eval.calibration.Calibration
+    fitted on val} hold the model (`reference`) and the baselines; `y` the labels; `clinical` the
+    cohort's clinical table (subgroups). Each scorer is calibrated and thresholded as its val fit chose.
+    """
+    y = np.asarray(y)
+    boot, bins = Bootstrap.from_config(cfg), cfg.ece_bins
+    probabilities = {name: calibrations[name].predict_proba(z) for name, z in logits.items()}
+    thresholds = {name: calibrations[name].threshold for name in logits}
+    model = calibrations[reference]
+    raw = expit(np.asarray(logits[reference], dtype=np.float64))
+    before = metrics.classification_metrics(y, raw, 0.5, bins)
+    summary = {**_common(cfg, "clf", y, ids), "threshold": model.threshold, "calibration": model.calibrator.method,
+               "ece_before": before["ece"], "brier_before": before["brier"],
+               "window": classification_report(y, probabilities, thresholds, ids, boot, bins, reference)}
+    if cfg.voting != "none":
+        voted_scores, voted_thresholds = voted(probabilities, thresholds, ids, cfg.voting)
+        summary["voted"] = classification_report(y, voted_scores, voted_thresholds, ids, boot, bins, reference)
+    groups = subgroups(clinical, ids.caseid, list(cfg.age_bands))
+    summary["subgroups"] = subgroup_report(y, probabilities[reference], model.threshold, groups, ids, boot, bins)
+    figures = Figures(
+        images={"ROC": report.roc_figure(y, probabilities, summary["window"]),
+                "Reliability before and after calibration": report.reliability_figure(
+                    y, raw, probabilities[reference], bins)},
+        plots=classifier_plots(y, raw, probabilities, thresholds, bins, reference))
+    return summary, figures
+
+
+def classifier_plots(y, raw, probabilities: dict, thresholds: dict, bins: int, reference: str = REFERENCE) -> list:
+    """dvclive's ROC per scorer, and the model's precision-recall, reliability before and after
+    calibration, confusion matrix at its threshold and score histogram by class."""
+    ttm = probabilities[reference]
+    plots = [LivePlot("roc", f"roc_{name}", (y, p)) for name, p in probabilities.items()]
+    plots += [LivePlot("precision_recall", "precision_recall", (y, ttm)),
+              LivePlot("calibration", "calibration_before", (y, raw), {"n_bins": bins}),
+              LivePlot("calibration", "calibration_after", (y, ttm), {"n_bins": bins}),
+              LivePlot("confusion_matrix", "confusion", (y, (ttm >= thresholds[reference]).astype(int)))]
+    edges = np.linspace(0, 1, 21)
+    histogram = [{"score": f"{lo:.2f}", "negatives": int(n), "positives": int(q)} for lo, n, q in
+                 zip(edges[:-1], np.histogram(ttm[y == 0], edges)[0], np.histogram(ttm[y == 1], edges)[0])]
+    plots.append(LivePlot("custom", "score_histogram", (histogram,),
+                          {"x": "score", "y": ["negatives", "positives"], "template": "bar_horizontal",
+                           "title": "TTM calibrated score by class (test windows)"}))
+    return plots
+
+
+def evaluate_regressor(targets, pressures, ids: TestWindows, cfg: EvaluateConfig, names=REG_TARGETS):
+    """(summary, figures) of the cuffless estimates `pressures` (mmHg, (n, len(names))) against the
+    window's beat-derived `targets`; overlapping estimates of a pressure are averaged when voting."""
+    targets, pressures = np.asarray(targets), np.asarray(pressures)
+    boot = Bootstrap.from_config(cfg)
+    summary = {**_common(cfg, "reg", targets[:, 0], ids),
+               "window": regression_report(targets, pressures, names, ids, boot)}
+    if cfg.voting != "none":   # soft or hard alike: a pressure's estimates are averaged
+        voted_pressures = np.stack([metrics.vote(pressures[:, i], ids.caseid, ids.t_end, ids.window_s, "soft")
+                                    for i in range(len(names))], axis=1)
+        summary["voted"] = regression_report(targets, voted_pressures, names, ids, boot)
+    plots = []
+    for i, name in enumerate(names):
+        mean, diff = (pressures[:, i] + targets[:, i]) / 2, pressures[:, i] - targets[:, i]
+        step = max(1, len(mean) // 2000)   # a readable scatter: at most ~2,000 points
+        points = [{"mean": float(a), "difference": float(b)} for a, b in zip(mean[::step], diff[::step])]
+        plots.append(LivePlot("custom", f"bland_altman_{name}", (points,),
+                              {"x": "mean", "y": "difference", "template": "scatter",
+                               "title": f"Bland-Altman {name.upper()}"}))
+    return summary, Figures({"Bland-Altman": report.bland_altman_figure(targets, pressures, names)}, plots)
+
+
+def headline(summary: dict) -> dict:
+    """The few numbers DVC tracks (`dvc exp show`, `dvc metrics diff`): per scorer (clf) or target
+    (reg) the window-level HEADLINE metrics, and the test split's counts."""
+    task = summary["task"]
+    out = {name: {key: stats[key] for key in HEADLINE[task]}
+           for name, stats in summary["window"].items() if not name.startswith("gain_over_")}
+    out["test"] = {key: summary["counts"][key] for key in HEADLINE_COUNTS[task]}
     return out

@@ -9,6 +9,8 @@ The weighted AUROC and average precision equal scikit-learn's `roc_auc_score` /
 """
 import numpy as np
 
+from lib.core.config import VOTING
+
 CLF_METRICS = ("auroc", "auprc", "accuracy", "sensitivity", "specificity", "ppv", "f1", "brier", "ece")
 REG_METRICS = ("mae", "me", "sd")
 BOOTSTRAP_BLOCK = 100      # replicates per weight matrix (bounds memory on large test sets)
@@ -150,8 +152,6 @@ def bhs_shares(errors) -> dict:
 
 # --- overlap voting ---
 
-VOTING = ("soft", "hard", "none")
-
 
 def vote(scores, caseids, t_end, window_s: float, mode: str, threshold: float = 0.5):
     """Combine the predictions of overlapping windows, causally, per case and time step.
@@ -162,6 +162,8 @@ def vote(scores, caseids, t_end, window_s: float, mode: str, threshold: float = 
     returned in their input order. No window from the future contributes, so the voted score
     could be computed at the bedside at that moment.
     """
+    if mode not in VOTING:
+        raise ValueError(f"voting mode {mode!r}: expected one of {', '.join(VOTING)}")
     scores, caseids, t_end = np.asarray(scores, float), np.asarray(caseids), np.asarray(t_end, float)
     if mode == "none":
         return scores.copy()

@@ -1,8 +1,10 @@
-"""TTM r2 backbone + hypotension head (nanoGPT-style: one model module, plain arguments).
+"""TTM r2 backbone + hypotension head (nanoGPT-style: one model module, built from a ModelConfig).
 
 Per channel, the backbone gives an *embedding*: its `last_hidden_state` (patches × d_model)
 mean-pooled over patches, followed by its RevIN statistics `loc` and log `scale`. TTM is
-channel-independent, so one channel's embedding does not depend on the others.
+channel-independent, so one channel's embedding does not depend on the others. The model's
+`forward(windows, context)` is `head_forward(embed(windows), context)`; `head_forward` alone runs
+on cached embeddings.
 
 Modes (chosen by `finetune` params, see `FinetuneConfig.mode`):
 * fm  – foundation-model mode: backbone frozen, linear head; embeddings are cached (embed stage).
@@ -40,6 +42,7 @@ def load_ttm(weights_dir, revin: bool = True):
     `revin=False` turns TTM's per-window scaling off (config `scaling=None`), for inputs that are
     already standardised with the train split's statistics.
     """
+    from transformers import PreTrainedModel
     from tsfm_public.models.tinytimemixer import TinyTimeMixerForPrediction
 
     weights_dir = Path(weights_dir)
@@ -54,11 +57,14 @@ def load_ttm(weights_dir, revin: bool = True):
     except Exception as err:
         raise PipelineError(f"model.weights_dir={weights_dir}: TTM weights could not be loaded "
                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
-    # transformers looks a model's loss up by its class name (PreTrainedModel.loss_function, with a
-    # "`loss_type=None` ... unrecognized" warning when that fails); TTM has no entry there: it computes
-    # its own loss and this project its own. Saying so keeps TorchScript tracing, which reads every
-    # attribute of the backbone, from triggering that lookup.
-    model.loss_function = model.backbone.loss_function = None
+    # transformers looks a model's loss up by its class name (PreTrainedModel.loss_function, warning
+    # "`loss_type=None` was set in the config but it is unrecognized" when that fails). TTM's classes
+    # have no entry there: TTM computes its own loss, and this project its own. Saying so (no
+    # transformers loss) keeps TorchScript tracing, which reads every attribute of every submodule
+    # (freeze_for_inference), from running that lookup on TTM's PreTrainedModel parts.
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            module.loss_function = None
     return model
 
 
@@ -173,7 +179,7 @@ class HypotensionModel(nn.Module):
         self.register_buffer("input_std", torch.ones(n_channels))
         per_channel = d_model + (2 if level_features else 0)
         n_features = n_channels * per_channel + len(self.context)
-        # Head-input standardisation, fitted on the train split (training.fit_feature_scaler).
+        # Head-input standardisation, fitted on the train split (lib.model.training.fit_scalers).
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         n_outputs = 1 if task == "clf" else len(REG_TARGETS)

@@ -106,9 +106,11 @@ def test_regression_task_trains_and_evaluates_blood_pressure(tiny_pipeline, tmp_
     for stage in ["calibrate", "evaluate"]:
         done = run_stage(stage, tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics/evaluate/metrics.json").read_text())
+    details = json.loads((tmp_path / "metrics/evaluate/details.json").read_text())
+    headline = json.loads((tmp_path / "metrics/evaluate/metrics.json").read_text())
     for target in ["sbp", "dbp", "map"]:
-        m = metrics["window"][target]
+        m = details["window"][target]
+        assert headline[target]["mae"] == m["mae"] and headline[target]["sd"] == m["sd"]
         assert 0 < m["mae"] < 40 and m["sd"] > 0 and m["mae_ci_low"] <= m["mae"] <= m["mae_ci_high"]
         assert m["bhs_grade"] in "ABCD" and isinstance(m["aami_pass"], bool)
     assert (tmp_path / "metrics/evaluate/plots/images/bland_altman.png").exists()

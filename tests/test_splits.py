@@ -37,10 +37,14 @@ def test_splits_are_deterministic_stratified_and_seed_dependent():
         assert cases[cases.caseid.isin(caseids)].has_hypotension.any()
 
 
-def test_fasttrack_caps_cases_with_whole_subjects():
+def test_fasttrack_caps_train_and_val_with_whole_subjects_and_never_moves_test():
     cases = cohort()
-    lists = subject_splits(cases, RATIOS, seed=3, max_cases={"train": 10, "val": 5, "test": 5})
-    assert len(lists["train"]) <= 10 and len(lists["val"]) <= 5 and len(lists["test"]) <= 5
+    lists = subject_splits(cases, RATIOS, seed=3, max_cases={"train": 10, "val": 5})
+    full = subject_splits(cases, RATIOS, seed=3)
+    assert len(lists["train"]) <= 10 and len(lists["val"]) <= 5 and len(full["train"]) > 10
+    assert lists["test"] == full["test"]    # variants with and without fasttrack share the test split
+    with pytest.raises(PipelineError, match="test cannot be capped"):
+        subject_splits(cases, RATIOS, seed=3, max_cases={"train": 10, "val": 5, "test": 5})
     chosen = cases[cases.caseid.isin(lists["train"])]
     for subject in chosen.subjectid.unique():  # a capped subject is never split up
         assert set(cases[cases.subjectid == subject].caseid) <= set(lists["train"])

@@ -24,10 +24,14 @@ def subject_splits(cases: pd.DataFrame, ratios: dict, seed: int, max_cases: dict
     """{split: sorted caseids} from rows with caseid, subjectid, has_hypotension.
 
     Subjects are shuffled with `seed` inside each stratum (any case with hypotension or not) and
-    dealt out by ratio. `max_cases` optionally caps a split's case count (fasttrack), dropping
-    whole subjects from the end of the shuffled order.
+    dealt out by ratio. `max_cases` optionally caps the train and val case counts (fasttrack),
+    dropping whole subjects from the end of the shuffled order. Test is never capped, and its cases
+    do not depend on the caps, so variants with and without fasttrack score the same test split.
     """
     check_ratios(ratios)
+    if "test" in (max_cases or {}):
+        raise PipelineError("splits.fasttrack_max_cases: test cannot be capped (variants must compare on the "
+                            "same test split); cap train and val only")
     subjects = cases.groupby("subjectid")["has_hypotension"].any()
     rng = np.random.default_rng(seed)
     assigned = {s: [] for s in SPLITS}

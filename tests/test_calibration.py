@@ -32,11 +32,26 @@ def test_platt_scaling_recovers_a_slope_and_a_shift():
     assert platt.slope == pytest.approx(0.5, abs=0.03) and platt.intercept == pytest.approx(-0.75, abs=0.08)
 
 
-def test_platt_never_reverses_the_model_ranking():
+def test_a_scorer_that_ranks_val_backwards_is_recorded_never_flattened(capsys):
     true_logits, y = overconfident()
-    platt = PlattScaler().fit(-true_logits, y)
-    p = platt.predict_proba(np.array([-1.0, 0.0, 1.0]))
-    assert platt.slope > 0 and p[0] < p[1] < p[2] and p[1] == pytest.approx(y.mean(), abs=1e-3)
+    calibration = Calibration.fit(-true_logits, y, "platt", "youden", 0.8, {"split": "val"})
+    slope = calibration.calibrator.slope
+    assert slope == pytest.approx(-1, abs=0.05)   # kept: calibration inverts the scorer's ranking, openly
+    p = calibration.predict_proba(np.array([-1.0, 0.0, 1.0]))
+    assert p[0] > p[1] > p[2]
+    assert calibration.ranks_backwards and calibration.val_auroc < 0.5
+    assert calibration.backwards() == {"ranks_backwards": True, "val_auroc": calibration.val_auroc, "slope": slope}
+    assert "ranks val windows backwards" in capsys.readouterr().out
+    summary = calibration.summary(-true_logits, y, 15)
+    assert summary["ranks_backwards"] and summary["val_auroc"] < 0.5 and summary["slope"] < 0
+    assert {"val_ece_mass_before", "val_ece_mass_after"} <= set(summary)
+    state = Calibration.from_dict(calibration.to_dict())   # the artifact carries it to evaluate
+    assert state.ranks_backwards and state.val_auroc == calibration.val_auroc
+    # temperature scaling cannot invert; it flattens, and the record says why
+    temperature = Calibration.fit(-true_logits, y, "temperature", "youden", 0.8, {"split": "val"})
+    assert temperature.ranks_backwards and "slope" not in temperature.backwards()
+    forward = Calibration.fit(true_logits, y, "platt", "youden", 0.8, {"split": "val"})
+    assert not forward.ranks_backwards and forward.val_auroc > 0.5
 
 
 def test_isotonic_matches_sklearn_and_round_trips():

@@ -80,6 +80,8 @@ def test_early_stopping_keeps_the_best_epoch(data):
                           CPU)
     assert summary["early_stopped"] and summary["epochs_run"] < 20
     assert summary["epochs_run"] - summary["best_epoch"] == 2
+    # the last epoch's val metrics beside the best's: the val loss rose after the best epoch
+    assert summary["last_epoch"] == summary["epochs_run"] and summary["last_val_loss"] > summary["best_val_loss"]
 
 
 def test_same_seed_same_weights_other_seed_other_weights(data):

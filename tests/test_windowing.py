@@ -37,7 +37,13 @@ def write_case(path, **kwargs):
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     path = write_case(tmp_path_factory.mktemp("case") / "1.vital")
-    return process_case(path, TRACKS, WindowSpec())
+    return process_case(path, TRACKS, WindowSpec(label_rule="at"))
+
+
+@pytest.fixture(scope="module")
+def forward(tmp_path_factory):
+    path = write_case(tmp_path_factory.mktemp("forward") / "1.vital")
+    return process_case(path, TRACKS, WindowSpec())   # label_rule 'within', post-event gap 10 min
 
 
 def test_windows_have_signals_and_every_column(case):
@@ -59,6 +65,32 @@ def test_labels_at_each_horizon_follow_the_episode(case):
         assert (label[outside & (label >= 0)] == 0).all(), horizon
         past_end = t_end + lead + 60 > 25 * 60
         assert (label[past_end] == -1).all(), horizon
+
+
+def test_forward_labels_follow_the_event_onset(forward):
+    t_end, onset = forward["t_end_s"], EPISODE[0]
+    for horizon in (5, 10, 15):
+        label, lead = forward[f"label_{horizon}min"], horizon * 60
+        known = label >= 0
+        before = (t_end > onset - lead + 3) & (t_end < onset - 3) & (t_end + lead + 60 <= 25 * 60)
+        assert before.any() and (label[before] == 1).all(), horizon
+        assert (label[known & (t_end < onset - lead - 3)] == 0).all(), horizon
+        assert not (known & (t_end > onset + 3)).any(), horizon   # in the event, then the 10-min gap, then the end
+    assert forward["reasons"].get("already_hypotensive", 0) > 0
+    assert (forward["label_5min"] == 0).sum() > 0 and (forward["label_15min"] == 1).sum() > 0
+
+
+def test_event_timing_columns(tmp_path):
+    forward = process_case(write_case(tmp_path / "4.vital"), TRACKS, WindowSpec(post_event_gap_min=0))
+    t_end = forward["t_end_s"]
+    assert forward["next_onset_s"].dtype == np.float32 and forward["event_distance_s"].dtype == np.float32
+    early = t_end < EPISODE[0] - 5
+    np.testing.assert_allclose(forward["next_onset_s"][early], EPISODE[0] - t_end[early], atol=3)
+    np.testing.assert_allclose(forward["event_distance_s"][early], EPISODE[0] - t_end[early], atol=3)
+    late = t_end > EPISODE[1] + 5
+    assert late.any() and np.isnan(forward["next_onset_s"][late]).all()
+    np.testing.assert_allclose(forward["event_distance_s"][late], t_end[late] - EPISODE[1], atol=3)
+    assert (forward["label_5min"][late] == 0).all()   # no post-event gap: labelled negative right after the event
 
 
 def test_already_hypotensive_windows_are_dropped(case):

@@ -208,6 +208,8 @@ class WindowSpec:
     label_duration_s: int = 60
     map_threshold: float = 65.0
     label_min_valid: float = 0.8
+    label_rule: str = "within"          # lib.signal.labels.RULES
+    post_event_gap_min: float = 10.0    # rule 'within': no label this long after an event ends
     ppg_band: tuple = (0.4, 7.0)
     ecg_band: tuple = (0.5, 40.0)
     abp_lowpass_hz: float = 20.0
@@ -222,7 +224,8 @@ class WindowsConfig:
     test_spec: WindowSpec     # test windows: overlapping by evaluate.overlap, for voting
     workers: int
 
-    KEYS = ("fs", "length", "stride", "horizons_min", "map_threshold", "label_min_valid", "ppg_band_hz",
+    KEYS = ("fs", "length", "stride", "horizons_min", "map_threshold", "label_min_valid", "label_rule",
+            "post_event_gap_min", "ppg_band_hz",
             "ecg_band_hz", "abp_lowpass_hz", "ecg_sqi_min", "ppg_ssqi_min", "min_beats", "map_range",
             "pulse_pressure_range", "map_slope_window_s", "workers")
 
@@ -239,6 +242,11 @@ class WindowsConfig:
         horizons = w["horizons_min"]
         if not isinstance(horizons, list) or not horizons or any(h <= 0 for h in horizons):
             raise PipelineError(f"windows.horizons_min={horizons}: must be a non-empty list of minutes > 0")
+        if w["label_rule"] not in ("within", "at"):
+            raise PipelineError(f"windows.label_rule={w['label_rule']!r}: must be 'within' (an event begins within "
+                                "the horizon) or 'at' (the minute at the horizon is hypotensive)")
+        if not float(w["post_event_gap_min"]) >= 0:
+            raise PipelineError(f"windows.post_event_gap_min={w['post_event_gap_min']}: must be >= 0")
         bands = {}
         for key in ("ppg_band_hz", "ecg_band_hz"):
             bands[key] = _interval(f"windows.{key}", w[key])
@@ -249,6 +257,7 @@ class WindowsConfig:
                                pp_range=_interval("windows.pulse_pressure_range", w["pulse_pressure_range"]))
         spec = WindowSpec(fs=fs, length=length, stride=w["stride"], horizons_min=tuple(float(h) for h in horizons),
                           map_threshold=float(w["map_threshold"]), label_min_valid=float(w["label_min_valid"]),
+                          label_rule=str(w["label_rule"]), post_event_gap_min=float(w["post_event_gap_min"]),
                           ppg_band=tuple(w["ppg_band_hz"]), ecg_band=tuple(w["ecg_band_hz"]),
                           abp_lowpass_hz=float(w["abp_lowpass_hz"]), slope_window_s=int(w["map_slope_window_s"]),
                           limits=limits)
@@ -492,6 +501,11 @@ class EvaluateConfig:
     overlap: float = 0.5
     voting: str = "soft"
     age_bands: tuple = (40, 65)
+    min_subjects: int = 10              # fewer test subjects (in a group): metrics and CIs are n/a
+    min_positive_subjects: int = 5      # fewer subjects with a positive window: n/a
+    backward_gap_min: float = 20.0      # backward negatives: at least this far (min) from any event
+    backward_min_map: float = 75.0      # ... and current MAP at least this (mmHg)
+    backward_tolerance_s: float = 60.0  # backward positives: next onset in [h*60 - this, h*60] s
 
     @classmethod
     def from_params(cls, params) -> "EvaluateConfig":
@@ -501,7 +515,11 @@ class EvaluateConfig:
         return cls(ece_bins=_positive_int("evaluate.ece_bins", e["ece_bins"]),
                    bootstrap=_positive_int("evaluate.bootstrap", e["bootstrap"]), ci_level=float(e["ci_level"]),
                    seed=int(e["seed"]), overlap=float(e["overlap"]),
-                   voting=_one_of("evaluate.voting", e["voting"], VOTING), age_bands=tuple(e["age_bands"]))
+                   voting=_one_of("evaluate.voting", e["voting"], VOTING), age_bands=tuple(e["age_bands"]),
+                   min_subjects=_positive_int("evaluate.min_subjects", e["min_subjects"]),
+                   min_positive_subjects=int(e["min_positive_subjects"]),
+                   backward_gap_min=float(e["backward_gap_min"]), backward_min_map=float(e["backward_min_map"]),
+                   backward_tolerance_s=float(e["backward_tolerance_s"]))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,15 @@ CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp"}
 CONTEXT = tuple(CONTEXT_SOURCES)
 BEAT_PRESSURES = ("sbp", "dbp", "map", "pp")   # the window's own beat-derived pressures (mmHg)
 REG_TARGETS = ("sbp", "dbp", "map")            # task reg: what the cuffless model estimates
+# Per-window IOH event timing (float32 s, lib.signal.labels.event_timing), for backward (case-control) analyses:
+# to the next event onset after the window end (NaN: none follows), and to the nearest event (0 inside one,
+# NaN: the recording has no event).
+NEXT_ONSET, EVENT_DISTANCE = "next_onset_s", "event_distance_s"
+EVENT_TIMING = (NEXT_ONSET, EVENT_DISTANCE)
+# Event timing per window (float32 seconds from the window's end; the backward/case-control analysis):
+NEXT_ONSET = "next_onset_s"            # to the next hypotension event's onset; NaN if none follows
+EVENT_DISTANCE = "event_distance_s"    # to the nearest event (0 inside one); NaN if the recording has none
+MAP_NOW = "map_now"                    # the window's current MAP (mmHg)
 
 
 def label_column(horizon_min) -> str:

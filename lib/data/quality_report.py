@@ -105,7 +105,8 @@ class QualityReport:
     def _rule(self) -> str:
         s = self.spec
         return (f"{s.length}-sample windows at {s.fs} Hz, stride {s.stride}. "
-                + describe_rule(s.map_threshold, s.horizons_min, s.label_duration_s, s.label_min_valid)
+                + describe_rule(s.map_threshold, s.horizons_min, s.label_duration_s, s.label_min_valid,
+                                s.label_rule, s.post_event_gap_min)
                 + f" Gates: ECG bSQI >= {s.limits.ecg_sqi_min:g}, PPG sSQI >= "
                 f"{s.limits.ppg_ssqi_min:g}, >= {s.limits.min_beats} beats, MAP {s.limits.map_range}, "
                 f"pulse pressure {s.limits.pp_range} mmHg.")

@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from lib.core.config import WindowSpec
 from lib.core.errors import CaseError, PipelineError
 from lib.core.parallel import parallel_imap
-from lib.core.schema import BEAT_PRESSURES, CHANNELS, label_column, map_ahead_column
+from lib.core.schema import BEAT_PRESSURES, CHANNELS, EVENT_TIMING, label_column, map_ahead_column
 from lib.data.vital_io import read_channels
 from lib.data.windows_h5 import WindowWriter
 from lib.signal import beats, filters, labels, quality
@@ -26,7 +26,8 @@ def window_columns(spec: WindowSpec) -> dict:
     """Per-window HDF5 columns and their dtypes (besides `signals`, `caseid`, `subjectid`)."""
     cols = {label_column(h): np.int8 for h in spec.horizons_min}
     cols.update({map_ahead_column(h): np.float32 for h in spec.horizons_min})
-    cols.update({name: np.float32 for name in (*BEAT_PRESSURES, "hr", "map_now", "map_slope", "t_end_s")})
+    cols.update({name: np.float32 for name in (*BEAT_PRESSURES, "hr", "map_now", "map_slope", "t_end_s",
+                                               *EVENT_TIMING)})
     return cols
 
 
@@ -94,11 +95,14 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     columns.update(hr=beats.heart_rate(r_peaks[0], fs, starts, length), t_end_s=t_end,
                    map_now=labels.map_at_end(map_1hz, t_end),
                    map_slope=labels.past_map_slope(map_1hz, t_end, spec.slope_window_s))
+    events = labels.ioh_events(map_1hz, spec.map_threshold, spec.label_duration_s, spec.label_min_valid)
+    columns.update(zip(EVENT_TIMING, labels.event_timing(*events, t_end), strict=True))
     labelled_any = np.zeros(len(starts), dtype=bool)
     horizon_reasons, shortest_reason = {}, None
     for h in sorted(spec.horizons_min):
         y, why, map_ahead = labels.hypotension_labels(map_1hz, t_end, h * 60, spec.label_duration_s,
-                                                      spec.map_threshold, spec.label_min_valid)
+                                                      spec.map_threshold, spec.label_min_valid, spec.label_rule,
+                                                      spec.post_event_gap_min * 60, events)
         columns[label_column(h)] = np.where(np.isnan(y), -1, y)
         columns[map_ahead_column(h)] = map_ahead
         labelled_any |= np.isfinite(y)

@@ -12,7 +12,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from lib.core.atomic import write_json
 from lib.core.config import THRESHOLD_RULES, CalibrateConfig
@@ -66,14 +66,9 @@ class PlattScaler:
         _check_two_classes(y, self.method)
         lr = LogisticRegression(C=np.inf).fit(np.asarray(logits, dtype=np.float64)[:, None], np.asarray(y))
         self.slope, self.intercept = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-        if self.slope <= 0:
-            # The model ranks val windows the wrong way round. A calibrator must not reverse the
-            # model's ranking (test AUROC would then be the reversed model's), so the map stays
-            # increasing with a vanishing slope: probabilities at the val prevalence, ranking kept.
-            prevalence = float(np.mean(y))
-            print(f"calibrate: warning: Platt slope {self.slope:.3g} <= 0 (the model ranks val windows inversely); "
-                  "calibrating to the val prevalence with the model's ranking kept")
-            self.slope, self.intercept = 1e-6, float(np.log(prevalence / (1 - prevalence)))
+        # A negative slope (the model ranks val windows the wrong way round) is kept: flattening it
+        # would hide the problem behind probabilities at the prevalence and a meaningless threshold.
+        # `Calibration` records it (`ranks_backwards`) and evaluate names the scorer.
         return self
 
     def predict_proba(self, logits):
@@ -142,20 +137,46 @@ def choose_threshold(y, probabilities, rule: str, target_sensitivity: float) -> 
 
 
 class Calibration:
-    """A fitted calibrator and the decision threshold chosen with it (both from val)."""
+    """A fitted calibrator and the decision threshold chosen with it (both from val).
+
+    `val_auroc` is the raw logits' AUROC on val; `ranks_backwards` is true when it is below 0.5 or
+    the Platt slope is negative: the scorer ranks val windows the wrong way round. A Platt map then
+    keeps its negative slope, i.e. calibration inverts the scorer's ranking (its test metrics are the
+    inverted score's), and a temperature or isotonic map flattens it; either way it is recorded here
+    and evaluate names the scorer, never silently.
+    """
 
     def __init__(self, calibrator, threshold: float, threshold_rule: str, fitted_on: dict,
-                 target_sensitivity: float | None = None):
+                 target_sensitivity: float | None = None, val_auroc: float | None = None):
         self.calibrator, self.threshold = calibrator, threshold
         self.threshold_rule, self.fitted_on = threshold_rule, fitted_on
         self.target_sensitivity = target_sensitivity   # only for the sensitivity rule (the report names it)
+        self.val_auroc = val_auroc
+
+    @property
+    def ranks_backwards(self) -> bool:
+        slope = getattr(self.calibrator, "slope", 1.0)
+        return bool(slope < 0 or (self.val_auroc is not None and self.val_auroc < 0.5))
 
     @classmethod
     def fit(cls, logits, y, method: str, threshold_rule: str, target_sensitivity: float, fitted_on: dict):
         calibrator = make_calibrator(method).fit(logits, y)
         threshold = choose_threshold(y, calibrator.predict_proba(logits), threshold_rule, target_sensitivity)
-        return cls(calibrator, threshold, threshold_rule, fitted_on,
-                   float(target_sensitivity) if threshold_rule == "sensitivity" else None)
+        val_auroc = float(roc_auc_score(np.asarray(y), np.asarray(logits, dtype=np.float64)))
+        calibration = cls(calibrator, threshold, threshold_rule, fitted_on,
+                          float(target_sensitivity) if threshold_rule == "sensitivity" else None, val_auroc)
+        if calibration.ranks_backwards:
+            slope = getattr(calibrator, "slope", None)
+            print(f"calibrate: warning: the scorer ranks val windows backwards (val AUROC {val_auroc:.3f}"
+                  + (f", Platt slope {slope:.3g}: calibration inverts its ranking" if slope is not None else "")
+                  + "); recorded as ranks_backwards")
+        return calibration
+
+    def backwards(self) -> dict:
+        """{ranks_backwards, val_auroc, and the Platt slope when there is one}: what evaluate reports."""
+        slope = getattr(self.calibrator, "slope", None)
+        return {"ranks_backwards": self.ranks_backwards, "val_auroc": self.val_auroc,
+                **({} if slope is None else {"slope": slope})}
 
     def predict_proba(self, logits):
         return self.calibrator.predict_proba(logits)
@@ -163,7 +184,8 @@ class Calibration:
     def to_dict(self) -> dict:
         target = {} if self.target_sensitivity is None else {"target_sensitivity": self.target_sensitivity}
         return {"method": self.calibrator.method, **self.calibrator.to_dict(), "threshold": self.threshold,
-                "threshold_rule": self.threshold_rule, **target, "fitted_on": self.fitted_on}
+                "threshold_rule": self.threshold_rule, **target, "fitted_on": self.fitted_on,
+                "val_auroc": self.val_auroc, "ranks_backwards": self.ranks_backwards}
 
     @classmethod
     def from_dict(cls, state: dict):
@@ -171,18 +193,23 @@ class Calibration:
         keys = {"temperature": ["temperature"], "platt": ["slope", "intercept"], "isotonic": ["x", "y"]}[method]
         calibrator = CALIBRATORS[method](*(state[k] for k in keys))
         return cls(calibrator, float(state["threshold"]), state["threshold_rule"], state["fitted_on"],
-                   state.get("target_sensitivity"))
+                   state.get("target_sensitivity"), state.get("val_auroc"))
 
     def save(self, path) -> None:
         write_json(path, self.to_dict())
 
     def summary(self, logits, y, n_bins: int) -> dict:
-        """What the fit did on its own (val) data: ECE before/after, the threshold, the method's state."""
+        """What the fit did on its own (val) data: ECE before/after (equal-width and equal-mass bins),
+        the threshold, the method's state, and whether the scorer ranks val backwards."""
         state = {k: v for k, v in self.calibrator.to_dict().items() if not isinstance(v, list)}
+        raw, after = expit(np.asarray(logits, dtype=np.float64)), self.predict_proba(logits)
         return {"method": self.calibrator.method, **state, "threshold": self.threshold,
-                "threshold_rule": self.threshold_rule,
-                "val_ece_before": expected_calibration_error(y, expit(np.asarray(logits, dtype=np.float64)), n_bins),
-                "val_ece_after": expected_calibration_error(y, self.predict_proba(logits), n_bins)}
+                "threshold_rule": self.threshold_rule, "val_auroc": self.val_auroc,
+                "ranks_backwards": self.ranks_backwards,
+                "val_ece_before": expected_calibration_error(y, raw, n_bins),
+                "val_ece_after": expected_calibration_error(y, after, n_bins),
+                "val_ece_mass_before": expected_calibration_error(y, raw, n_bins, "mass"),
+                "val_ece_mass_after": expected_calibration_error(y, after, n_bins, "mass")}
 
     @classmethod
     def load(cls, path):

@@ -11,7 +11,7 @@ import numpy as np
 
 from lib.core.config import VOTING
 
-CLF_METRICS = ("auroc", "auprc", "accuracy", "sensitivity", "specificity", "ppv", "f1", "brier", "ece")
+CLF_METRICS = ("auroc", "auprc", "accuracy", "sensitivity", "specificity", "ppv", "f1", "brier", "ece", "ece_mass")
 REG_METRICS = ("mae", "me", "sd")
 BOOTSTRAP_BLOCK = 100      # replicates per weight matrix (bounds memory on large test sets)
 
@@ -39,12 +39,20 @@ def ranking_metrics(y, scores, weights):
     return auroc, auprc
 
 
-def calibration_error(y, p, weights, n_bins: int = 15):
-    """ECE with equal-width bins: sum over bins of |observed - predicted| weighted by bin share.
+def calibration_error(y, p, weights, n_bins: int = 15, strategy: str = "width"):
+    """ECE: sum over bins of |observed - predicted| weighted by bin share.
 
     Confidence is the predicted probability of the positive class (binary reliability diagram).
+    `width`: equal-width bins on [0, 1]; `mass`: equal-mass bins (edges at the quantiles of `p`, the
+    same for every replicate). When most probabilities are small, the equal-width ECE sees little
+    more than calibration-in-the-large (one or two bins hold nearly every window); equal mass
+    resolves the low-probability range where the windows are.
     """
-    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    if strategy == "mass":
+        edges = np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1]) if len(p) else np.array([])
+        bins = np.searchsorted(edges, p, side="right")
+    else:
+        bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
     gap = np.zeros(len(weights))
     for b in np.unique(bins):
         members = bins == b
@@ -63,6 +71,7 @@ def weighted_classification(y, p, threshold: float, weights, n_bins: int = 15) -
     return {"auroc": auroc, "auprc": auprc, "accuracy": _ratio(tp + tn, total), "sensitivity": _ratio(tp, tp + fn),
             "specificity": _ratio(tn, tn + fp), "ppv": _ratio(tp, tp + fp), "f1": _ratio(2 * tp, 2 * tp + fp + fn),
             "brier": _ratio(weights @ (p - y) ** 2, total), "ece": calibration_error(y, p, weights, n_bins),
+            "ece_mass": calibration_error(y, p, weights, n_bins, "mass"),
             "tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
@@ -72,9 +81,44 @@ def classification_metrics(y, probabilities, threshold: float, n_bins: int = 15)
     return {k: (int(v[0]) if k in ("tp", "fp", "tn", "fn") else float(v[0])) for k, v in out.items()}
 
 
-def expected_calibration_error(y, probabilities, n_bins: int = 15) -> float:
+def expected_calibration_error(y, probabilities, n_bins: int = 15, strategy: str = "width") -> float:
     return float(calibration_error(np.asarray(y, dtype=float), np.asarray(probabilities, dtype=float),
-                                   np.ones((1, len(y))), n_bins)[0])
+                                   np.ones((1, len(y))), n_bins, strategy)[0])
+
+
+def calibration_slope(y, probabilities) -> dict:
+    """Logistic recalibration: y ~ intercept + slope * logit(p), unpenalised (Cox 1958).
+
+    Slope 1 and intercept 0 for a calibrated score; slope < 1: too extreme, > 1: too timid; a
+    negative slope means the probabilities rank the outcome backwards. NaN with one class only.
+    """
+    from sklearn.linear_model import LogisticRegression
+    y = np.asarray(y, dtype=np.float64)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
+    z = np.log(p) - np.log1p(-p)
+    if len(np.unique(y)) < 2 or np.ptp(z) == 0:
+        return {"calibration_slope": float("nan"), "calibration_intercept": float("nan")}
+    lr = LogisticRegression(C=np.inf, max_iter=1000).fit(z[:, None], y)
+    return {"calibration_slope": float(lr.coef_[0, 0]), "calibration_intercept": float(lr.intercept_[0])}
+
+
+def na_reason(subjects, y, min_subjects: int, min_positive_subjects: int) -> str | None:
+    """Why statistics over these windows cannot speak (too few subjects, or too few with a positive
+    window, for a subject bootstrap to mean anything); None when they can."""
+    subjects = np.asarray(subjects)
+    n = len(np.unique(subjects))
+    if n < min_subjects:
+        return f"{n} subject{'s' if n != 1 else ''} (< {min_subjects})"
+    if y is not None and min_positive_subjects:
+        positive = len(np.unique(subjects[np.asarray(y) == 1]))
+        if positive < min_positive_subjects:
+            return f"{positive} subject{'s' if positive != 1 else ''} with a positive window (< {min_positive_subjects})"
+    return None
+
+
+def blank(stats: dict, reason: str, keep=()) -> dict:
+    """`stats` with every value except those in `keep` (counts) set to None, and the reason why."""
+    return {**{k: (v if k in keep else None) for k, v in stats.items()}, "na_reason": reason}
 
 
 def weighted_errors(errors, weights) -> dict:
@@ -106,10 +150,11 @@ def subject_bootstrap(subjects, n_boot: int, seed: int):
 
 
 def with_ci(metric_fn, n_windows: int, subjects, n_boot: int, seed: int, level: float = 0.95) -> dict:
-    """{name: point, name_ci_low, name_ci_high} for the arrays `metric_fn(weights)` returns.
+    """{name: point, name_ci_low, name_ci_high, name_ci_dropped} for the arrays `metric_fn(weights)` returns.
 
     The interval is the percentile interval of the subject-bootstrap replicates; replicates where a
-    metric is undefined (e.g. one class only) are left out of that metric's interval.
+    metric is undefined (e.g. one class only) are left out of that metric's interval, and counted
+    (`name_ci_dropped`), so a reader knows on how many replicates the interval rests.
     """
     point = metric_fn(np.ones((1, n_windows)))
     replicates = {k: [] for k in point}
@@ -124,6 +169,7 @@ def with_ci(metric_fn, n_windows: int, subjects, n_boot: int, seed: int, level: 
         finite = values[np.isfinite(values)]
         low, high = np.percentile(finite, [tail, 100 - tail]) if len(finite) else (np.nan, np.nan)
         out[f"{k}_ci_low"], out[f"{k}_ci_high"] = float(low), float(high)
+        out[f"{k}_ci_dropped"] = int(len(values) - len(finite))
     return out
 
 

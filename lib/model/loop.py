@@ -65,7 +65,7 @@ def train_model(model, train: Split, val: Split, cfg: LoopConfig, device, *, res
         stopper.update(record, model)
         if resume_path and rank == 0:
             save_resume_state(resume_path, fingerprint, model, opt, stopper, history)
-    return finish(model, stopper, len(history), cfg, train, val)
+    return finish(model, stopper, len(history), cfg, train, val, history[-1] if history else None)
 
 
 def check_splits(model, train: Split, val: Split, cfg: LoopConfig, world_size: int) -> None:
@@ -258,8 +258,10 @@ class EarlyStopping:
         return bool(self.patience) and self.bad_epochs >= self.patience
 
 
-def finish(model, stopper: EarlyStopping, epochs_run: int, cfg: LoopConfig, train: Split, val: Split) -> dict:
-    """Restore the best epoch's weights; the summary of the run."""
+def finish(model, stopper: EarlyStopping, epochs_run: int, cfg: LoopConfig, train: Split, val: Split,
+           last: dict | None = None) -> dict:
+    """Restore the best epoch's weights; the summary of the run: the best epoch's val metrics and,
+    beside them, the last epoch's (`last`, its record), so a reader sees how far val moved after the best."""
     if stopper.best_state is None:
         raise PipelineError(f"train: {cfg.monitor} was undefined in every epoch; check the val split's labels")
     model.load_state_dict(stopper.best_state, strict=False)
@@ -267,6 +269,8 @@ def finish(model, stopper: EarlyStopping, epochs_run: int, cfg: LoopConfig, trai
     best = stopper.best
     summary = {"best_epoch": best["epoch"], "epochs_run": epochs_run, "early_stopped": epochs_run < cfg.epochs,
                "monitor": cfg.monitor, **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")},
+               **({"last_epoch": last["epoch"], **{f"last_{k}": v for k, v in last.items() if k.startswith("val_")}}
+                  if last else {}),
                "n_train_windows": int(len(train)), "n_val_windows": int(len(val))}
     if model.task == "clf":
         summary["train_positive_rate"] = float(train.targets.mean())

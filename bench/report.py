@@ -83,7 +83,8 @@ def write_results(f: dict, path: Path) -> None:
         f"pyinstrument profile to `bench/results/profile_{f['profile']['stage']}.txt` (generated, not in git).",
         "",
     ]
-    path.write_text("\n".join(lines))
+    kept = path.read_text().partition("## Demo simulator against published figures")[1:] if path.exists() else ()
+    path.write_text("\n".join(lines) + ("\n" + "".join(kept) if kept and kept[0] else ""))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ The model and the three baselines predict every labelled test window; each is ca
 thresholded with what its own fit on val chose (lib.eval.evaluation has the science). Writes
 
 * `<live_dir>/metrics.json`: the headline numbers DVC tracks (per scorer AUROC with CI, AUPRC,
-  Brier, ECE; test subjects, windows, positives), by dvclive, with its plots in `<live_dir>/plots`;
-* `<live_dir>/details.json`: everything (window level, voted, gains, subgroups, the cohort table);
+  Brier, ECE, backward AUROC; test subjects, windows, positives; null where n/a), by dvclive, with
+  its plots in `<live_dir>/plots`;
+* `<live_dir>/details.json`: everything (window level, voted, gains, backward (case-control)
+  analysis, val ranking per scorer, subgroups, the cohort table; n/a as null with `na_reason`);
 * `<report_md>`: the clinician's report, built from details.json and what produced the model.
 
 Only `evaluate.*` and `train.device` are read from params.yaml: the horizon and the model come from
@@ -91,7 +93,7 @@ def main(argv):
                         **read_calibrations(Path(baselines_dir) / "calibration.json")}
         calibration = calibrations["ttm"].to_dict()
         summary, figures = evaluation.evaluate_classifier(run.targets, run.predictions, calibrations, ids,
-                                                          cfg.evaluate, clinical)
+                                                          cfg.evaluate, clinical, horizon_min=run.horizon_min)
     else:
         summary, figures = evaluation.evaluate_regressor(run.targets, run.predictions, ids, cfg.evaluate)
     details = {"horizon_min": run.horizon_min, "mode": run.train_summary.get("mode", "?"), **summary,

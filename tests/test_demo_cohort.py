@@ -23,14 +23,56 @@ def test_hypotension_cases_have_an_episode_in_the_abp_and_others_do_not():
 
 
 def test_faults_are_present_and_realistic():
-    case = demo.simulate_case(60 * 60, 100, False, np.random.default_rng(11))
-    kinds = {k for k, _, _ in case.faults}
-    abp = case.signals[demo.ABP]
-    if "abp_flush" in kinds:
-        assert np.nanmax(abp) > 290
-    if "disconnect" in kinds:
-        assert np.isnan(abp).any()
-    assert kinds  # at least one fault in an hour
+    seen = set()
+    for seed in range(11, 17):
+        case = demo.simulate_case(30 * 60, 100, False, np.random.default_rng(seed))
+        abp, ecg = case.signals[demo.ABP], case.signals[demo.ECG]
+        for kind, start, end in case.faults:
+            span = slice(round(start * 100), round(end * 100))
+            seen.add(kind)
+            if kind == "abp_flush":
+                assert np.nanmax(abp[span]) > 290, (seed, kind)
+            elif kind == "disconnect":
+                assert np.isnan(abp[span]).all() and np.isnan(ecg[span]).all(), (seed, kind)
+    assert {"abp_flush", "disconnect", "abp_zero", "ecg_cautery"} <= seen, seen
+
+
+def test_physiology_follows_the_patient_and_the_baroreflex():
+    def mean_map(patient):
+        return np.mean([demo.simulate_map(3600, patient, False, np.random.default_rng(s)).mean() for s in range(12)])
+    assert mean_map(demo.Patient(age=80, asa=4)) < mean_map(demo.Patient(age=30, asa=1)) - 3
+    corr = []
+    for seed in range(6):
+        hemo = demo.simulate_hemodynamics(3600, demo.Patient(), True, np.random.default_rng(seed))
+        corr.append(np.corrcoef(hemo.map[300:], hemo.hr[300:])[0, 1])
+    assert np.median(corr) < -0.2   # heart rate rises when MAP falls (most patients)
+    hemo = demo.simulate_hemodynamics(3600, demo.Patient(), True, np.random.default_rng(0))
+    for other in (hemo.pp, hemo.ppg_amplitude):   # not noiseless functions of MAP
+        assert abs(np.corrcoef(hemo.map, other)[0, 1]) < 0.95
+
+
+def test_fast_path_events_post_induction_and_interventions():
+    onsets, durations = [], []
+    for seed in range(40):
+        trace = demo.simulate_map(90 * 60, demo.Patient(age=70, asa=3), True, np.random.default_rng(seed))
+        starts, ends = labels.ioh_events(trace)
+        assert len(starts), seed                      # a hypotension case has at least one event
+        onsets.append(starts[0])
+        durations += list(ends - starts)
+    assert np.mean(np.array(onsets) < 20 * 60) > 0.3   # post-induction hypotension is frequent
+    assert np.median(durations) < 8 * 60                # most events are treated within minutes
+    assert all(not len(labels.ioh_events(demo.simulate_map(90 * 60, demo.Patient(age=70, asa=3), False,
+                                                           np.random.default_rng(s)))[0]) for s in range(20))
+
+
+def test_fast_path_is_the_waveform_path_at_1_hz():
+    patient = demo.Patient(age=70, asa=3)
+    fast = demo.simulate_map(20 * 60, patient, True, np.random.default_rng(5))
+    case = demo.simulate_case(20 * 60, 100, True, np.random.default_rng(5), patient)
+    abp, invalid = filters.resample_to(case.signals[demo.ABP], 100, 125)
+    slow = labels.map_per_second(abp, invalid, 125)
+    ok = np.isfinite(slow)
+    assert ok.mean() > 0.7 and np.median(np.abs(slow[ok] - fast[: len(slow)][ok])) < 2.0
 
 
 def test_demo_cases_are_real_eligible_rows_with_multi_case_subjects(clinical):

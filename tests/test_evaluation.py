@@ -6,7 +6,7 @@ import pytest
 from lib.core.config import EvaluateConfig
 from lib.core.errors import PipelineError
 from lib.core.schema import REG_TARGETS
-from lib.eval import evaluation, metrics, report
+from lib.eval import backward, evaluation, metrics, report
 from lib.eval.calibration import Calibration
 from lib.signal.labels import describe_rule
 
@@ -69,14 +69,25 @@ def test_subgroups_and_cohort_of_a_two_column_table_are_unknown():
     assert all(np.isnan(cohort[k]) for k in ("age_mean", "age_sd", "female_pct", "asa_3plus_pct"))
 
 
-SCORERS = ("ttm", "map_lr", "backwards")
+SCORERS = ("ttm", "map_lr", "backwards", "val_backwards")
 
 
 def scored_split(ids, y, rng):
-    """Logits of a model, a weak baseline and one that ranks backwards."""
+    """Logits of a model, a weak baseline and two that rank backwards (calibrated below: `backwards` on
+    val the right way round, so it ranks backwards on test only; `val_backwards` on val as it is)."""
     signal = 2.5 * (y - 0.3)
     return {"ttm": signal + rng.normal(0, 1, len(y)), "map_lr": 0.5 * signal + rng.normal(0, 1.5, len(y)),
-            "backwards": -signal + rng.normal(0, 1, len(y))}
+            "backwards": -signal + rng.normal(0, 1, len(y)), "val_backwards": -signal + rng.normal(0, 1, len(y))}
+
+
+def event_timing(y, rng):
+    """The windows' event timing columns: positives end 4-5 min before an onset; negatives are near an
+    event (ambiguous), far from one, or in a recording without any; MAP around 80 mmHg."""
+    n = len(y)
+    near = rng.random(n) < 0.4
+    onset = np.where(y == 1, rng.uniform(240, 300, n), np.where(near, rng.uniform(400, 1000, n), np.nan))
+    distance = np.where(np.isfinite(onset), onset, np.where(rng.random(n) < 0.5, np.nan, rng.uniform(1200, 3000, n)))
+    return {"next_onset_s": onset, "event_distance_s": distance, "map_now": rng.normal(82, 6, n)}
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +95,15 @@ def classifier():
     """evaluate_classifier on synthetic test windows, each scorer calibrated on its own val split."""
     y_val, _, rng = windows(12, 40, seed=1)
     val = scored_split(None, y_val, rng)
+    val["backwards"] = -val["backwards"]
     calibrations = {name: Calibration.fit(val[name], y_val, "platt", "youden", 0.8, {"split": "val"})
                     for name in SCORERS}
     y, ids, rng = windows(16, 40, seed=2)
     logits = scored_split(ids, y, rng)
+    ids.timing = event_timing(y, rng)
     clinical = pd.DataFrame({"caseid": np.unique(ids.caseid), "subjectid": np.unique(ids.subjectid)})
     cfg = EvaluateConfig(bootstrap=100, ece_bins=10)
-    summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, ids, cfg, clinical)
+    summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, ids, cfg, clinical, horizon_min=5.0)
     yield y, ids, logits, calibrations, cfg, summary, figures
     for fig in figures.images.values():
         plt.close(fig)
@@ -99,7 +112,8 @@ def classifier():
 def test_evaluate_classifier_scores_every_scorer_as_its_val_fit_chose(classifier):
     y, ids, logits, calibrations, cfg, summary, figures = classifier
     assert summary["task"] == "clf" and summary["counts"] == evaluation.counts(y, ids)
-    assert set(summary["window"]) == {*SCORERS, "gain_over_map_lr", "gain_over_backwards"}
+    assert set(summary["window"]) == {*SCORERS, "gain_over_map_lr", "gain_over_backwards",
+                                      "gain_over_val_backwards"}
     for name in SCORERS:
         point = metrics.classification_metrics(y, calibrations[name].predict_proba(logits[name]),
                                                calibrations[name].threshold, cfg.ece_bins)
@@ -111,6 +125,12 @@ def test_evaluate_classifier_scores_every_scorer_as_its_val_fit_chose(classifier
     raw = metrics.classification_metrics(y, 1 / (1 + np.exp(-logits["ttm"])), 0.5, cfg.ece_bins)
     assert summary["ece_before"] == raw["ece"] and summary["threshold"] == calibrations["ttm"].threshold
     assert summary["window"]["ttm"]["auroc"] > 0.8 and summary["window"]["backwards"]["auroc_ci_high"] < 0.5
+    # ranking val backwards is recorded, and the kept negative Platt slope inverts the scorer on test
+    assert summary["val_ranking"]["val_backwards"]["ranks_backwards"]
+    assert summary["val_ranking"]["val_backwards"]["slope"] < 0 < summary["val_ranking"]["backwards"]["slope"]
+    assert not summary["val_ranking"]["ttm"]["ranks_backwards"] and summary["window"]["val_backwards"]["auroc"] > 0.8
+    assert 0.5 < summary["window"]["ttm"]["calibration_slope"] < 2   # calibrated on val of the same distribution
+    assert summary["window"]["ttm"]["auroc_ci_dropped"] == 0 and summary["counts"]["positive_subjects"] == 16
     assert set(summary["voted"]) == set(summary["window"])
     assert set(summary["subgroups"]) == {"sex=unknown", "age=unknown", "asa=unknown"}
     assert set(figures.images) == {"ROC", "Reliability before and after calibration"}
@@ -132,10 +152,12 @@ def test_headline_holds_the_few_numbers_dvc_tracks(classifier):
     head = evaluation.headline(summary)
     assert set(head) == {*SCORERS, "test"}
     for name in SCORERS:
-        assert set(head[name]) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"}
-        assert head[name] == {k: summary["window"][name][k] for k in head[name]}
+        assert set(head[name]) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece", "auroc_backward"}
+        assert head[name]["auroc_backward"] == summary["backward"]["window"][name]["auroc"]
+        assert {k: v for k, v in head[name].items() if k != "auroc_backward"} == \
+            {k: summary["window"][name][k] for k in head[name] if k != "auroc_backward"}
     assert head["test"] == {k: summary["counts"][k] for k in ("subjects", "windows", "positives")}
-    assert sum(len(v) for v in head.values()) <= 27
+    assert sum(len(v) for v in head.values()) <= 31
 
 
 def test_evaluate_regressor_and_its_headline():
@@ -172,6 +194,9 @@ def test_report_shows_what_produced_the_model_and_who_ranks_backwards(classifier
     assert "PPG, ECG waveform windows of 4.1 s" in text and "context length 256 samples" in text
     assert "Simulated data" not in text and "Source: `local`" in text
     assert text.count("**Ranks backwards:** backwards:") == 2   # window level and voted
+    assert "**Ranks val backwards:** val_backwards: val AUROC" in text and "calibration inverts its ranking" in text
+    assert "| scorer | forward AUROC | backward AUROC |" in text and "Backward selection:" in text
+    assert "calibration slope" in text and "ECE (equal mass)" in text
     assert "| test | 16 | 16 | 640 |" in text and "unknown (unknown) | unknown | unknown |" in text
     assert "best_epoch: 3" in text and "stride: 256" in text and "map_threshold: 60.0" in text
     assert "clinical_csv" not in text and "horizons_min" not in text   # params.yaml is not dumped
@@ -186,3 +211,36 @@ def test_the_cohort_clinical_table_needs_only_caseids(tmp_path):
         evaluation.read_clinical(tmp_path / "bad.csv")
     with pytest.raises(PipelineError, match="rerun dvc repro cohort"):
         evaluation.read_clinical(tmp_path / "missing.csv")
+
+
+def test_backward_selection_keeps_clear_cases_and_clear_controls():
+    onset = np.array([300, 240, 239, 301, np.nan, np.nan, 900, np.nan])
+    distance = np.array([300, 240, 239, 301, 1200, np.nan, 900, 1199])
+    map_now = np.array([70, 80, 80, 80, 75, 90, 90, 90])
+    mask, y = backward.backward_selection(onset, distance, map_now, 5, 60, 20, 75)
+    # 5 min ahead within 60 s: rows 0, 1 (MAP does not matter); far (>= 20 min or no event) with MAP >= 75: 4, 5
+    assert list(np.flatnonzero(mask)) == [0, 1, 4, 5] and list(y) == [1, 1, 0, 0]
+
+
+def test_backward_is_na_without_timing_and_statistics_are_na_with_too_few_subjects(classifier):
+    y, ids, logits, calibrations, _, _, _ = classifier
+    plain = evaluation.TestWindows(ids.caseid, ids.subjectid, ids.t_end, ids.window_s)
+    clinical = pd.DataFrame({"caseid": np.unique(ids.caseid), "subjectid": np.unique(ids.subjectid),
+                             "sex": ["F"] + ["M"] * 15})
+    cfg = EvaluateConfig(bootstrap=20, voting="none", min_subjects=10, min_positive_subjects=5)
+    summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, plain, cfg, clinical, horizon_min=5.0)
+    for fig in figures.images.values():
+        plt.close(fig)
+    assert summary["backward"]["na_reason"] == backward.NO_TIMING and "window" not in summary["backward"]
+    assert all(v["auroc_backward"] is None for k, v in evaluation.headline(summary).items() if k != "test")
+    one = summary["subgroups"]["sex=F"]   # one subject: no zero-width CI, a reason instead
+    assert one["auroc"] is None and one["auroc_ci_low"] is None and one["na_reason"].startswith("1 subject ")
+    assert one["subjects"] == 1 and summary["subgroups"]["sex=M"]["auroc"] is not None
+    few = windows(4, 40)
+    summary, figures = evaluation.evaluate_classifier(
+        few[0], scored_split(None, few[0], few[2]), calibrations, few[1], cfg,
+        pd.DataFrame({"caseid": [], "subjectid": []}))
+    for fig in figures.images.values():
+        plt.close(fig)
+    assert summary["window"]["ttm"]["auroc"] is None and summary["window"]["ttm"]["na_reason"] == "4 subjects (< 10)"
+    assert evaluation.headline(summary)["ttm"]["auroc"] is None

@@ -96,3 +96,43 @@ def test_voting_never_uses_a_later_window():
     scores = np.array([0.0, 0.0, 1.0])
     voted = metrics.vote(scores, [1, 1, 1], [2.0, 4.0, 6.0], 4.0, "soft")
     assert voted[1] == 0.0 and voted[2] == 0.5
+
+
+def test_equal_mass_ece_resolves_small_probabilities():
+    # every probability < 0.1: equal-width bins lump them in one bin, where over- and under-prediction cancel
+    p = np.r_[np.full(500, 0.01), np.full(500, 0.09)]
+    y = np.zeros(1000)
+    y[:45], y[500:505] = 1, 1     # observed 0.09 where 0.01 is predicted, 0.01 where 0.09 is
+    assert metrics.expected_calibration_error(y, p, 10) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.expected_calibration_error(y, p, 10, "mass") == pytest.approx(0.08)
+
+
+def test_calibration_slope_and_intercept_of_logistic_recalibration():
+    rng = np.random.default_rng(0)
+    z = rng.normal(-2, 1.5, 40000)
+    y = (rng.random(len(z)) < 1 / (1 + np.exp(-z))).astype(float)
+    calibrated = metrics.calibration_slope(y, 1 / (1 + np.exp(-z)))
+    assert calibrated["calibration_slope"] == pytest.approx(1, abs=0.05)
+    assert calibrated["calibration_intercept"] == pytest.approx(0, abs=0.05)
+    extreme = metrics.calibration_slope(y, 1 / (1 + np.exp(-2 * z)))   # overconfident: slope 1/2
+    assert extreme["calibration_slope"] == pytest.approx(0.5, abs=0.03)
+    assert np.isnan(metrics.calibration_slope(np.zeros(5), np.full(5, 0.2))["calibration_slope"])
+
+
+def test_statistics_say_when_they_cannot_speak():
+    subjects, y = np.repeat(np.arange(12), 3), np.zeros(36)
+    y[[0, 3, 6]] = 1                                            # 3 subjects with a positive window
+    assert metrics.na_reason(subjects, y, 10, 5) == "3 subjects with a positive window (< 5)"
+    assert metrics.na_reason(subjects[:6], y[:6], 10, 5) == "2 subjects (< 10)"
+    assert metrics.na_reason(subjects, y, 10, 3) is None and metrics.na_reason(subjects, None, 10, 5) is None
+    assert metrics.blank({"windows": 3, "auroc": 0.6}, "why", keep=("windows",)) == \
+        {"windows": 3, "auroc": None, "na_reason": "why"}
+
+
+def test_bootstrap_counts_the_replicates_it_drops():
+    subjects = np.arange(20)
+    y = (subjects == 0).astype(float)                           # one positive subject: often not drawn
+    p = np.linspace(0, 1, 20)
+    out = metrics.with_ci(lambda w: {"auroc": metrics.ranking_metrics(y, p, w)[0]}, 20, subjects, 200, 0)
+    # P(subject 0 not drawn in 20 draws) = (19/20)^20 ~ 0.36
+    assert 40 < out["auroc_ci_dropped"] < 100

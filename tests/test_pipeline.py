@@ -39,9 +39,14 @@ def test_headline_metrics_are_few_and_match_the_test_split(pipeline):
     assert set(head) == {*SCORERS, "test"}
     for scorer in SCORERS:
         m = head[scorer]
-        assert set(m) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"}
-        assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
-        assert m == {k: details["window"][scorer][k] for k in m}
+        assert set(m) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece", "auroc_backward"}
+        if details["window"][scorer].get("na_reason"):   # too few test subjects: null, the reason in details
+            assert all(m[k] is None for k in ("auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"))
+        else:
+            assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
+        assert {k: v for k, v in m.items() if k != "auroc_backward"} == \
+            {k: details["window"][scorer][k] for k in m if k != "auroc_backward"}
+        assert m["auroc_backward"] == details["backward"].get("window", {}).get(scorer, {}).get("auroc")
     y, subjects = _test_labels(work)
     assert head["test"] == {"windows": len(y), "positives": int((y == 1).sum()),
                             "subjects": len(np.unique(subjects))}
@@ -57,7 +62,14 @@ def test_details_hold_every_level_gain_and_subgroup(pipeline):
             assert {"auprc", "sensitivity", "specificity", "ppv", "f1", "brier", "ece"} <= set(m)
         for baseline in SCORERS[1:]:
             gain = details[level][f"gain_over_{baseline}"]
-            assert gain["auroc"] == pytest.approx(details[level]["ttm"]["auroc"] - details[level][baseline]["auroc"])
+            if gain.get("na_reason"):
+                assert gain["auroc"] is None and details[level]["ttm"]["auroc"] is None
+            else:
+                assert gain["auroc"] == pytest.approx(details[level]["ttm"]["auroc"]
+                                                      - details[level][baseline]["auroc"])
+    # the backward (case-control) analysis: from the windows' event timing columns, or n/a with the reason
+    assert "definition" in details["backward"] and ("window" in details["backward"] or details["backward"]["na_reason"])
+    assert set(details["val_ranking"]) == set(SCORERS)
     assert set(details["cohort"]) == {"train", "val", "test"}
     n_subjects = details["counts"]["subjects"]
     assert sum(g["subjects"] for k, g in details["subgroups"].items() if k.startswith("sex=")) == n_subjects
@@ -77,7 +89,7 @@ def test_dvc_tracks_only_the_headline_as_metrics(pipeline):
     def leaves(d):
         return sum(leaves(v) for v in d.values()) if isinstance(d, dict) else 1
 
-    assert leaves(json.loads((work / HEADLINE).read_text())) <= 27
+    assert leaves(json.loads((work / HEADLINE).read_text())) <= 31   # 4 scorers x 7 (with backward AUROC) + 3
 
 
 def test_report_is_built_from_the_details_and_the_artifacts(pipeline):

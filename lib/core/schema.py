@@ -14,10 +14,7 @@ REG_TARGETS = ("sbp", "dbp", "map")            # task reg: what the cuffless mod
 # NaN: the recording has no event).
 NEXT_ONSET, EVENT_DISTANCE = "next_onset_s", "event_distance_s"
 EVENT_TIMING = (NEXT_ONSET, EVENT_DISTANCE)
-# Event timing per window (float32 seconds from the window's end; the backward/case-control analysis):
-NEXT_ONSET = "next_onset_s"            # to the next hypotension event's onset; NaN if none follows
-EVENT_DISTANCE = "event_distance_s"    # to the nearest event (0 inside one); NaN if the recording has none
-MAP_NOW = "map_now"                    # the window's current MAP (mmHg)
+MAP_NOW = "map_now"   # the window's current MAP (mmHg; the backward analysis's negatives need it reassuring)
 
 
 def label_column(horizon_min) -> str:

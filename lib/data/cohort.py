@@ -52,8 +52,8 @@ def load_clinical(path, required=REQUIRED_CLINICAL_COLUMNS) -> pd.DataFrame:
 
 
 def _simulate_and_write(job, srate):
-    caseid, duration_s, has_ioh, seed, path = job
-    case = demo.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed))
+    caseid, duration_s, has_ioh, patient, seed, path = job
+    case = demo.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed), patient)
     write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo.UNITS)
 
 
@@ -65,8 +65,9 @@ def generate_demo(out_dir, clinical: pd.DataFrame, cfg: DemoConfig, workers: int
     durations = np.round(rng.uniform(cfg.min_minutes, cfg.max_minutes, len(cases)) * 60).astype(int)
     ioh = demo.choose_ioh_cases(cases, cfg.ioh_fraction, cfg.seed + 1)
     case_seeds = np.random.SeedSequence(cfg.seed).spawn(len(cases))
-    jobs = [(int(c), int(d), bool(h), s, Path(out_dir) / f"{int(c)}.vital")
-            for c, d, h, s in zip(cases["caseid"], durations, ioh, case_seeds, strict=True)]
+    patients = [demo.Patient.from_row(row) for _, row in cases.iterrows()]   # baselines from the real row
+    jobs = [(int(c), int(d), bool(h), p, s, Path(out_dir) / f"{int(c)}.vital")
+            for c, d, h, p, s in zip(cases["caseid"], durations, ioh, patients, case_seeds, strict=True)]
     parallel_map(partial(_simulate_and_write, srate=cfg.srate), jobs, workers, "simulate demo cases")
     return demo.demo_clinical_rows(cases, durations)
 

@@ -5,20 +5,31 @@ rows (caseid, subjectid, demographics) are real rows of VitalDB's case table; on
 are simulated. Nothing downstream reads the simulator's ground truth: labels are derived from
 the written ABP waveform exactly as they are for real data.
 
-Physiology (vectorised numpy, one case at a time):
+Physiology first (v2), on a 1-Hz grid (`simulate_hemodynamics`, vectorised numpy, seeded):
 
-* slowly varying MAP, heart rate and pulse pressure (low-pass filtered noise around a baseline
-  drawn per case), respiratory pulse-pressure variation;
-* intraoperative hypotension (IOH) episodes, MAP < 65 mmHg for 1.5-6 min, in the cases chosen
-  for it (older / higher-ASA patients are more likely), each preceded by precursors of random
-  strength: a gradual MAP decline, pulse-pressure narrowing, compensatory tachycardia and a
-  smaller PPG amplitude.  A weak precursor makes the episode nearly sudden;
-* "near misses" in every case: declines with the same precursors that bottom out above 65 and
-  recover, so that a falling MAP alone does not give the answer away;
+* per-patient baselines from the real case row (`Patient.from_row`): older, ASA 3-4 and
+  hypertensive patients have a lower anaesthetised MAP, a higher awake MAP and a more labile one;
+* induction: the recording starts awake; MAP falls after induction (deeper in older/ASA 3-4
+  patients), intubation gives a short rise, the level recovers over ~10 min. Post-induction
+  hypotension is an IOH event like the others, placed 5-20 min after induction;
+* autocorrelated MAP drift (minutes scale) and fast fluctuations; surgical stimulation
+  (incision, then random stimuli) raises MAP and decays over minutes;
+* IOH events (patients chosen for it, `choose_ioh_cases`): mostly gradual (MAP drifts down
+  over 5-20 min, hovers at 65-75 mmHg, then crosses 65), some abrupt (bleeding: 20-40 mmHg
+  within 1-2 min from a normal level). An intervention (vasopressor: vascular tone; fluids:
+  stroke volume) ends most events within a few minutes, with an overshoot that settles over
+  minutes; some are treated late. Outside events MAP stays above 65 (a soft floor);
+* MAP = stroke volume x heart rate x vascular tone in relative terms: the baroreflex moves heart
+  rate against MAP changes (blunted in some, mostly older, patients); pulse pressure follows
+  stroke volume, PPG amplitude stroke volume over tone, each with its own noise;
 * beat-by-beat waveforms from a phase integrated over the heart rate: an ABP pulse with a
-  dicrotic notch, a delayed PPG pulse, and a P-QRS-T ECG;
+  dicrotic notch, a delayed PPG pulse and a P-QRS-T ECG, each beat's template varied (width,
+  notch, amplitude);
 * faults seen in real recordings: ABP flush (pinned near 300 mmHg), zeroing (flat 0), clipped
   ABP, disconnection (NaN gaps on all tracks), ECG electrocautery noise, PPG motion artefact.
+
+`simulate_map` is the fast path: the same 1-Hz physiology (same random stream) without
+waveforms or faults, for calibration (tests/test_demo_calibration.py, bench/demo_calibration.py).
 """
 from dataclasses import dataclass, field
 
@@ -76,21 +87,13 @@ def choose_ioh_cases(cases: pd.DataFrame, fraction: float, seed: int) -> np.ndar
     return mask
 
 
-def slow_noise(n: int, rng, period_s: float) -> np.ndarray:
-    """Unit-variance noise on a 1 Hz grid, low-passed to vary over about `period_s` seconds."""
-    white = rng.standard_normal(n + 600)
-    sos = signal.butter(2, 1.0 / period_s, fs=1.0, output="sos")
-    smooth = signal.sosfiltfilt(sos, white)[300:300 + n]
-    return smooth / (smooth.std() + 1e-12)
-
-
 def _gauss(u, centre, width):
     return np.exp(-0.5 * ((u - centre) / width) ** 2)
 
 
-def _abp_shape(u):
+def _abp_shape(u, width=1.0, notch=1.0):
     """ABP pulse over one cardiac cycle (phase u in [0, 1)): upstroke, dicrotic notch, run-off."""
-    return _gauss(u, 0.16, 0.06) + 0.38 * _gauss(u, 0.42, 0.07) + 0.22 * np.exp(-3.0 * u) * (u > 0.1)
+    return _gauss(u, 0.16, 0.06 * width) + 0.38 * notch * _gauss(u, 0.42, 0.07) + 0.22 * np.exp(-3.0 * u) * (u > 0.1)
 
 
 _GRID = np.linspace(0, 1, 2001)[:-1]
@@ -98,89 +101,201 @@ _ABP_MIN, _ABP_MAX = _abp_shape(_GRID).min(), _abp_shape(_GRID).max()
 _ABP_MEAN = ((_abp_shape(_GRID) - _ABP_MIN) / (_ABP_MAX - _ABP_MIN)).mean()
 
 
-def _episode_profile(t, start, lead, fall, hold, recover, pre_depth, depth):
-    """MAP offset (mmHg, <= 0) of one decline: precursor ramp, fall, plateau, recovery."""
-    knots = [start - lead, start, start + fall, start + fall + hold, start + fall + hold + recover]
-    return np.interp(t, knots, [0.0, -pre_depth, -depth, -depth, 0.0])
+@dataclass(frozen=True)
+class Patient:
+    """What the simulator takes from a real case row."""
+
+    age: float = 60.0
+    asa: float = 2.0
+    female: bool = False
+    hypertensive: bool = False
+
+    @classmethod
+    def from_row(cls, row) -> "Patient":
+        def num(key, default):
+            value = pd.to_numeric(pd.Series([row.get(key, default)]), errors="coerce").iloc[0]
+            return default if pd.isna(value) else float(value)
+        return cls(age=float(np.clip(num("age", 60.0), 18, 95)), asa=float(np.clip(num("asa", 2.0), 1, 4)),
+                   female=str(row.get("sex", "")).upper().startswith("F"), hypertensive=num("preop_htn", 0.0) > 0)
 
 
-def simulate_case(duration_s: int, srate: float, has_ioh: bool, rng) -> SimulatedCase:
-    """Simulate one case's ABP, PPG and ECG at `srate` Hz."""
-    n1 = int(duration_s)
-    t1 = np.arange(n1, dtype=float)
-    map0 = rng.uniform(76, 100)
-    hr0 = rng.uniform(55, 85)
-    pp0 = rng.uniform(35, 60)
-    map_offset = 3.5 * slow_noise(n1, rng, 400)
-    precursor = np.zeros(n1)  # 0..1, drives the non-MAP precursors
-    in_episode = np.zeros(n1, dtype=bool)
+@dataclass
+class Hemodynamics:
+    """1-Hz traces of one simulated case (and the simulator's event onsets, for tests only)."""
+
+    map: np.ndarray
+    hr: np.ndarray
+    pp: np.ndarray
+    ppg_amplitude: np.ndarray
+    onsets_s: list
+
+
+# Tuned so that the fast path matches published figures (tests/test_demo_calibration.py).
+HOVER_MIN = (12.0, 30.0)     # gradual events: minutes MAP hovers in the pre-hypotensive zone before crossing 65
+HOVER_MMHG = (68.0, 74.0)    # ... at what level when it gets there
+APPROACH_MMHG = (65.5, 68.0)  # ... and just before the crossing
+ABRUPT_SHARE = 0.15          # intraoperative events that are abrupt (bleeding)
+FLOOR_MMHG, FLOOR_SOFTNESS = 70.0, 2.0   # outside events MAP stays above the floor
+
+
+def _ou(n: int, rng, tau_s: float, sd: float) -> np.ndarray:
+    """Ornstein-Uhlenbeck (AR(1)) noise on a 1 Hz grid: correlation time `tau_s`, stationary sd `sd`."""
+    phi = np.exp(-1.0 / tau_s)
+    x = signal.lfilter([np.sqrt(1 - phi * phi)], [1, -phi], rng.standard_normal(n))
+    return sd * (x + (rng.standard_normal() - x[0]) * phi ** np.arange(n))  # start in the stationary state
+
+
+def _ramp(t, knots, values):
+    return np.interp(t, knots, values, left=values[0], right=values[-1])
+
+
+def _decay(t, start, tau):
+    """0 before `start`, then exp(-(t - start) / tau)."""
+    return np.where(t >= start, np.exp(-np.clip(t - start, 0, None) / tau), 0.0)
+
+
+def _soft_floor(x, floor, softness):
+    """x above `floor`, smoothly bent (over about `softness` mmHg) so that it never goes below it."""
+    return floor + softness * np.logaddexp(0.0, (x - floor) / softness)
+
+
+def simulate_hemodynamics(duration_s: int, patient: Patient, has_ioh: bool, rng) -> Hemodynamics:
+    """The 1-Hz physiology of one case (module doc); deterministic for a given `rng` state."""
+    n = int(duration_s)
+    t = np.arange(n, dtype=float)
+    old, sick = (patient.age - 55) / 15, patient.asa - 2
+    lability = float(np.clip(np.exp(rng.normal(0, 0.2)) * (1 + 0.15 * old + 0.15 * sick), 0.6, 2.0))
+    map0 = (84 - 3 * old - 3 * sick - 2 * patient.female - 3 * patient.hypertensive - 4 * has_ioh
+            + rng.normal(0, 6))
+    map0 = float(np.clip(map0, 71, 105))
+    awake = map0 + 12 + 4 * old + 5 * patient.hypertensive + rng.normal(0, 6)
+    hr0 = float(np.clip(rng.normal(72, 10) - 2 * old, 50, 100))
+    pp0 = float(np.clip(rng.normal(42, 7) + 5 * old + 4 * patient.hypertensive, 25, 80))
+
+    # Background, all vascular tone: induction, drift, stimulation.
+    t0 = rng.uniform(60, 240)                         # induction (s from recording start)
+    dip_tau = rng.uniform(240, 480)
+    dip = min(rng.uniform(4, 12) * lability, 20.0)
+    tone = _ramp(t, [t0, t0 + 90], [awake - map0, 0.0])
+    x = np.clip(t - t0, 0, None) / dip_tau
+    tone -= dip * x * np.exp(1 - x)                  # post-induction dip, deepest dip_tau after induction
+    tone += rng.uniform(8, 20) * _ramp(t, [t0 + 150, t0 + 180], [0, 1]) * _decay(t, t0 + 180, 90)  # intubation
+    incision = t0 + rng.uniform(8, 25) * 60
+    tone += rng.uniform(6, 16) * _ramp(t, [incision, incision + 60], [0, 1]) * _decay(t, incision + 60,
+                                                                                        rng.uniform(300, 900))
+    for start in rng.uniform(incision, max(incision, n), rng.poisson(n / 2400)):
+        tone += rng.uniform(4, 12) * _ramp(t, [start, start + 60], [0, 1]) * _decay(t, start + 60,
+                                                                                   rng.uniform(180, 480))
+    tone += _ou(n, rng, rng.uniform(240, 600), 4.0 * lability) + _ou(n, rng, 20.0, 1.0)
+    volume = _ou(n, rng, rng.uniform(300, 900), 1.5)
+    base = _soft_floor(map0 + tone + volume, FLOOR_MMHG, FLOOR_SOFTNESS)
+    tone = base - map0 - volume                       # the floor acts on tone (the anaesthetist's response)
+
     onsets = []
-
     if has_ioh:
-        n_episodes = 1 + int(rng.random() < 0.35)
-        earliest = min(9 * 60, 0.4 * n1)  # short (test) cases still get an episode
-        for k in range(n_episodes):
-            latest = n1 - 4 * 60
-            if latest <= earliest:
-                break
-            start = rng.uniform(earliest, min(latest, earliest + (latest - earliest) / (n_episodes - k)))
-            strength = rng.uniform(0.3, 1.0)
-            lead = rng.uniform(3, 12) * 60
-            nadir = rng.uniform(48, 60)
-            hold = rng.uniform(90, 360)
-            fall, recover = rng.uniform(20, 60), rng.uniform(60, 180)
-            depth = map0 - nadir
-            pre_depth = strength * max(map0 - 66, 0)  # strong precursor: MAP ~66 at the fall
-            offset = _episode_profile(t1, start, lead, fall, hold, recover, pre_depth, depth)
-            map_offset = map_offset + offset
-            precursor = np.maximum(precursor, strength * offset / -depth)
-            in_episode |= (t1 >= start + fall) & (t1 <= start + fall + hold)
-            onsets.append(float(start))
-            earliest = start + fall + hold + recover + 8 * 60
+        times = []
+        if rng.random() < 0.6:                                        # post-induction hypotension
+            times.append(min(t0 + rng.uniform(5, 20) * 60, 0.7 * n))     # short (test) cases: in the recording
+        k = rng.poisson(n / 3600 * 0.8) + (0 if times else 1)
+        times += list(rng.uniform(t0 + 20 * 60, n - 3 * 60, k)) if n - 3 * 60 > t0 + 20 * 60 else []
+        if not times:
+            times = [min(t0 + rng.uniform(3, 15) * 60, 0.7 * n)]     # short (test) cases still get one
+        busy_until = -np.inf
+        for onset in sorted(times):
+            abrupt = rng.random() < ABRUPT_SHARE and onset > t0 + 15 * 60
+            hover_s = 0.0 if abrupt else rng.uniform(*HOVER_MIN) * 60
+            lead = hover_s + (rng.uniform(60, 120) if abrupt else rng.uniform(2, 8) * 60)
+            if onset - lead < busy_until or onset > n - 120:
+                continue
+            nadir, hover, cross = rng.uniform(50, 62), rng.uniform(*HOVER_MMHG), rng.uniform(60, 240)
+            treat = onset + (rng.uniform(1, 4) if rng.random() < 0.85 else rng.uniform(5, 15)) * 60
+            rise, overshoot, settle = rng.uniform(60, 180), rng.uniform(5, 20), rng.uniform(240, 720)
+            background = map0 + tone + volume
+            if abrupt:   # bleeding: from wherever MAP is to below 65 within 1-2 min
+                weight = (t >= onset - lead).astype(float)
+                start_level = background[max(int(onset - lead), 0)]
+                target = _ramp(t, [onset - lead, onset, onset + 60], [start_level, 64.0, nadir])
+            else:        # gradual: down to the 65-75 zone, hovering there for minutes, then crossing
+                weight = _ramp(t, [onset - lead, onset - hover_s], [0.0, 1.0])
+                approach = rng.uniform(*APPROACH_MMHG)   # the hover drifts towards 65 as the onset nears
+                target = _ramp(t, [onset - hover_s, onset - cross, onset, onset + 60], [hover, approach, 64.5, nadir])
+                target += _ou(n, rng, 120, 1.5)
+            offset = np.where(t < treat, weight * (target - background), 0.0)
+            at_treat = offset[min(int(treat) - 1, n - 1)]
+            offset += np.where(t >= treat, _ramp(t, [treat, treat + rise], [at_treat, overshoot]), 0.0)
+            after = t >= treat + rise   # the overshoot settles back to the background
+            offset[after] = overshoot * _decay(t[after], treat + rise, settle)
+            # The cause persists (vasodilation: tone; bleeding: volume), the treatment compensates it
+            # (vasopressor: tone; fluids: volume).
+            cause = np.where(t < treat, offset, at_treat)
+            if abrupt:
+                volume += cause
+            else:
+                tone += cause
+            if rng.random() < 0.3:
+                volume += offset - cause
+            else:
+                tone += offset - cause
+            onsets.append(float(onset))
+            busy_until = treat + rise + settle
+    mean_ap = map0 + tone + volume
 
-    for _ in range(rng.poisson(1.3)):  # near misses: same precursors, nadir above 65
-        start = rng.uniform(5 * 60, n1)
-        strength = rng.uniform(0.2, 1.0)
-        nadir = rng.uniform(70, 80)
-        depth = max(map0 - nadir, 0)
-        offset = _episode_profile(t1, start, rng.uniform(3, 12) * 60, 60, rng.uniform(60, 240),
-                                  rng.uniform(60, 180), 0.7 * depth, depth)
-        if np.any((offset < 0) & (precursor > 0)):
-            continue  # never stack a near miss on a real episode
-        map_offset = map_offset + offset
-        precursor = np.maximum(precursor, strength * offset / -(depth + 1e-9))
+    # Heart rate: baroreflex against MAP changes (10-s lag), blunted in some patients; its own noise.
+    blunted = rng.random() < 0.2 + 0.15 * (patient.age > 70)
+    gain = rng.uniform(0.0, 0.15) if blunted else rng.uniform(0.3, 0.8)
+    lagged = signal.lfilter([0.1], [1, -0.9], mean_ap - map0)
+    heart_rate = np.clip(hr0 - gain * lagged + _ou(n, rng, 180, 3.0) + _ou(n, rng, 5, 1.0), 35, 150)
+    # Stroke volume (relative) follows volume; pulse pressure and PPG amplitude from it and from tone.
+    stroke = 1 + 0.012 * volume + _ou(n, rng, 240, 0.05)
+    pulse_pressure = np.clip(pp0 * stroke * (1 + 0.004 * (mean_ap - map0)) * (1 + _ou(n, rng, 60, 0.03)), 12, 120)
+    rel_tone = np.clip(1 + 0.012 * tone, 0.4, 2.0)
+    ppg_amplitude = rng.uniform(25, 45) * np.clip(stroke, 0.3, 2) / rel_tone * (1 + _ou(n, rng, 120, 0.08))
+    return Hemodynamics(mean_ap, heart_rate, pulse_pressure, ppg_amplitude, onsets)
 
-    mean_ap = map0 + map_offset
-    mean_ap[in_episode] = np.minimum(mean_ap[in_episode], 63.0)  # an episode stays below 65
-    heart_rate = hr0 + 4 * slow_noise(n1, rng, 300) + 22 * precursor
-    pulse_pressure = pp0 * (1 + 0.08 * slow_noise(n1, rng, 300)) * (1 - 0.35 * precursor)
-    ppg_amplitude = rng.uniform(25, 45) * (1 + 0.1 * slow_noise(n1, rng, 300)) * (1 - 0.5 * precursor)
 
-    # Beat-by-beat waveforms on the sample grid.
+def simulate_map(duration_s: int, patient: Patient, has_ioh: bool, rng) -> np.ndarray:
+    """Fast path: the 1-Hz MAP trace (mmHg) the waveform path's `map_per_second` sees, without waveforms
+    or faults (a 2-s mean: the simulated level plus beat and respiratory ripple as white noise)."""
+    hemo = simulate_hemodynamics(duration_s, patient, has_ioh, rng)
+    noise = rng.normal(0, 0.8, len(hemo.map))
+    return hemo.map + 0.5 * (noise + np.roll(noise, 1))
+
+
+def simulate_case(duration_s: int, srate: float, has_ioh: bool, rng, patient: Patient | None = None) -> SimulatedCase:
+    """Simulate one case's ABP, PPG and ECG at `srate` Hz (the same 1-Hz physiology as `simulate_map`)."""
+    hemo = simulate_hemodynamics(duration_s, patient or Patient(), has_ioh, rng)
+    t1 = np.arange(int(duration_s), dtype=float)
+
+    # Beat-by-beat waveforms on the sample grid; every beat's template is varied a little.
     n = int(round(duration_s * srate))
     t = np.arange(n) / srate
-    hr = np.interp(t, t1, heart_rate)
+    hr = np.interp(t, t1, hemo.hr)
     phase = np.cumsum(hr / 60.0) / srate
+    beat = np.floor(phase).astype(np.int64)
+    n_beats = int(beat[-1]) + 3 if n else 3
+    jitter = {k: 1 + sd * rng.standard_normal(n_beats)[beat]
+              for k, sd in [("amp", 0.03), ("width", 0.06), ("notch", 0.12), ("ppg", 0.04), ("ppg_width", 0.05)]}
     resp = np.sin(2 * np.pi * rng.uniform(0.15, 0.25) * t + rng.uniform(0, 2 * np.pi))
-    pp = np.interp(t, t1, pulse_pressure) * (1 + 0.06 * resp)
-    mean = np.interp(t, t1, mean_ap)
+    pp = np.interp(t, t1, hemo.pp) * (1 + 0.06 * resp) * jitter["amp"]
+    mean = np.interp(t, t1, hemo.map)
     u_abp = np.mod(phase - 0.08, 1.0)
-    shape = (_abp_shape(u_abp) - _ABP_MIN) / (_ABP_MAX - _ABP_MIN)
+    shape = (_abp_shape(u_abp, jitter["width"], jitter["notch"]) - _ABP_MIN) / (_ABP_MAX - _ABP_MIN)
     abp = mean - pp * _ABP_MEAN + pp * shape + rng.normal(0, 0.6, n)
 
     u_ppg = np.mod(phase - 0.2, 1.0)
-    ppg = (20 + 3 * resp + np.interp(t, t1, ppg_amplitude)
-           * (_gauss(u_ppg, 0.22, 0.09) + 0.3 * _gauss(u_ppg, 0.5, 0.08)) + rng.normal(0, 0.3, n))
+    ppg = (20 + 3 * resp + np.interp(t, t1, hemo.ppg_amplitude) * jitter["ppg"]
+           * (_gauss(u_ppg, 0.22, 0.09 * jitter["ppg_width"]) + 0.3 * _gauss(u_ppg, 0.5, 0.08))
+           + rng.normal(0, 0.3, n))
 
     u_ecg = np.mod(phase, 1.0)
     ecg = (0.12 * _gauss(u_ecg, 0.08, 0.025) - 0.12 * _gauss(u_ecg, 0.185, 0.01)
-           + 1.1 * _gauss(u_ecg, 0.2, 0.013) - 0.25 * _gauss(u_ecg, 0.218, 0.012)
+           + 1.1 * jitter["amp"] * _gauss(u_ecg, 0.2, 0.013) - 0.25 * _gauss(u_ecg, 0.218, 0.012)
            + 0.3 * _gauss(u_ecg, 0.45, 0.05) + 0.08 * resp + rng.normal(0, 0.02, n))
 
     faults = _add_faults(abp, ppg, ecg, srate, rng)
     signals = {name: (np.round(x / ADC_STEP[name]) * ADC_STEP[name]).astype(np.float32)
                for name, x in [(ABP, abp), (PPG, ppg), (ECG, ecg)]}
-    return SimulatedCase(signals, srate, int(duration_s), onsets, faults)
+    return SimulatedCase(signals, srate, int(duration_s), hemo.onsets_s, faults)
 
 
 def _add_faults(abp, ppg, ecg, srate, rng):
@@ -230,3 +345,57 @@ def demo_clinical_rows(cases: pd.DataFrame, durations_s: np.ndarray) -> pd.DataF
     rows["casestart"] = 0
     rows["caseend"] = durations_s
     return rows
+
+
+def calibration_figures(rows: pd.DataFrame, n_cases: int, seed: int, ioh_fraction: float,
+                        minutes=(60.0, 180.0), horizons_min=(5.0, 10.0, 15.0), step_s: int = 20,
+                        post_event_gap_min: float = 10.0, threshold: float = 65.0) -> dict:
+    """The simulator against published figures, on the fast path (`simulate_map`).
+
+    `n_cases` real case rows (drawn from `rows` with `seed`) are simulated for a duration drawn
+    uniformly in `minutes`, with hypotension cases chosen as the demo chooses them. Windows end every
+    `step_s` seconds and are labelled by the forward rule ('within', lib.signal.labels); logistic
+    regression on the current MAP is fitted on half of the subjects and scored (AUROC) on the other
+    half, per horizon. Also: the share of cases with >= 1 IOH event, and of those the share whose
+    first event begins within 20 min of the recording start (post-induction).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from lib.signal import labels
+
+    rng = np.random.default_rng(seed)
+    cases = rows.iloc[np.sort(rng.choice(len(rows), size=n_cases, replace=len(rows) < n_cases))].reset_index(drop=True)
+    ioh = choose_ioh_cases(cases, ioh_fraction, seed + 1)
+    durations = np.round(rng.uniform(*minutes, n_cases) * 60).astype(int)
+    seeds = np.random.SeedSequence(seed).spawn(n_cases)
+    subjects = cases["subjectid"].to_numpy() if "subjectid" in cases else np.arange(n_cases)
+    fit_subjects = set(rng.permutation(np.unique(subjects))[: len(np.unique(subjects)) // 2].tolist())
+    per_h = {h: {"x": [], "y": [], "fit": []} for h in horizons_min}
+    with_event, post_induction = 0, 0
+    for i in range(n_cases):
+        trace = simulate_map(int(durations[i]), Patient.from_row(cases.iloc[i]), bool(ioh[i]),
+                             np.random.default_rng(seeds[i]))
+        events = labels.ioh_events(trace, threshold)
+        if len(events[0]):
+            with_event += 1
+            post_induction += events[0][0] < 20 * 60
+        ends = np.arange(step_s, len(trace) + 1, step_s, dtype=float)
+        now = labels.map_at_end(trace, ends)
+        for h in horizons_min:
+            y, _, _ = labels.hypotension_labels(trace, ends, h * 60, 60, threshold, rule="within",
+                                                post_event_gap_s=post_event_gap_min * 60, events=events)
+            keep = np.isfinite(y)
+            per_h[h]["x"].append(now[keep])
+            per_h[h]["y"].append(y[keep])
+            per_h[h]["fit"].append(np.full(keep.sum(), subjects[i] in fit_subjects))
+    out = {"cases": n_cases, "seed": seed, "minutes": list(minutes), "step_s": step_s,
+           "event_share": with_event / n_cases, "post_induction_share": post_induction / max(with_event, 1),
+           "horizons": {}}
+    for h, d in per_h.items():
+        x, y, fit = (np.concatenate(d[k]) for k in ("x", "y", "fit"))
+        model = LogisticRegression().fit(x[fit, None], y[fit])
+        score = model.predict_proba(x[~fit, None])[:, 1]
+        out["horizons"][f"{h:g}"] = {"auroc": float(roc_auc_score(y[~fit], score)), "coef": float(model.coef_[0, 0]),
+                                     "windows": int(len(y)), "positive_rate": float(y.mean())}
+    return out

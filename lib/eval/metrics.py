@@ -112,7 +112,8 @@ def na_reason(subjects, y, min_subjects: int, min_positive_subjects: int) -> str
     if y is not None and min_positive_subjects:
         positive = len(np.unique(subjects[np.asarray(y) == 1]))
         if positive < min_positive_subjects:
-            return f"{positive} subject{'s' if positive != 1 else ''} with a positive window (< {min_positive_subjects})"
+            plural = "s" if positive != 1 else ""
+            return f"{positive} subject{plural} with a positive window (< {min_positive_subjects})"
     return None
 
 

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 
 SCORER_NAMES = {"ttm": "TTM (this model)", "map_lr": "LR on current MAP", "context_lr": "LR on context features",
                 "cnn": "1-D CNN on raw windows"}
-TABLE_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "f1", "accuracy", "brier", "ece")
+TABLE_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "f1", "accuracy", "brier", "ece", "ece_mass")
 
 
 def _fmt(stats: dict, key: str, digits: int = 3) -> str:
@@ -32,9 +32,20 @@ def _fmt(stats: dict, key: str, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "n/a"
     low, high = stats.get(f"{key}_ci_low"), stats.get(f"{key}_ci_high")
-    if low is None or np.isnan(low):
+    if low is None or high is None or np.isnan(low):
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+def _num(value, digits: int = 3) -> str:
+    """A number, or n/a when it is None or NaN."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _value(stats: dict, key: str) -> float:
+    """stats[key] as a float, NaN when absent or None (for comparisons)."""
+    value = stats.get(key)
+    return np.nan if value is None else float(value)
 
 
 def roc_figure(y, probabilities: dict, window_metrics: dict):
@@ -101,6 +112,82 @@ def _metrics_table(level: dict) -> list:
                    for name, stats in level.items() if not name.startswith("gain_over_")])
 
 
+def _na_line(level: dict) -> list:
+    """One line giving why the statistics above are n/a (empty when they are not)."""
+    reasons = sorted({stats["na_reason"] for stats in level.values() if stats.get("na_reason")})
+    return [f"**n/a:** {'; '.join(reasons)}: too few for a subject bootstrap to mean anything "
+            "(`evaluate.min_subjects`, `evaluate.min_positive_subjects`).", ""] if reasons else []
+
+
+def _dropped_line(level: dict, n_boot: int) -> list:
+    """How many bootstrap replicates were left out of the AUROC intervals (no positive or no negative
+    window in the resampled subjects); empty when none."""
+    dropped = max((stats.get("auroc_ci_dropped") or 0 for name, stats in level.items()
+                   if not name.startswith("gain_over_")), default=0)
+    if not dropped:
+        return []
+    return [f"{dropped} of {n_boot} bootstrap replicates ({100 * dropped / n_boot:.1f} %) drew no positive (or no "
+            "negative) window and were left out of the AUROC and AUPRC intervals (`*_ci_dropped` in details.json).",
+            ""]
+
+
+def _calibration_table(level: dict, val_ranking: dict) -> list:
+    """Per scorer: logistic recalibration on test (slope, intercept of y on logit p), both ECEs, the val AUROC."""
+    rows = []
+    for name, stats in level.items():
+        if name.startswith("gain_over_"):
+            continue
+        val = val_ranking.get(name, {})
+        rows.append([SCORER_NAMES.get(name, name), _num(stats.get("calibration_slope"), 2),
+                     _num(stats.get("calibration_intercept"), 2), _fmt(stats, "ece"), _fmt(stats, "ece_mass"),
+                     _num(val.get("val_auroc")), "**yes**" if val.get("ranks_backwards") else
+                     "no" if val.get("val_auroc") is not None else "unknown (calibrator predates the check)"])
+    return _table(["scorer", "calibration slope", "calibration intercept", "ECE (equal width)", "ECE (equal mass)",
+                   "val AUROC (raw)", "ranks val backwards"], rows)
+
+
+def _val_backwards_line(val_ranking: dict) -> list:
+    """One line naming the scorers whose val fit found them ranking backwards (empty when none)."""
+    lines = []
+    for name, v in val_ranking.items():
+        if not v.get("ranks_backwards"):
+            continue
+        slope = v.get("slope")
+        how = (f"its Platt slope is {slope:.3g}, so calibration inverts its ranking and the test metrics above are "
+               "those of the inverted score" if slope is not None and slope < 0 else
+               "its calibrated probabilities are near flat, so its threshold and test metrics mean little")
+        lines.append(f"**Ranks val backwards:** {SCORER_NAMES.get(name, name)}: val AUROC {_num(v.get('val_auroc'))} "
+                     f"< 0.5 (raw score); {how}.")
+    return [*lines, ""] if lines else []
+
+
+def _forward_backward_section(forward: dict, back: dict, horizon_min) -> list:
+    """Forward (every labelled test window) and backward (case-control) AUROC per scorer, side by side."""
+    d = back.get("definition", {})
+    lines = ["### Forward and backward (case-control) analysis", "",
+             f"Forward: every labelled test window, as a monitor meets them. Backward, as in hypotension-prediction-"
+             f"index validation: positives are windows ending {horizon_min:g} min (within "
+             f"{d.get('tolerance_s', 60):g} s) before a hypotension event's onset; negatives end at least "
+             f"{d.get('gap_min', 20):g} min from any event with current MAP >= {d.get('min_map', 75):g} mmHg. "
+             "Ambiguous windows are left out, which inflates AUROC (HPI at 5 min: 0.923 forward vs 0.957 "
+             "backward, Anesthesiology 2024;141(3):443). Read the forward column.", ""]
+    level = back.get("window", {})
+    c = back.get("counts")
+    if c:
+        lines += [f"Backward selection: {c['windows']:,} windows, {c['positives']:,} positive, {c['subjects']} "
+                  f"subject{'s' if c['subjects'] != 1 else ''} ({c['positive_subjects']} with a positive window).",
+                  ""]
+    rows = [[SCORER_NAMES.get(name, name), _fmt(stats, "auroc"), _fmt(level.get(name, {}), "auroc"),
+             _fmt(level.get(name, {}), "sensitivity"), _fmt(level.get(name, {}), "specificity")]
+            for name, stats in forward.items() if not name.startswith("gain_over_")]
+    lines += [*_table(["scorer", "forward AUROC", "backward AUROC", "backward sensitivity",
+                       "backward specificity"], rows), ""]
+    reason = back.get("na_reason") or next((s["na_reason"] for s in level.values() if s.get("na_reason")), None)
+    if reason:
+        lines += [f"**Backward analysis n/a:** {reason}.", ""]
+    return lines
+
+
 def _gain_table(level: dict) -> list:
     rows = []
     for name, stats in level.items():
@@ -111,23 +198,26 @@ def _gain_table(level: dict) -> list:
 
 
 def _subgroup_table(groups: dict) -> list:
-    return _table(["subgroup", "subjects", "windows", "positives", "AUROC", "sensitivity", "specificity"],
+    return _table(["subgroup", "subjects", "windows", "positives", "AUROC", "sensitivity", "specificity", "note"],
                   [[group, s["subjects"], f"{s['windows']:,}", f"{s['positives']:,}",
-                    *(_fmt(s, k) for k in ("auroc", "sensitivity", "specificity"))] for group, s in groups.items()])
+                    *(_fmt(s, k) for k in ("auroc", "sensitivity", "specificity")),
+                    f"n/a: {s['na_reason']}" if s.get("na_reason") else ""] for group, s in groups.items()])
 
 
 def _regression_table(reg: dict) -> list:
     return _table(["target", "MAE", "ME", "SD", "AAMI (ME within ±5, SD <= 8 mmHg)", "BHS grade",
                    "within 5/10/15 mmHg"],
-                  [[name.upper(), *(_fmt(s, k, 1) for k in ("mae", "me", "sd")), "pass" if s["aami_pass"] else "fail",
-                    s["bhs_grade"], f"{s['within_5']:.0f} / {s['within_10']:.0f} / {s['within_15']:.0f} %"]
+                  [[name.upper(), *(_fmt(s, k, 1) for k in ("mae", "me", "sd")),
+                    "n/a" if s.get("na_reason") else "pass" if s["aami_pass"] else "fail", s["bhs_grade"] or "n/a",
+                    f"n/a: {s['na_reason']}" if s.get("na_reason") else
+                    f"{s['within_5']:.0f} / {s['within_10']:.0f} / {s['within_15']:.0f} %"]
                    for name, s in reg.items()])
 
 
 def _backwards_line(level: dict) -> list:
     """One line naming the scorers whose AUROC CI lies wholly below 0.5 (empty when none)."""
     names = [SCORER_NAMES.get(name, name) for name, stats in level.items()
-             if not name.startswith("gain_over_") and stats.get("auroc_ci_high", np.nan) < 0.5]
+             if not name.startswith("gain_over_") and _value(stats, "auroc_ci_high") < 0.5]
     if not names:
         return []
     return [f"**Ranks backwards:** {', '.join(names)}: the AUROC CI lies wholly below 0.5, so "
@@ -136,7 +226,7 @@ def _backwards_line(level: dict) -> list:
 
 
 def _subgroups_backwards_line(groups: dict) -> list:
-    names = [group for group, stats in groups.items() if stats.get("auroc_ci_high", np.nan) < 0.5]
+    names = [group for group, stats in groups.items() if _value(stats, "auroc_ci_high") < 0.5]
     if not names:
         return []
     return [f"**Ranks backwards** in {', '.join(names)}: the TTM's AUROC CI there lies wholly below 0.5.", ""]
@@ -182,11 +272,16 @@ def _pct(value) -> str:
     return cell if cell == "unknown" else f"{cell} %"
 
 
+def summary_bins(ev: dict):
+    return ev.get("ece_bins", 15)
+
+
 def label_rule(summary: dict, windows: dict) -> str:
     """The outcome definition from the windows file's own rule parameters (window attrs `params`)."""
     rule = windows.get("params", {})
     return describe_rule(rule.get("map_threshold", 65.0), [summary["horizon_min"]],
-                         rule.get("label_duration_s", 60), rule.get("label_min_valid", 0.8))
+                         rule.get("label_duration_s", 60), rule.get("label_min_valid", 0.8),
+                         rule.get("label_rule", "at"), rule.get("post_event_gap_min", 0.0))
 
 
 def write_report(path, summary: dict, provenance: Provenance, images: dict) -> None:
@@ -199,7 +294,7 @@ def write_report(path, summary: dict, provenance: Provenance, images: dict) -> N
     if simulated:
         lines += ["> **Simulated data.** These figures come from the demo cohort: real VitalDB case-table rows with "
                   "simulated waveforms. They test the pipeline, not a clinical claim. Set `data.source` to `vitaldb` "
-                  "or `local` for real recordings (README: Using real data).", ""]
+                  "or `local` for real recordings (docs/data.md).", ""]
     task = summary["task"]
     channels = list(model.get("channels", []))
     lines += ["## Title and objective", "",
@@ -233,16 +328,26 @@ def write_report(path, summary: dict, provenance: Provenance, images: dict) -> N
         lines += [f"Threshold {summary['threshold']:.3f} (TTM, from val). Window level, "
                   f"{counts['windows']:,} test windows, {counts['positives']:,} positive, "
                   f"{counts['subjects']} subjects:", "", *_metrics_table(summary["window"]), "",
-                  *_backwards_line(summary["window"]),
+                  *_na_line(summary["window"]), *_dropped_line(summary["window"], summary["bootstrap"]),
+                  *_backwards_line(summary["window"]), *_val_backwards_line(summary.get("val_ranking", {})),
                   f"Model gain over each baseline (window level, {level} % CI):", "", *_gain_table(summary["window"]),
                   ""]
         if "voted" in summary:
             lines += [f"After {summary['voting']} voting over overlapping windows:", "",
-                      *_metrics_table(summary["voted"]), "", *_backwards_line(summary["voted"]),
+                      *_metrics_table(summary["voted"]), "", *_na_line(summary["voted"]),
+                      *_backwards_line(summary["voted"]),
                       *_gain_table(summary["voted"]), ""]
-        lines += [f"Calibration of the TTM on test: ECE {summary['ece_before']:.3f} before, "
-                  f"{summary['window']['ttm']['ece']:.3f} after; Brier {summary['brier_before']:.3f} before, "
-                  f"{summary['window']['ttm']['brier']:.3f} after.", "",
+        if "backward" in summary:
+            lines += _forward_backward_section(summary["window"], summary["backward"], summary["horizon_min"])
+        ttm = summary["window"]["ttm"]
+        lines += ["### Calibration on test", "",
+                  f"TTM: ECE {_num(summary['ece_before'])} before, {_num(ttm['ece'])} after ({summary_bins(ev)} "
+                  f"equal-width bins); equal-mass bins {_num(summary.get('ece_mass_before'))} before, "
+                  f"{_num(ttm.get('ece_mass'))} after; Brier {_num(summary['brier_before'])} before, "
+                  f"{_num(ttm['brier'])} after. Calibration slope and intercept: logistic regression of the outcome "
+                  "on the logit of each scorer's calibrated probability (1 and 0 when calibrated; slope < 1: too "
+                  "extreme, negative: ranks backwards).", "",
+                  *_calibration_table(summary["window"], summary.get("val_ranking", {})), "",
                   "### Subgroups (TTM, window level)", "", *_subgroup_table(summary["subgroups"]), "",
                   *_subgroups_backwards_line(summary["subgroups"])]
     else:

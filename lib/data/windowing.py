@@ -92,9 +92,10 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     map_1hz = labels.map_per_second(abp_raw, abp_invalid, fs)
     t_end = (starts + length) / fs
     columns = {name: pressures[name] for name in BEAT_PRESSURES}
+    context_map = _past_only_map_trace(*tracks["abp"], map_1hz)
     columns.update(hr=beats.heart_rate(r_peaks[0], fs, starts, length), t_end_s=t_end,
-                   map_now=labels.map_at_end(map_1hz, t_end),
-                   map_slope=labels.past_map_slope(map_1hz, t_end, spec.slope_window_s))
+                   map_now=labels.map_at_end(context_map, t_end),
+                   map_slope=labels.past_map_slope(context_map, t_end, spec.slope_window_s))
     events = labels.ioh_events(map_1hz, spec.map_threshold, spec.label_duration_s, spec.label_min_valid)
     columns.update(zip(EVENT_TIMING, labels.event_timing(*events, t_end), strict=True))
     labelled_any = np.zeros(len(starts), dtype=bool)
@@ -120,6 +121,19 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     out.update(reasons=_count(reasons[~keep]), horizon_reasons=horizon_reasons, n_windows=int(len(starts)),
                examples=examples)
     return out
+
+
+def _past_only_map_trace(abp: np.ndarray, srate: float, fallback: np.ndarray) -> np.ndarray:
+    """The 1-Hz MAP trace for context features, from the recorded (not resampled) ABP samples.
+
+    Second k uses only samples in [k-1, k+1) at the original rate, and only complete seconds
+    exist, so its value does not depend on any later sample (resample_poly looks ahead).
+    `fallback` (the resampled trace) is used when the recording rate is not a whole number of Hz.
+    """
+    if srate <= 0 or abs(srate - round(srate)) > 1e-9:
+        return fallback
+    filled, invalid = filters.fill_gaps(abp)  # bridged samples are invalid, so their values never count
+    return labels.map_per_second(filled, invalid, int(round(srate)))
 
 
 def _count(reasons: np.ndarray) -> dict:

@@ -1,0 +1,80 @@
+"""Past-only context features: a window's MAP level and trend use no sample after the window end.
+
+For windows ending at several times e, `map_now` and `map_slope` of the window ending at e must not
+change when the recording is truncated at e, or when everything after e is replaced with a
+different signal. Exact equality (NaN == NaN): a past-only computation sees bit-identical inputs,
+so it must give bit-identical outputs. (Both failed this before they were computed from the
+recorded samples: the polyphase resampler looks ahead.)
+
+Not yet covered: the beat-derived `map`, `pp` and `hr` still come from zero-phase filtered signals
+and NeuroKit's centred detectors, which look a fraction of a second past the window end.
+"""
+import numpy as np
+import pytest
+from test_windowing import TRACKS, synthetic_signals
+
+import lib.data.windowing as windowing
+from lib.core.config import WindowSpec
+from lib.core.schema import MAP_NOW
+from lib.data.vital_io import write_vital
+
+FEATURES = (MAP_NOW, "map_slope")
+RAW_FS = 100
+# WindowSpec: 512 samples at 125 Hz, stride 512 -> windows end at 4.096 k s; every 5th end is a whole raw sample.
+ENDS_S = (20.48 * 30, 20.48 * 45, 20.48 * 60)   # 614.4 s, 921.6 s (inside the episode), 1228.8 s
+
+
+@pytest.fixture
+def keep_every_window(monkeypatch):
+    """Keep every window whatever its gates or labels (the last window of a truncated case has none), in float64."""
+    def no_rejections(checks):
+        return np.full(len(next(iter(checks.values()))), "", dtype=object)
+
+    def labelled(map_1hz, t_end, *args, **kwargs):
+        n = len(t_end)
+        return np.zeros(n), np.full(n, "", dtype="<U1"), np.full(n, np.nan)
+
+    original_columns = windowing.window_columns
+
+    def float64_columns(spec):   # compare before the float32 cast, which would hide small look-ahead
+        return {k: np.float64 if v == np.float32 else v for k, v in original_columns(spec).items()}
+
+    monkeypatch.setattr(windowing.quality, "window_rejections", no_rejections)
+    monkeypatch.setattr(windowing, "window_columns", float64_columns)
+    monkeypatch.setattr(windowing.labels, "hypotension_labels", labelled)
+
+
+def _features(tmp_path, name, signals, end_s):
+    path = tmp_path / f"{name}.vital"
+    write_vital(path, signals, srate=RAW_FS, dtstart=1_600_000_000.0,
+                units={TRACKS["abp"]: "mmHg", TRACKS["ecg"]: "mV"})
+    out = windowing.process_case(path, TRACKS, WindowSpec())
+    at = np.flatnonzero(np.isclose(out["t_end_s"], end_s, atol=1e-3))
+    assert len(at) == 1, f"no window ends at {end_s} s"
+    return {f: out[f][at[0]] for f in FEATURES}
+
+
+def _assert_same(a, b, what):
+    for f in FEATURES:
+        np.testing.assert_array_equal(a[f], b[f], err_msg=f"{f} changed when {what}")
+
+
+@pytest.mark.parametrize("end_s", ENDS_S)
+def test_truncating_at_the_window_end_leaves_the_features_unchanged(tmp_path, keep_every_window, end_s):
+    full = synthetic_signals()
+    cut = int(round(end_s * RAW_FS))
+    truncated = {k: v[:cut] for k, v in full.items()}
+    _assert_same(_features(tmp_path, "full", full, end_s), _features(tmp_path, "cut", truncated, end_s),
+                 f"the recording was truncated at {end_s} s")
+
+
+@pytest.mark.parametrize("end_s", ENDS_S)
+def test_a_different_future_leaves_the_features_unchanged(tmp_path, keep_every_window, end_s):
+    full = synthetic_signals()
+    other = synthetic_signals(seed=1, episode=(0, 1e9))   # hypotensive throughout, other noise
+    cut = int(round(end_s * RAW_FS))
+    spliced = {k: np.concatenate([v[:cut], other[k][cut:] * 0.7 + 5]) for k, v in full.items()}
+    features = _features(tmp_path, "full", full, end_s)
+    assert np.isfinite(features[MAP_NOW]) and np.isfinite(features["map_slope"])
+    _assert_same(features, _features(tmp_path, "spliced", spliced, end_s),
+                 f"everything after {end_s} s was replaced")

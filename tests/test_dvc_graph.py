@@ -2,7 +2,7 @@
 
 * Code: each stage's script and every project module it imports, transitively (by AST, imports
   inside functions included), must be covered by its `deps`; a declared code dep must be run
-  by the stage (a folder only when the stage runs every module in it).
+  by the stage (a folder only when the stage runs every module in it, its __init__.py included).
 * Params: each stage's `config(params)` is the only place it reads params.yaml; it is called on a
   mapping that records every key read. Read keys must be declared (except
   `lib.core.config.NOT_DEPENDENCIES`), declared keys must be read whole, and a path-valued key
@@ -63,15 +63,8 @@ def imported_names(path: Path):
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
-def inert(path: Path) -> bool:
-    """A file with nothing but a docstring (a package's __init__.py) cannot change any output."""
-    body = ast.parse(path.read_text()).body
-    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
-
-
 def code_closure(script: Path) -> set:
-    """The script and every project file it runs (imported modules and their packages' non-empty
-    __init__.py)."""
+    """The script and every project file it runs: imported modules and their packages' __init__.py."""
     seen, todo = set(), [script]
     while todo:
         path = todo.pop()
@@ -84,7 +77,7 @@ def code_closure(script: Path) -> set:
                 found = module_file(".".join(parts[:i]))
                 if found and found not in seen:
                     todo.append(found)
-    return {p.relative_to(ROOT).as_posix() for p in seen if not inert(p)}
+    return {p.relative_to(ROOT).as_posix() for p in seen}
 
 
 def dep_paths(st) -> list:
@@ -109,8 +102,8 @@ def code_problems(name, st) -> list:
     problems = [f"{name}: runs {f} but does not depend on it" for f in sorted(runs)
                 if not any(covers(d, f) for d in deps)]
     for dep in code_deps:
-        inside = {p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py") if not inert(p)} \
-            if (ROOT / dep).is_dir() else {dep}
+        inside = {p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py")} if (ROOT / dep).is_dir() \
+            else {dep}
         unused = sorted(inside - runs)
         if unused:
             problems.append(f"{name}: depends on {dep} but does not run {', '.join(unused)}")
@@ -253,7 +246,7 @@ def compress(files: set) -> list:
     files, out = set(files), []
     folders = sorted({str(Path(f).parent) for f in files if "/" in f}, key=lambda d: -d.count("/"))
     for folder in folders:
-        inside = {q.relative_to(ROOT).as_posix() for q in (ROOT / folder).rglob("*.py") if not inert(q)}
+        inside = {q.relative_to(ROOT).as_posix() for q in (ROOT / folder).rglob("*.py")}
         if folder.count("/") and inside <= files:
             files -= inside
             out.append(folder)

@@ -108,6 +108,7 @@ class DataConfig:
     backoff_s: float
     tracks: dict         # channel -> tuple of track names, first present wins
     workers: int
+    download_workers: int   # data.download.workers: concurrent case downloads (threads)
 
     KEYS = ("source", "clinical_csv", "vital_dir", "cache_dir", "max_cases", "select", "download", "tracks",
             "workers")
@@ -116,7 +117,7 @@ class DataConfig:
     def from_params(cls, params) -> "DataConfig":
         d = section(params, "data", cls.KEYS)
         s = section(d, "select", _names(Criteria), "data.select")
-        download = section(d, "download", ("retries", "backoff_s"), "data.download")
+        download = section(d, "download", ("retries", "backoff_s", "workers"), "data.download")
         return cls(source=_one_of("data.source", d["source"], SOURCES), clinical_csv=str(d["clinical_csv"]),
                    vital_dir=str(d["vital_dir"]), cache_dir=str(d["cache_dir"]),
                    max_cases=_positive_int("data.max_cases", d["max_cases"], 0),
@@ -125,7 +126,8 @@ class DataConfig:
                                    min_case_minutes=float(s["min_case_minutes"]), seed=int(s["seed"])),
                    retries=_positive_int("data.download.retries", download["retries"], 0),
                    backoff_s=float(download["backoff_s"]), tracks=track_aliases(d["tracks"]),
-                   workers=_positive_int("data.workers", d["workers"]))
+                   workers=_positive_int("data.workers", d["workers"]),
+                   download_workers=_positive_int("data.download.workers", download["workers"]))
 
 
 def track_aliases(tracks) -> dict:

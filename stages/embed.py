@@ -3,7 +3,9 @@
 The backbone is frozen in fm mode, so its per-window output never changes between epochs or
 between experiments that only change the head or training knobs: train reads this cache instead
 of running TTM again. ft mode uses the train split's embeddings to fit the head's input scaling.
-The test split is not embedded here: evaluate is its only reader.
+The test split is not embedded here: evaluate is its only reader. Every input is embedded (the
+waveform channels and, with RevIN scaling, the trend series), so that any `model.input_channels`
+and `model.views` train from the same cache.
 
 usage: python stages/embed.py <windows_dir> <embeddings_dir>
 """
@@ -14,7 +16,6 @@ from typing import NamedTuple
 from lib.core.atomic import atomic_dir
 from lib.core.config import EmbeddingConfig, device, read_params
 from lib.core.errors import run_stage
-from lib.core.schema import CHANNELS
 from lib.data import windows_h5
 from lib.data.embeddings import write_embeddings
 from lib.model.inference import embed_windows, pick_device
@@ -41,7 +42,7 @@ def main(argv):
         for split in ["train", "val"]:
             path = windows_dir / f"{split}.h5"
             n, started = windows_h5.count(path), time.perf_counter()
-            write_embeddings(tmp / f"{split}.h5", path, n, (len(CHANNELS), model.d_model + 2),
+            write_embeddings(tmp / f"{split}.h5", path, n, (len(model.channels), model.d_model + 2),
                              embed_windows(model, path, dev), attrs)
             print(f"embed {split}: {n} windows, {n / max(time.perf_counter() - started, 1e-9):,.0f} windows/s")
 

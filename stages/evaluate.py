@@ -30,6 +30,7 @@ from dvclive import Live
 from lib.core.atomic import atomic_dir, write_json
 from lib.core.config import EvaluateConfig, device, read_params
 from lib.core.errors import run_stage
+from lib.core.schema import map_ahead_column
 from lib.data import windows_h5
 from lib.data.dataset import checkpoint_split
 from lib.eval import evaluation, report
@@ -54,6 +55,7 @@ class TestPredictions(NamedTuple):
     indices: np.ndarray      # rows of test.h5 the model scores (labelled at the horizon / finite pressures)
     targets: np.ndarray      # clf: labels; reg: reference SBP/DBP/MAP (mmHg)
     predictions: object      # clf: {scorer: logits}, the model's ("ttm") and each baseline's; reg: mmHg (n, 3)
+    forecasts: dict          # clf: {minutes: the zero-shot forecaster's MAP forecast over that label minute}
     model_config: dict       # the checkpoint's config and train summary
     train_summary: dict
 
@@ -66,12 +68,15 @@ def predict_test(checkpoint, baselines_dir, test_h5, device_name: str) -> TestPr
     horizon = float(ckpt.get("horizon_min", summary.get("horizon_min")))
     test = checkpoint_split(model, ckpt, test_h5)
     outputs = predict(model, test, dev)
+    forecasts = {}
     if model.task == "clf":
-        predictions = {"ttm": outputs, **baseline_logits(baselines_dir, test_h5, horizon, dev)}
+        horizons = windows_h5.attrs(test_h5)["params"]["horizons_min"]
+        logits, forecasts = baseline_logits(baselines_dir, test_h5, horizon, dev, horizons)
+        predictions = {"ttm": outputs, **logits}
     else:
         predictions = model.to_mmhg(torch.from_numpy(outputs)).numpy()
-    return TestPredictions(model.task, horizon, test.indices, test.targets, predictions, dict(ckpt["config"]),
-                           dict(summary))
+    return TestPredictions(model.task, horizon, test.indices, test.targets, predictions, forecasts,
+                           dict(ckpt["config"]), dict(summary))
 
 
 def cohort_source(clinical: pd.DataFrame) -> str:
@@ -97,10 +102,17 @@ def main(argv):
     else:
         summary, figures = evaluation.evaluate_regressor(run.targets, run.predictions, ids, cfg.evaluate)
     details = {"horizon_min": run.horizon_min, "mode": run.train_summary.get("mode", "?"), **summary,
-               "cohort": evaluation.read_cohort_table(windows_dir, clinical, run.horizon_min)}
+               "cohort": evaluation.read_cohort_table(windows_dir, clinical, run.horizon_min),
+               "masking": evaluation.read_masking(windows_dir)}
+    if run.forecasts:
+        actual = windows_h5.read_columns(test_h5, [map_ahead_column(m) for m in run.forecasts])
+        details["forecast"] = evaluation.forecast_report(
+            run.forecasts, {m: actual[map_ahead_column(m)][run.indices] for m in run.forecasts}, ids.subjectid,
+            cfg.evaluate)
     provenance = report.Provenance(source=cohort_source(clinical), window_s=ids.window_s,
                                    model=run.model_config, training=run.train_summary,
-                                   windows=windows_h5.attrs(test_h5), calibration=calibration,
+                                   windows={k: v for k, v in windows_h5.attrs(test_h5).items() if k != "masking"},
+                                   calibration=calibration,
                                    evaluate=dataclasses.asdict(cfg.evaluate))
     link_dir = os.path.relpath(Path(live_dir) / "plots" / "images", Path(report_path).parent)
     with atomic_dir(live_dir) as tmp:

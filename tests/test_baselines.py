@@ -1,13 +1,16 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 from lib.core.config import BaselinesConfig, LoopConfig
-from lib.core.schema import CHANNELS, CONTEXT
+from lib.core.schema import CHANNELS, CONTEXT, MAP_NOW, OBSERVED, TREND_BLOCK
 from lib.data import windows_h5
 from lib.model import baselines
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_logistic_baseline_on_map_learns_that_low_pressure_comes_first():
@@ -44,16 +47,26 @@ def test_baselines_stage_trains_on_train_and_calibrates_on_val(tiny_pipeline):
 
 
 def write_windows(path, n, seed):
-    """Windows whose current MAP decides the label (low pressure → hypotension soon)."""
+    """Windows whose current MAP decides the label (low pressure → hypotension soon); their trend view
+    is 85 min of MAP drifting to the current value (the first 40 min unobserved) and a flat HR."""
     rng = np.random.default_rng(seed)
     current_map = rng.normal(80, 12, n).astype(np.float32)
+    trend = np.full((n, 3, 512), np.nan, dtype=np.float32)
+    trend[:, 0, 240:] = current_map[:, None] + np.linspace(6, 0, 272) * rng.normal(1, 0.3, (n, 1))
+    trend[:, 1, 240:] = 70
     columns = {"label_5min": np.int8, **{name: np.float32 for name in CONTEXT}}
     signals = rng.normal(size=(n, 3, 512)).astype(np.float32)
     signals[:, 0] += current_map[:, None]
-    arrays = {"signals": signals, "label_5min": (current_map < 70).astype(np.int8), "map": current_map,
+    arrays = {"signals": signals, TREND_BLOCK: trend.astype(np.float16),
+              "label_5min": (current_map < 70).astype(np.int8), "map": current_map,
               "map_slope": rng.normal(size=n), "hr": rng.normal(70, 5, n), "pp": rng.normal(45, 5, n),
+              **{flag: (rng.random(n) > 0.1).astype(np.float32) for flag in OBSERVED.values()},
               "caseid": np.arange(n) // 20, "subjectid": np.arange(n) // 20}
-    with windows_h5.WindowWriter(path, CHANNELS, 512, columns, {}) as writer:
+    for channel, flag in OBSERVED.items():   # a masked channel is NaN in the file
+        signals[arrays[flag] == 0, CHANNELS.index(channel)] = np.nan
+    arrays[MAP_NOW] = current_map
+    columns[MAP_NOW] = np.float32
+    with windows_h5.WindowWriter(path, CHANNELS, 512, columns, {}, {TREND_BLOCK: ((3, 512), np.float16)}) as writer:
         writer.append(arrays)
 
 
@@ -61,15 +74,21 @@ def test_every_baseline_trains_on_train_and_scores_val(tmp_path):
     write_windows(tmp_path / "train.h5", 300, 0)
     write_windows(tmp_path / "val.h5", 100, 1)
     loop = LoopConfig(epochs=1, batch_size=64, lr=1e-3, windows_per_epoch=128, seed=0)
-    cfg = BaselinesConfig(task="clf", horizon_min=5.0, channels=("abp", "ppg"), cnn_loop=loop, device="cpu")
+    cfg = BaselinesConfig(task="clf", horizon_min=5.0, channels=("abp", "ppg"), cnn_loop=loop, device="cpu",
+                          weights_dir=str(ROOT / "models/ttm-r2-512-96"))
     train, val = baselines.load_baseline_splits(tmp_path, cfg)
     stats = {"fitted_on": "train", "channels": list(CHANNELS), "mean": [80.0, 0.0, 0.0], "std": [12.0, 1.0, 1.0]}
     fitted, val_logits, summaries = baselines.train_baselines(train, val, cfg, stats, torch.device("cpu"))
     assert set(fitted) == set(val_logits) == set(summaries) == set(baselines.BASELINES)
     assert all(len(z) == len(val) for z in val_logits.values())
-    assert roc_auc_score(val.targets, val_logits["map_lr"]) > 0.95
+    for name in ("map_lr", "trend_lr", "ttm_zeroshot"):   # low pressure now / forecast → hypotension soon
+        assert roc_auc_score(val.targets, val_logits[name]) > 0.9, name
+    assert summaries["ttm_zeroshot"]["trained"] is False
     assert summaries["cnn"]["epochs_run"] == 1 and summaries["map_lr"] == {}
     baselines.save_baselines(tmp_path, fitted)
-    again = baselines.baseline_logits(tmp_path, tmp_path / "val.h5", 5.0, "cpu")
+    again, forecasts = baselines.baseline_logits(tmp_path, tmp_path / "val.h5", 5.0, "cpu", [5, 15])
     for name in baselines.BASELINES:
         np.testing.assert_array_equal(again[name], val_logits[name])
+    assert set(forecasts) == {5, 15} and all(f.shape == (len(val),) for f in forecasts.values())
+    # the forecast of a MAP drifting down to its current value stays near it
+    assert np.median(np.abs(forecasts[5] - val.context[:, 0])) < 5

@@ -7,8 +7,9 @@ from conftest import WEIGHTS
 from model_helpers import LORA, model_config
 from transformers import PreTrainedModel
 
-from lib.core.config import LoraConfig
+from lib.core.config import LoraConfig, ModelConfig, _views
 from lib.core.errors import PipelineError
+from lib.core.schema import TREND_INPUTS
 from lib.model.ttm import build_model, load_checkpoint, load_ttm, mixer_layer_names, save_checkpoint
 
 
@@ -36,9 +37,9 @@ def test_fm_mode_trains_a_linear_head_on_embeddings_with_the_level():
     embeddings = model.embed(x)
     assert embeddings.shape == (4, 3, 192 + 2)
     torch.testing.assert_close(embeddings[..., 192], x.mean(dim=2), rtol=1e-4, atol=1e-4)  # RevIN loc
-    context = torch.tensor([[80.0, -1.0, 70.0, 45.0]]).repeat(4, 1)
-    assert model.head_features(embeddings, context).shape == (4, 3 * 194 + 4)
-    assert model.head[0].in_features == 3 * 194 + 4
+    context = torch.tensor([[80.0, -1.0, 70.0, 45.0, 1.0, 1.0]]).repeat(4, 1)   # ... and the PPG/ECG observed flags
+    assert model.head_features(embeddings, context).shape == (4, 3 * 194 + 6)
+    assert model.head[0].in_features == 3 * 194 + 6
 
 
 def test_level_features_off_leaves_only_the_pooled_embeddings():
@@ -47,7 +48,7 @@ def test_level_features_off_leaves_only_the_pooled_embeddings():
 
 
 def test_context_features_follow_the_input_channels():
-    assert build(channels=["ppg", "ecg"]).context == ["hr"]
+    assert build(channels=["ppg", "ecg"]).context == ["hr", "ppg_observed", "ecg_observed"]
     assert build(channels=["abp"]).context == ["map", "map_slope", "pp"]
 
 
@@ -61,10 +62,10 @@ def test_channels_are_embedded_independently():
 def test_missing_context_is_imputed_with_the_train_mean():
     model = build().eval()
     model.feature_mean.normal_()
-    embeddings, context = torch.randn(2, 3, 194), torch.tensor([[80.0, float("nan"), 70.0, 45.0]] * 2)
+    embeddings, context = torch.randn(2, 3, 194), torch.tensor([[80.0, float("nan"), 70.0, 45.0, 1.0, 1.0]] * 2)
     with torch.no_grad():
         imputed = context.clone()
-        imputed[:, 1] = model.feature_mean[-3]  # map_slope's train mean
+        imputed[:, 1] = model.feature_mean[-5]  # map_slope's train mean
         out = model.head_forward(embeddings, context)
         torch.testing.assert_close(out, model.head_forward(embeddings, imputed))
     assert torch.isfinite(out).all()
@@ -94,7 +95,7 @@ def test_lora_trains_adapters_and_leaves_base_weights_frozen():
     model.train()
     for _ in range(2):  # lora_B starts at 0, so lora_A gets gradients from the second step on
         optimizer.zero_grad()
-        model(torch.randn(8, 3, 512), torch.randn(8, 4)).pow(2).mean().backward()
+        model(torch.randn(8, 3, 512), torch.randn(8, 6)).pow(2).mean().backward()
         optimizer.step()
     for n, p in model.named_parameters():
         if "lora_" in n:
@@ -132,7 +133,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
             torch.nn.init.normal_(p, std=0.02)
     save_checkpoint(tmp_path / "m.pt", model, config, {"horizon_min": 5.0})
     loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
-    x, ctx = torch.randn(3, 3, 512), torch.randn(3, 4)
+    x, ctx = torch.randn(3, 3, 512), torch.randn(3, 6)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, ctx), model(x, ctx))
     with pytest.raises(PipelineError, match="not found: run the train stage"):
@@ -207,7 +208,7 @@ def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
 
 def test_forward_is_the_head_on_the_embeddings():
     model = build(unfreeze_last_n_blocks=1, hidden_dims=[16]).eval()
-    x, ctx = torch.randn(5, 3, 512), torch.randn(5, 4)
+    x, ctx = torch.randn(5, 3, 512), torch.randn(5, 6)
     with torch.no_grad():
         assert torch.equal(model(x, ctx), model.head_forward(model.embed(x), ctx))
 
@@ -227,3 +228,32 @@ def test_tracing_ttm_raises_no_transformers_loss_warning(capfd):
     assert len(parts) >= 2 and all(m.loss_function is None for m in parts)
     model.freeze_for_inference()
     assert "loss_type" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("views", [("trend",), ("waveform", "trend")])
+def test_views_choose_the_inputs_and_round_trip_through_the_checkpoint(tmp_path, views):
+    config = model_config(views=views)
+    inputs = [*(config.channels if "waveform" in views else ()), *TREND_INPUTS]
+    model = build_model(config).eval()
+    assert model.channels == inputs
+    save_checkpoint(tmp_path / "m.pt", model, config, {"horizon_min": 5.0})
+    loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ModelConfig.from_dict(ckpt["config"]).views == views and loaded.channels == inputs
+    x = torch.randn(2, len(inputs), 512) + 80
+    x[:, -len(TREND_INPUTS):, :300] = float("nan")   # the trend view's bins before the case began
+    ctx = torch.randn(2, len(model.context))
+    with torch.no_grad():
+        out = loaded(x, ctx)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, model(x, ctx))
+        # an unobserved bin's value never matters: it is the series' observed mean, masked out of RevIN
+        y = x.clone()
+        y[:, -len(TREND_INPUTS):, :300] = 1e4
+        assert not torch.allclose(model(y, ctx), out)   # (a finite value is observed: it does matter)
+
+
+def test_the_trend_view_needs_revin_scaling():
+    with pytest.raises(PipelineError, match="needs model.input_scaling=revin"):
+        _views(["trend"], "train_zscore")
+    with pytest.raises(PipelineError, match="model.views"):
+        _views(["waveform", "spectrum"], "revin")

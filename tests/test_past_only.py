@@ -1,13 +1,16 @@
-"""Past-only context features: a window's MAP level and trend use no sample after the window end.
+"""Past-only features: a window's context features and beat-derived pressures use no sample after its end.
 
-For windows ending at several times e, `map_now` and `map_slope` of the window ending at e must not
+For windows ending at several times e, every context feature (MAP level and trend, heart rate, pulse
+pressure), `map_now`, the window's beat-derived SBP/DBP/MAP and its trend view (MAP, HR and pulse
+pressure series) of the window ending at e must not
 change when the recording is truncated at e, or when everything after e is replaced with a
 different signal. Exact equality (NaN == NaN): a past-only computation sees bit-identical inputs,
-so it must give bit-identical outputs. (Both failed this before they were computed from the
-recorded samples: the polyphase resampler looks ahead.)
+so it must give bit-identical outputs. (All failed this while they were computed from the resampled,
+zero-phase filtered whole recording: the polyphase resampler, filtfilt and NeuroKit's detectors look ahead.)
 
-Not yet covered: the beat-derived `map`, `pp` and `hr` still come from zero-phase filtered signals
-and NeuroKit's centred detectors, which look a fraction of a second past the window end.
+Not covered, by design: the waveform the model sees (zero-phase filtered) and the quality gates (which
+windows are kept, which PPG/ECG channels are masked, hence the observed flags); docs/data.md bounds
+how far past the window end they look.
 """
 import numpy as np
 import pytest
@@ -15,10 +18,11 @@ from test_windowing import TRACKS, synthetic_signals
 
 import lib.data.windowing as windowing
 from lib.core.config import WindowSpec
-from lib.core.schema import MAP_NOW
+from lib.core.schema import BEAT_PRESSURES, CONTEXT, MAP_NOW, OBSERVED, TREND_BLOCK
 from lib.data.vital_io import write_vital
 
-FEATURES = (MAP_NOW, "map_slope")
+# every measured context feature; the OBSERVED flags are gate outcomes (docs/data.md gives their look-ahead bound)
+FEATURES = tuple(dict.fromkeys((*(c for c in CONTEXT if c not in OBSERVED.values()), MAP_NOW, *BEAT_PRESSURES)))
 RAW_FS = 100
 # WindowSpec: 512 samples at 125 Hz, stride 512 -> windows end at 4.096 k s; every 5th end is a whole raw sample.
 ENDS_S = (20.48 * 30, 20.48 * 45, 20.48 * 60)   # 614.4 s, 921.6 s (inside the episode), 1228.8 s
@@ -51,11 +55,11 @@ def _features(tmp_path, name, signals, end_s):
     out = windowing.process_case(path, TRACKS, WindowSpec())
     at = np.flatnonzero(np.isclose(out["t_end_s"], end_s, atol=1e-3))
     assert len(at) == 1, f"no window ends at {end_s} s"
-    return {f: out[f][at[0]] for f in FEATURES}
+    return {f: out[f][at[0]] for f in (*FEATURES, TREND_BLOCK)}
 
 
 def _assert_same(a, b, what):
-    for f in FEATURES:
+    for f in (*FEATURES, TREND_BLOCK):
         np.testing.assert_array_equal(a[f], b[f], err_msg=f"{f} changed when {what}")
 
 
@@ -75,6 +79,7 @@ def test_a_different_future_leaves_the_features_unchanged(tmp_path, keep_every_w
     cut = int(round(end_s * RAW_FS))
     spliced = {k: np.concatenate([v[:cut], other[k][cut:] * 0.7 + 5]) for k, v in full.items()}
     features = _features(tmp_path, "full", full, end_s)
-    assert np.isfinite(features[MAP_NOW]) and np.isfinite(features["map_slope"])
+    assert all(np.isfinite(features[f]) for f in FEATURES), features
+    assert np.isfinite(features[TREND_BLOCK][:, -1]).all(), features[TREND_BLOCK][:, -3:]   # last bins observed
     _assert_same(features, _features(tmp_path, "spliced", spliced, end_s),
                  f"everything after {end_s} s was replaced")

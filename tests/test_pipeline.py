@@ -19,7 +19,7 @@ def pipeline(tiny_pipeline):
     return tiny_pipeline, yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
-SCORERS = ["ttm", "map_lr", "context_lr", "cnn"]
+SCORERS = ["ttm", "map_lr", "context_lr", "trend_lr", "cnn", "ttm_zeroshot"]
 HEADLINE = "metrics/evaluate/metrics.json"     # DVC metrics: the headline numbers only
 DETAILS = "metrics/evaluate/details.json"      # a plain output: what report.md is built from
 
@@ -36,12 +36,14 @@ def test_headline_metrics_are_few_and_match_the_test_split(pipeline):
     work, _ = pipeline
     head = json.loads((work / HEADLINE).read_text())
     details = json.loads((work / DETAILS).read_text())
-    assert set(head) == {*SCORERS, "test"}
+    assert set(head) == {*SCORERS, "test", "ttm_zeroshot_forecast"}
+    assert set(head["ttm_zeroshot_forecast"]) == {f"mae_{h:g}min" for h in (5, 10, 15)}
     for scorer in SCORERS:
         m = head[scorer]
-        assert set(m) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece", "auroc_backward"}
+        assert set(m) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auroc_backward",
+                          *(("auprc", "brier", "ece") if scorer == "ttm" else ())}
         if details["window"][scorer].get("na_reason"):   # too few test subjects: null, the reason in details
-            assert all(m[k] is None for k in ("auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"))
+            assert all(m[k] is None for k in m if k != "auroc_backward")
         else:
             assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
         assert {k: v for k, v in m.items() if k != "auroc_backward"} == \
@@ -89,7 +91,8 @@ def test_dvc_tracks_only_the_headline_as_metrics(pipeline):
     def leaves(d):
         return sum(leaves(v) for v in d.values()) if isinstance(d, dict) else 1
 
-    assert leaves(json.loads((work / HEADLINE).read_text())) <= 31   # 4 scorers x 7 (with backward AUROC) + 3
+    # the model x 7 (with backward AUROC), 5 baselines x 4, the test counts, the forecast MAE at 3 horizons
+    assert leaves(json.loads((work / HEADLINE).read_text())) <= 7 + 5 * 4 + 3 + 3
 
 
 def test_report_is_built_from_the_details_and_the_artifacts(pipeline):

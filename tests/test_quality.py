@@ -1,11 +1,21 @@
-"""Each quality gate on windows built to pass it and windows built to fail it."""
+"""Each quality gate on windows built to pass it and windows built to fail it: an ABP gate drops the
+window, a PPG or ECG gate masks only that channel."""
 import numpy as np
 import pytest
 from test_beats import FS, cardiac_phase, clean_abp, clean_ecg, gauss
 
 from lib.signal import beats
 from lib.signal.filters import bandpass_ppg, lowpass_abp
-from lib.signal.quality import GATE_ORDER, QualityLimits, gate_checks, ppg_skewness_sqi, window_rejections
+from lib.signal.quality import (
+    CHANNEL_GATES,
+    GATE_ORDER,
+    WINDOW_GATES,
+    QualityLimits,
+    channel_masks,
+    gate_checks,
+    ppg_skewness_sqi,
+    window_rejections,
+)
 
 N = 512
 
@@ -17,14 +27,14 @@ def clean_ppg(seconds, bpm=75):
 
 def recording(seconds=40):
     return {"abp": lowpass_abp(clean_abp(seconds), FS), "ppg": clean_ppg(seconds), "ecg": clean_ecg(seconds),
-            "invalid": np.zeros(seconds * FS, dtype=bool)}
+            "invalid": {c: np.zeros(seconds * FS, dtype=bool) for c in ("abp", "ppg", "ecg")}}
 
 
 DEFAULT_LIMITS = QualityLimits()
 
 
 def reasons_of(rec, limits=DEFAULT_LIMITS):
-    """Gate every window of a recording the way lib.data.windowing does."""
+    """Gate every window of a recording the way lib.data.windowing does: (why dropped, {channel: why masked})."""
     starts = np.arange(0, len(rec["abp"]) - N + 1, N)
 
     def views(x):
@@ -33,17 +43,18 @@ def reasons_of(rec, limits=DEFAULT_LIMITS):
     pressures = beats.abp_beat_pressures(rec["abp"], beats.abp_systolic_peaks(rec["abp"], FS), starts, N)
     n_ppg = beats.count_in_windows(beats.ppg_systolic_peaks(rec["ppg"], FS), starts, N)[1]
     sqi = beats.bsqi(*beats.ecg_r_peaks(rec["ecg"], FS), FS, starts, N)
-    checks = gate_checks(views(rec["abp"]), views(rec["ppg"]), views(rec["ecg"]), views(rec["invalid"]),
-                         pressures, n_ppg, sqi, limits)
-    return window_rejections(checks)
+    checks = gate_checks(views(rec["abp"]), views(rec["ppg"]), views(rec["ecg"]),
+                         {c: views(v) for c, v in rec["invalid"].items()}, pressures, n_ppg, sqi, limits)
+    return window_rejections(checks), channel_masks(checks)
 
 
 def corrupt(rec, gate, span):
     rng = np.random.default_rng(0)
-    x = {k: v.copy() for k, v in rec.items()}
+    x = {k: v.copy() for k, v in rec.items() if k != "invalid"}
+    x["invalid"] = {c: v.copy() for c, v in rec["invalid"].items()}
     n = span.stop - span.start
-    if gate == "nan_gap":
-        x["invalid"][span.start + 100:span.start + 110] = True
+    if gate.endswith("_gap"):
+        x["invalid"][gate.split("_")[0]][span.start + 100:span.start + 110] = True
     elif gate == "abp_pinned":
         x["abp"][span] = 300 + rng.normal(0, 0.5, n)
     elif gate == "abp_flat":
@@ -70,14 +81,21 @@ def corrupt(rec, gate, span):
 
 
 @pytest.mark.parametrize("gate", GATE_ORDER)
-def test_each_gate_rejects_the_window_built_to_fail_it(gate):
+def test_each_gate_fails_the_window_built_to_fail_it(gate):
     rec = recording()
-    clean = reasons_of(rec)
-    assert (clean[1:-1] == "").all(), clean     # inner windows of a clean recording all pass
+    dropped, masked = reasons_of(rec)
+    assert (dropped[1:-1] == "").all(), dropped     # inner windows of a clean recording all pass
+    for channel, why in masked.items():
+        assert (why[1:-1] == "").all(), (channel, why)
     target = 5
     span = slice(target * N, (target + 1) * N)
-    reasons = reasons_of(corrupt(rec, gate, span))
-    assert reasons[target] == gate, reasons
+    dropped, masked = reasons_of(corrupt(rec, gate, span))
+    if gate in WINDOW_GATES:
+        assert dropped[target] == gate, dropped
+    else:   # the window stays; only the failing channel is masked, and only in that window
+        channel = next(c for c, gates in CHANNEL_GATES.items() if gate in gates)
+        assert dropped[target] == "" and masked[channel][target] == gate, (dropped, masked)
+        assert (masked[channel][[1, 2, 3]] == "").all(), masked[channel]   # (detectors may carry noise a block on)
 
 
 def test_ppg_skewness_sqi_clean_vs_corrupted():
@@ -91,7 +109,11 @@ def test_ppg_skewness_sqi_clean_vs_corrupted():
 
 
 def test_the_first_gate_in_order_wins():
-    checks = {g: np.array([False, False]) for g in GATE_ORDER}
-    checks["ecg_sqi"] = np.array([True, True])
-    checks["nan_gap"] = np.array([False, True])
-    assert window_rejections(checks).tolist() == ["ecg_sqi", "nan_gap"]
+    checks = {g: np.array([False, False, False]) for g in GATE_ORDER}
+    checks["abp_flat"] = np.array([True, True, False])
+    checks["abp_gap"] = np.array([False, True, False])
+    checks["ecg_flat"] = np.array([False, True, True])
+    checks["ecg_sqi"] = np.array([True, True, True])
+    assert window_rejections(checks).tolist() == ["abp_flat", "abp_gap", ""]   # PPG/ECG gates never drop
+    masks = {c: m.tolist() for c, m in channel_masks(checks).items()}
+    assert masks == {"ppg": ["", "", ""], "ecg": ["ecg_sqi", "ecg_flat", "ecg_flat"]}   # first ECG gate in its order

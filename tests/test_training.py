@@ -28,7 +28,8 @@ def synthetic_split(n, seed, shift=0.0):
     embeddings[:, 0, 192] = rng.normal(80 + shift, 12, size=n)
     targets = (embeddings[:, 0, 192] < np.quantile(embeddings[:, 0, 192], 0.1)).astype(np.float32)
     context = np.stack([embeddings[:, 0, 192], rng.normal(size=n), rng.normal(70, 10, size=n),
-                        rng.normal(45, 8, size=n)], axis=1).astype(np.float32)
+                        rng.normal(45, 8, size=n), rng.random(n) > 0.05, rng.random(n) > 0.05],   # + observed flags
+                       axis=1).astype(np.float32)
     context[: n // 10, 1] = np.nan  # map_slope missing early in a case
     return Split(Path("synthetic.h5"), np.arange(n), targets, context, ["abp", "ppg", "ecg"], embeddings)
 
@@ -56,8 +57,8 @@ def test_feature_scaler_is_fitted_on_train_and_ignores_missing_values(data):
     train, _ = data
     model = fm_model(train)
     slope = train.context[:, 1]
-    assert model.feature_mean[-3].item() == pytest.approx(np.nanmean(slope), abs=1e-5)
-    assert model.feature_std[-3].item() == pytest.approx(np.nanstd(slope), rel=1e-4)
+    assert model.feature_mean[-5].item() == pytest.approx(np.nanmean(slope), abs=1e-5)
+    assert model.feature_std[-5].item() == pytest.approx(np.nanstd(slope), rel=1e-4)
 
 
 def test_gradient_accumulation_equals_the_larger_batch(data):

@@ -24,6 +24,7 @@ INPUT_SCALINGS = ("revin", "train_zscore")
 CALIBRATION_METHODS = ("temperature", "platt", "isotonic")
 THRESHOLD_RULES = ("youden", "sensitivity")
 VOTING = ("soft", "hard", "none")
+VIEWS = ("waveform", "trend")   # model.views: what the backbone embeds (lib.core.schema.INPUTS)
 TTM_CONTEXT = 512   # the r2 512-96 weights' context length
 
 
@@ -218,6 +219,29 @@ class WindowSpec:
     slope_window_s: int = 300
     ringing_margin_s: float = 1.0
     limits: QualityLimits = field(default_factory=QualityLimits)
+    trend: "TrendSpec" = None   # the trend view stored with each window (trend.*); None: TrendSpec()
+    dtype: str = "float32"      # how the windows files store `signals` (float32 | float16); read back float32
+
+    def __post_init__(self):
+        if self.trend is None:
+            object.__setattr__(self, "trend", TrendSpec())
+
+
+@dataclass(frozen=True)
+class TrendSpec:
+    """The trend view (trend.*): past-only series of `step_s`-second bins over `context` bins per window."""
+
+    step_s: int = 10
+    context: int = 512
+
+    @classmethod
+    def from_params(cls, params) -> "TrendSpec":
+        t = section(params, "trend", ("step_s", "context"))
+        context = t["context"]
+        if isinstance(context, bool) or not isinstance(context, int) or not 0 < context <= TTM_CONTEXT:
+            raise PipelineError(f"params.yaml: trend.context={context!r}: must be an integer 1-{TTM_CONTEXT} "
+                                "(TTM's context)")
+        return cls(step_s=_positive_int("trend.step_s", t["step_s"]), context=context)
 
 
 @dataclass(frozen=True)
@@ -229,7 +253,8 @@ class WindowsConfig:
     KEYS = ("fs", "length", "stride", "horizons_min", "map_threshold", "label_min_valid", "label_rule",
             "post_event_gap_min", "ppg_band_hz",
             "ecg_band_hz", "abp_lowpass_hz", "ecg_sqi_min", "ppg_ssqi_min", "min_beats", "map_range",
-            "pulse_pressure_range", "map_slope_window_s", "workers")
+            "pulse_pressure_range", "map_slope_window_s", "dtype", "workers")
+    DTYPES = ("float32", "float16")   # = lib.data.windows_h5.DTYPES
 
     @classmethod
     def from_params(cls, params) -> "WindowsConfig":
@@ -249,6 +274,9 @@ class WindowsConfig:
                                 "the horizon) or 'at' (the minute at the horizon is hypotensive)")
         if not float(w["post_event_gap_min"]) >= 0:
             raise PipelineError(f"windows.post_event_gap_min={w['post_event_gap_min']}: must be >= 0")
+        if w["dtype"] not in cls.DTYPES:
+            raise PipelineError(f"params.yaml: windows.dtype={w['dtype']!r}: must be float32 or float16 "
+                                "(how the windows files store the signals)")
         bands = {}
         for key in ("ppg_band_hz", "ecg_band_hz"):
             bands[key] = _interval(f"windows.{key}", w[key])
@@ -262,7 +290,7 @@ class WindowsConfig:
                           label_rule=str(w["label_rule"]), post_event_gap_min=float(w["post_event_gap_min"]),
                           ppg_band=tuple(w["ppg_band_hz"]), ecg_band=tuple(w["ecg_band_hz"]),
                           abp_lowpass_hz=float(w["abp_lowpass_hz"]), slope_window_s=int(w["map_slope_window_s"]),
-                          limits=limits)
+                          limits=limits, trend=TrendSpec.from_params(params), dtype=w["dtype"])
         overlap = params["evaluate"]["overlap"]
         if not 0 <= overlap < 1:
             raise PipelineError(f"params.yaml: evaluate.overlap={overlap}: must be in [0, 1)")
@@ -301,8 +329,9 @@ class ModelConfig:
     hidden_dims: tuple
     dropout: float
     task: str
+    views: tuple = ("waveform",)   # what the backbone embeds: the waveform windows, the trend view, or both
 
-    MODEL_KEYS = ("weights_dir", "input_channels", "level_features", "input_scaling", "context_length")
+    MODEL_KEYS = ("weights_dir", "input_channels", "level_features", "input_scaling", "context_length", "views")
 
     @classmethod
     def from_params(cls, params) -> "ModelConfig":
@@ -316,7 +345,8 @@ class ModelConfig:
                    context_length=_context_length(m["context_length"]),
                    unfreeze_last_n_blocks=ft.unfreeze_last_n_blocks, lora=lora if ft.lora else None,
                    hidden_dims=tuple(int(d) for d in h["hidden_dims"]), dropout=float(h["dropout"]),
-                   task=_one_of("train.task", params["train"]["task"], TASKS))
+                   task=_one_of("train.task", params["train"]["task"], TASKS),
+                   views=_views(m["views"], m["input_scaling"]))
 
     @property
     def mode(self) -> str:
@@ -331,6 +361,17 @@ class ModelConfig:
         d["lora"] = LoraConfig(**{**d["lora"], "target_modules": tuple(d["lora"]["target_modules"])}) \
             if d.get("lora") else None
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _views(value, input_scaling) -> tuple:
+    if not isinstance(value, list | tuple) or not value or len(set(value)) != len(value) \
+            or any(v not in VIEWS for v in value):
+        raise PipelineError(f"params.yaml: model.views={value!r}: a non-empty list of distinct views from "
+                            f"{', '.join(VIEWS)}")
+    if "trend" in value and input_scaling != "revin":
+        raise PipelineError("params.yaml: model.views includes trend, which needs model.input_scaling=revin (the "
+                            "train_zscore statistics are per waveform channel)")
+    return tuple(v for v in VIEWS if v in value)
 
 
 def training_mode(unfreeze_last_n_blocks: int, lora: bool) -> str:
@@ -476,8 +517,12 @@ class BaselinesConfig:
     channels: tuple
     cnn_loop: LoopConfig
     device: str
+    weights_dir: str = "models/ttm-r2-512-96"   # the zero-shot forecaster's TTM (model.weights_dir)
+    trend_step_s: int = 10                      # trend.step_s: seconds per bin of the stored trend view
+    forecast_softness_mmhg: float = 2.0
 
-    KEYS = ("cnn_epochs", "cnn_batch_size", "cnn_lr", "cnn_windows_per_epoch", "cnn_early_stopping_patience")
+    KEYS = ("cnn_epochs", "cnn_batch_size", "cnn_lr", "cnn_windows_per_epoch", "cnn_early_stopping_patience",
+            "forecast_softness_mmhg")
 
     @classmethod
     def from_params(cls, params) -> "BaselinesConfig":
@@ -490,8 +535,14 @@ class BaselinesConfig:
                           monitor="val_auroc", amp=t["amp"],
                           windows_per_epoch=_positive_int("baselines.cnn_windows_per_epoch",
                                                           b["cnn_windows_per_epoch"], 0), seed=int(t["seed"]))
+        softness = float(b["forecast_softness_mmhg"])
+        if not softness >= 0:
+            raise PipelineError(f"params.yaml: baselines.forecast_softness_mmhg={softness}: must be >= 0")
         return cls(task=_one_of("train.task", t["task"], TASKS), horizon_min=float(t["horizon_min"]),
-                   channels=tuple(params["model"]["input_channels"]), cnn_loop=loop, device=device(params))
+                   channels=tuple(params["model"]["input_channels"]), cnn_loop=loop, device=device(params),
+                   weights_dir=str(params["model"]["weights_dir"]),
+                   trend_step_s=_positive_int("trend.step_s", params["trend"]["step_s"]),
+                   forecast_softness_mmhg=softness)
 
 
 @dataclass(frozen=True)
@@ -550,7 +601,7 @@ def validate(params) -> None:
     stops the run before an hour of windows, not in the stage that reads it."""
     for cls in ALL:
         cls.from_params(params)
-    unknown = sorted(set(params) - {"data", "demo", "splits", "windows", "model", "finetune", "lora", "head",
+    unknown = sorted(set(params) - {"data", "demo", "splits", "windows", "trend", "model", "finetune", "lora", "head",
                                     "train", "calibrate", "baselines", "evaluate", "cv"})
     if unknown:
         raise PipelineError(f"params.yaml: unknown section {unknown[0]}")

@@ -5,7 +5,11 @@ The windows stage writes these columns, the model and the baselines read them, e
 CHANNELS = ("abp", "ppg", "ecg")   # order of the windows files' `signals` (n, channel, sample)
 # Past-only context features of a window (lib.data.windowing) and the channel each is measured on:
 # the level-aware head uses those whose channel is an input, the logistic baselines all of them.
-CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp"}
+# A PPG or ECG that failed its quality gates in a window is masked there (stored as NaN); its OBSERVED flag
+# (1.0 observed, 0.0 masked) is a context feature, so the head and the baselines know it is missing.
+OBSERVED = {"ppg": "ppg_observed", "ecg": "ecg_observed"}
+CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp",
+                   **{flag: channel for channel, flag in OBSERVED.items()}}
 CONTEXT = tuple(CONTEXT_SOURCES)
 BEAT_PRESSURES = ("sbp", "dbp", "map", "pp")   # the window's own beat-derived pressures (mmHg)
 REG_TARGETS = ("sbp", "dbp", "map")            # task reg: what the cuffless model estimates
@@ -15,6 +19,14 @@ REG_TARGETS = ("sbp", "dbp", "map")            # task reg: what the cuffless mod
 NEXT_ONSET, EVENT_DISTANCE = "next_onset_s", "event_distance_s"
 EVENT_TIMING = (NEXT_ONSET, EVENT_DISTANCE)
 MAP_NOW = "map_now"   # the window's current MAP (mmHg; the backward analysis's negatives need it reassuring)
+# The trend view (lib.signal.trend, trend.* in params.yaml): per window a block `trend` (n, len(TREND), context)
+# of past-only step_s-second bin means ending at the window end, NaN where a bin is unobserved.
+TREND = ("map", "hr", "pp")
+TREND_BLOCK = "trend"
+# Model inputs by view (model.views): the waveform view's channels, the trend view's series. The embed stage's
+# cache holds every input in this order (the trend ones only with RevIN scaling).
+TREND_INPUTS = tuple(f"{name}_trend" for name in TREND)
+INPUTS = (*CHANNELS, *TREND_INPUTS)
 
 
 def label_column(horizon_min) -> str:

@@ -5,6 +5,7 @@ windows' signals, read from the windows file on demand, or the frozen backbone's
 embeddings (the embed stage's output, fm mode's fast path): `Split.embeddings` says which.
 """
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from lib.core.errors import PipelineError
-from lib.core.schema import CHANNELS, REG_TARGETS, label_column
+from lib.core.schema import CHANNELS, INPUTS, OBSERVED, REG_TARGETS, TREND_BLOCK, TREND_INPUTS, label_column
 from lib.data import windows_h5
 from lib.data.embeddings import read_embeddings
 
@@ -25,7 +26,7 @@ class Split:
     indices: np.ndarray         # rows of that file (sorted)
     targets: np.ndarray         # clf: labels (n,); reg: SBP/DBP/MAP in mmHg (n, 3)
     context: np.ndarray         # (n, k) past-only context features, NaN where missing
-    channels: list
+    channels: list              # the inputs, from INPUTS: waveform channels and/or trend series
     embeddings: np.ndarray | None = None   # (n, channels, d_model + 2) from the embed stage (fm mode)
 
     def __len__(self):
@@ -37,10 +38,10 @@ class Split:
         order = np.argsort(positions, kind="stable")
         rows = self.indices[positions[order]]
         unique, inverse = np.unique(rows, return_inverse=True)
-        picked = np.concatenate([chunk for _, chunk in windows_h5.iter_signal_chunks(self.path, 4096, unique)])
+        picked = np.concatenate([chunk for _, chunk in iter_inputs(self.path, self.channels, 4096, unique)])
         out = np.empty((len(positions), *picked.shape[1:]), dtype=np.float32)
         out[order] = picked[inverse]
-        return out[:, channel_index(self.channels)]
+        return out
 
     def inputs(self, positions) -> torch.Tensor:
         """The model's inputs at `positions`: cached embeddings when the split has them, else windows."""
@@ -54,12 +55,35 @@ class Split:
             for start in range(0, len(self), batch_size):
                 yield start, torch.from_numpy(np.ascontiguousarray(self.embeddings[start:start + batch_size]))
         else:
-            for start, chunk in windows_h5.iter_signal_chunks(self.path, batch_size, self.indices):
-                yield start, torch.from_numpy(np.ascontiguousarray(chunk[:, channel_index(self.channels)]))
+            for start, chunk in iter_inputs(self.path, self.channels, batch_size, self.indices):
+                yield start, torch.from_numpy(np.ascontiguousarray(chunk))
 
 
 def channel_index(channels) -> list:
-    return [CHANNELS.index(c) for c in channels]
+    """Positions of `channels` (names from INPUTS) in INPUTS, the order of the embeddings cache."""
+    return [INPUTS.index(c) for c in channels]
+
+
+def iter_inputs(path, inputs, batch: int = 1024, indices=None):
+    """Yield (start, float32 (b, len(inputs), length)) of the windows file's `inputs` (names from
+    INPUTS, waveform channels before trend series), as `windows_h5.iter_signal_chunks`: waveform
+    channels from `signals`, trend series from the trend block (NaN = unobserved; a trend shorter
+    than the windows is left-padded with NaN)."""
+    waves = [CHANNELS.index(c) for c in inputs if c in CHANNELS]
+    trends = [TREND_INPUTS.index(c) for c in inputs if c in TREND_INPUTS]
+    if list(inputs) != [CHANNELS[i] for i in waves] + [TREND_INPUTS[i] for i in trends]:
+        raise PipelineError(f"inputs {list(inputs)}: waveform channels come before trend series")
+    readers = []
+    if waves:
+        readers.append((windows_h5.iter_signal_chunks(path, batch, indices), waves))
+    if trends:
+        readers.append((windows_h5.iter_signal_chunks(path, batch, indices, name=TREND_BLOCK), trends))
+    for parts in zip(*(r for r, _ in readers), strict=True):
+        start = parts[0][0]
+        arrays = [chunk[:, pick].astype(np.float32) for (_, chunk), (_, pick) in zip(parts, readers, strict=True)]
+        length = max(a.shape[-1] for a in arrays)
+        arrays = [np.pad(a, ((0, 0), (0, 0), (length - a.shape[-1], 0)), constant_values=np.nan) for a in arrays]
+        yield start, np.concatenate(arrays, axis=1)
 
 
 def require_both_classes(name: str, y: np.ndarray, where: str = "") -> None:
@@ -75,7 +99,8 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
 
     `embeddings_path`: the embed stage's cache of this windows file, computed with `cache_key`
     (EmbeddingConfig.cache_key()). `for_training`: a classifier's split must hold both classes
-    (checked before the embeddings load).
+    (checked before the embeddings load). Without ABP among the `channels`, a window whose every
+    input channel was masked by its quality gates is left out (with one line on stderr).
     """
     path = Path(path)
     columns = windows_h5.read_columns(path, [*context, *(REG_TARGETS if task == "reg" else ())])
@@ -87,6 +112,14 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
         targets = np.stack([columns[name] for name in REG_TARGETS], axis=1).astype(np.float32)
         idx = np.flatnonzero(np.isfinite(targets).all(axis=1))
         targets = targets[idx]
+    flags = [OBSERVED[c] for c in channels if c in OBSERVED]
+    if flags and len(flags) == len(channels):   # no ABP input: a window needs one observed input channel
+        seen = windows_h5.read_columns(path, flags)
+        usable = np.logical_or.reduce([seen[f][idx] > 0 for f in flags])
+        if not usable.all():
+            print(f"{path.name}: {int((~usable).sum())} windows have every input channel ({', '.join(channels)}) "
+                  "masked by its quality gates: not used", file=sys.stderr)
+        idx, targets = idx[usable], targets[usable]
     ctx = np.stack([columns[name][idx] for name in context], axis=1).astype(np.float32) if context else \
         np.zeros((len(idx), 0), dtype=np.float32)
     split = Split(path, idx, targets, ctx, list(channels))

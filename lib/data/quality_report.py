@@ -38,7 +38,10 @@ class QualityReport:
         kept = len(result["signals"])
         row.update(windows_total=result["n_windows"], windows_kept=kept,
                    usable_fraction=round(kept / max(result["n_windows"], 1), 4))
-        row.update({reason: result["reasons"].get(reason, 0) for reason in GATE_ORDER + LABEL_REASONS})
+        # ABP gates and label reasons drop windows; PPG/ECG gates mask that channel in a kept window
+        masked = {reason: n for counts in result["masked"].values() for reason, n in counts.items()}
+        row.update({reason: result["reasons"].get(reason, masked.get(reason, 0))
+                    for reason in GATE_ORDER + LABEL_REASONS})
         for h, (labelled, positives) in label_counts.items():
             row[f"labelled_{h}min"] = labelled
             row[f"positives_{h}min"] = positives
@@ -97,9 +100,12 @@ class QualityReport:
                                                  / per_split[f"labelled_{h:g}min"]).round(4)
         return (f"<!doctype html><meta charset='utf-8'><title>Windows: data quality</title>"
                 f"<h1>Windows: data quality</h1><p>{html.escape(self._rule())}</p>"
-                f"<h2>Per split</h2>{per_split.T.to_html(na_rep='')}"
+                f"<h2>Per split</h2><p>ABP gate and label reasons count dropped windows; PPG and ECG gate "
+                f"reasons count kept windows where that channel is masked (stored NaN, flagged to the models).</p>"
+                f"{per_split.T.to_html(na_rep='')}"
                 f"<h2>Usable fraction per case</h2><img src='usable_fraction.png'>"
-                f"<h2>Example windows: kept, and the first rejected by each reason</h2><img src='examples.png'>"
+                f"<h2>Example windows: kept, and the first rejected or masked by each reason</h2>"
+                f"<img src='examples.png'>"
                 f"<h2>Per case</h2>{table.to_html(index=False, na_rep='')}")
 
     def _rule(self) -> str:

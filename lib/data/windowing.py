@@ -16,10 +16,19 @@ from numpy.lib.stride_tricks import sliding_window_view
 from lib.core.config import WindowSpec
 from lib.core.errors import CaseError, PipelineError
 from lib.core.parallel import parallel_imap
-from lib.core.schema import BEAT_PRESSURES, CHANNELS, EVENT_TIMING, label_column, map_ahead_column
+from lib.core.schema import (
+    BEAT_PRESSURES,
+    CHANNELS,
+    EVENT_TIMING,
+    OBSERVED,
+    TREND,
+    TREND_BLOCK,
+    label_column,
+    map_ahead_column,
+)
 from lib.data.vital_io import read_channels
 from lib.data.windows_h5 import WindowWriter
-from lib.signal import beats, filters, labels, quality
+from lib.signal import beats, filters, labels, quality, trend
 
 
 def window_columns(spec: WindowSpec) -> dict:
@@ -27,12 +36,45 @@ def window_columns(spec: WindowSpec) -> dict:
     cols = {label_column(h): np.int8 for h in spec.horizons_min}
     cols.update({map_ahead_column(h): np.float32 for h in spec.horizons_min})
     cols.update({name: np.float32 for name in (*BEAT_PRESSURES, "hr", "map_now", "map_slope", "t_end_s",
-                                               *EVENT_TIMING)})
+                                               *EVENT_TIMING, *OBSERVED.values())})
     return cols
 
 
+def window_blocks(spec: WindowSpec) -> dict:
+    """Per-window arrays besides `signals`: the trend view, {name: (shape, dtype)}."""
+    return {TREND_BLOCK: ((len(TREND), spec.trend.context), np.float32)}
+
+
+HR_RANGE, TREND_MAX_AGE_S = (20.0, 250.0), 10.0
+
+
+def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """The trend view of every window: (n, len(TREND), context) float16 bin means, NaN where unobserved.
+
+    MAP comes from the past-only 1-Hz trace. HR and pulse pressure are the past-only beat statistics
+    of the windows on the stride-independent grid of window ends (start a multiple of the window
+    length, so train and the overlapping test windows sample them alike), each held for up to
+    TREND_MAX_AGE_S as a 1-Hz trace (`trend.numeric_track_1hz`, the same path a 2-s numeric track
+    takes); implausible values are left out. Every bin is past-only (`trend.trend_series`).
+    """
+    grid = starts % spec.length == 0
+    plausible = {"hr": HR_RANGE, "pp": spec.limits.pp_range}
+    rows = []
+    for name in TREND:
+        if name == "map":
+            trace = context_map
+        else:
+            lo, hi = plausible[name]
+            values = np.where((columns[name] >= lo) & (columns[name] <= hi), columns[name], np.nan)
+            trace = trend.numeric_track_1hz(t_end[grid], values[grid], len(context_map), TREND_MAX_AGE_S)
+        series, observed = trend.trend_series(trace, t_end, spec.trend.step_s, spec.trend.context)
+        rows.append(np.where(observed, series, np.nan))
+    return np.stack(rows, axis=1).astype(np.float16)
+
+
 def _filtered_channels(tracks, spec):
-    """Resample every channel to spec.fs, filter it, and return (filtered, abp_raw, invalid)."""
+    """Resample every channel to spec.fs and filter it: (filtered, abp_raw, abp_invalid, {channel: invalid})
+    with each channel's gaps grown by the filter-ringing margin."""
     resampled = {}
     for channel in CHANNELS:
         samples, srate = tracks[channel]
@@ -44,10 +86,8 @@ def _filtered_channels(tracks, spec):
         "ppg": filters.bandpass_ppg(resampled["ppg"][0][:n], spec.fs, *spec.ppg_band),
         "ecg": filters.bandpass_ecg(resampled["ecg"][0][:n], spec.fs, *spec.ecg_band),
     }
-    invalid = np.zeros(n, dtype=bool)
-    for _, mask in resampled.values():
-        invalid |= mask[:n]
-    return filtered, abp_raw, abp_invalid, filters.dilate(invalid, int(spec.ringing_margin_s * spec.fs))
+    margin = int(spec.ringing_margin_s * spec.fs)
+    return filtered, abp_raw, abp_invalid, {c: filters.dilate(mask[:n], margin) for c, (_, mask) in resampled.items()}
 
 
 def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
@@ -56,7 +96,8 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     `track_aliases` maps 'abp'/'ppg'/'ecg' to lists of track names (`vital_io.read_channels`). Returns the kept windows'
     arrays (`signals` (n, 3, length) float32 and the columns of `spec.columns()`), plus
     `reasons` {reason: count} for every dropped window, `horizon_reasons` {horizon: {reason:
-    count}} for gated-in windows without a label at that horizon, `n_windows`, and `examples`
+    count}} for gated-in windows without a label at that horizon, `masked` {channel: {reason: count}}
+    for the kept windows whose PPG/ECG failed its gates (stored NaN), `n_windows`, and `examples`
     {reason or 'kept': one (3, length) window} for the data-quality report. Raises CaseError
     for a case that cannot be used at all.
     """
@@ -81,19 +122,24 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     starts = np.arange(0, n - length + 1, spec.stride)
     views = {c: windows_of(filtered[c]) for c in CHANNELS}
     r_peaks = beats.ecg_r_peaks(filtered["ecg"], fs)
-    abp_peaks = beats.abp_systolic_peaks(filtered["abp"], fs)
     ppg_peaks = beats.ppg_systolic_peaks(filtered["ppg"], fs)
-    pressures = beats.abp_beat_pressures(filtered["abp"], abp_peaks, starts, length)
+    t_end = (starts + length) / fs
+    # The window's own pressures and heart rate (features, gates and regression targets) come from
+    # the recorded samples before its end only; the PPG/ECG gates may look a few seconds ahead.
+    pressures = beats.past_abp_pressures(*tracks["abp"], t_end, length / fs, spec.abp_lowpass_hz)
     checks = quality.gate_checks(
-        views["abp"], views["ppg"], views["ecg"], windows_of(invalid), pressures,
+        views["abp"], views["ppg"], views["ecg"], {c: windows_of(invalid[c]) for c in CHANNELS}, pressures,
         beats.count_in_windows(ppg_peaks, starts, length)[1], beats.bsqi(*r_peaks, fs, starts, length), spec.limits)
     reasons = quality.window_rejections(checks)
+    masks = quality.channel_masks(checks)
 
     map_1hz = labels.map_per_second(abp_raw, abp_invalid, fs)
-    t_end = (starts + length) / fs
     columns = {name: pressures[name] for name in BEAT_PRESSURES}
     context_map = _past_only_map_trace(*tracks["abp"], map_1hz)
-    columns.update(hr=beats.heart_rate(r_peaks[0], fs, starts, length), t_end_s=t_end,
+    columns.update({OBSERVED[c]: (masks[c] == "").astype(np.float32) for c in OBSERVED})
+    # hr stays what the past-only detector measured where the ECG is masked (the gates may look ahead): its
+    # flag, ecg_observed, says the channel failed its gates there
+    columns.update(hr=beats.past_heart_rate(*tracks["ecg"], t_end, length / fs, spec.ecg_band), t_end_s=t_end,
                    map_now=labels.map_at_end(context_map, t_end),
                    map_slope=labels.past_map_slope(context_map, t_end, spec.slope_window_s))
     events = labels.ioh_events(map_1hz, spec.map_threshold, spec.label_duration_s, spec.label_min_valid)
@@ -114,12 +160,19 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     reasons = np.where((reasons == "") & ~labelled_any, shortest_reason, reasons)
     keep = reasons == ""
 
-    examples = {str(r) or "kept": np.stack([views[c][np.argmax(reasons == r)] for c in CHANNELS]).astype(np.float32)
-                for r in np.unique(reasons)}
-    out = {"signals": np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)}
+    def example(at):
+        return np.stack([views[c][at] for c in CHANNELS]).astype(np.float32)
+
+    examples = {str(r) or "kept": example(np.argmax(reasons == r)) for r in np.unique(reasons)}
+    for why in masks.values():
+        examples.update({str(r): example(np.argmax(keep & (why == r))) for r in np.unique(why[keep]) if r})
+    signals = np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)
+    for channel, why in masks.items():   # a masked channel is stored as unobserved (NaN)
+        signals[why[keep] != "", CHANNELS.index(channel)] = np.nan
+    out = {"signals": signals, TREND_BLOCK: trend_view(context_map, columns, starts, t_end, spec)[keep]}
     out.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in window_columns(spec).items()})
-    out.update(reasons=_count(reasons[~keep]), horizon_reasons=horizon_reasons, n_windows=int(len(starts)),
-               examples=examples)
+    out.update(reasons=_count(reasons[~keep]), masked={c: _count(why[keep & (why != "")]) for c, why in masks.items()},
+               horizon_reasons=horizon_reasons, n_windows=int(len(starts)), examples=examples)
     return out
 
 
@@ -153,6 +206,10 @@ class SplitSummary:
     labelled: Counter = field(default_factory=Counter)         # horizon -> labelled windows
     positives: Counter = field(default_factory=Counter)        # horizon -> positive windows
     unlabelled: dict = field(default_factory=dict)             # horizon -> Counter(reason)
+    masked: dict = field(default_factory=dict)                 # channel -> Counter(reason), among kept windows
+    # channel -> horizon -> [labelled, positives] of the windows where that channel is masked / observed
+    masked_labels: dict = field(default_factory=dict)
+    observed_labels: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"cases": self.cases, "cases_used": self.cases - sum(self.skipped_cases.values()),
@@ -162,7 +219,53 @@ class SplitSummary:
                 "horizons": {h: {"labelled": self.labelled[h], "positives": self.positives[h],
                                  "positive_rate": round(self.positives[h] / max(self.labelled[h], 1), 4),
                                  "unlabelled": dict(sorted(self.unlabelled[h].items()))}
-                             for h in self.unlabelled}}
+                             for h in self.unlabelled},
+                "masked": self.masking()}
+
+    def masking(self) -> dict:
+        """{channel: `_masking`}: PPG/ECG masking counts (also stored in the split file's `masking` attribute)."""
+        return {c: self._masking(c) for c in self.masked}
+
+    @classmethod
+    def empty(cls, cases: int, horizons) -> "SplitSummary":
+        return cls(cases=cases, unlabelled={h: Counter() for h in horizons}, masked={c: Counter() for c in OBSERVED},
+                   masked_labels={c: {h: [0, 0] for h in horizons} for c in OBSERVED},
+                   observed_labels={c: {h: [0, 0] for h in horizons} for c in OBSERVED})
+
+    def add(self, result: dict) -> dict:
+        """Count one processed case (`process_case`'s result); returns its {horizon: (labelled, positives)}."""
+        self.rejected.update(result["reasons"])
+        for channel, counts in result["masked"].items():
+            self.masked[channel].update(counts)
+        label_counts = {}
+        for h, reasons in result["horizon_reasons"].items():
+            self.unlabelled[h].update(reasons)
+            y = result[label_column(h)]
+            label_counts[h] = (int((y >= 0).sum()), int((y == 1).sum()))
+            self.labelled[h] += label_counts[h][0]
+            self.positives[h] += label_counts[h][1]
+            for channel, flag in OBSERVED.items():
+                seen = result[flag] > 0
+                for table, where in ((self.observed_labels, seen), (self.masked_labels, ~seen)):
+                    table[channel][h][0] += int((y[where] >= 0).sum())
+                    table[channel][h][1] += int((y[where] == 1).sum())
+        self.windows += len(result["signals"])
+        self.windows_total += result["n_windows"]
+        return label_counts
+
+    def _masking(self, channel: str) -> dict:
+        """How often the channel's gates masked it, and the prevalence where it was masked vs observed
+        (a gate that masks mostly positive windows would bias a model that ignores the flag)."""
+        def rate(labelled, positives):
+            return round(positives / labelled, 4) if labelled else None
+
+        return {"windows": sum(self.masked[channel].values()),
+                "fraction": round(sum(self.masked[channel].values()) / max(self.windows, 1), 4),
+                "reasons": dict(sorted(self.masked[channel].items())),
+                "prevalence": {h: {"masked": rate(*self.masked_labels[channel][h]),
+                                   "observed": rate(*self.observed_labels[channel][h]),
+                                   "masked_labelled": self.masked_labels[channel][h][0]}
+                               for h in self.unlabelled}}
 
 
 def _case_or_skip(path, aliases, spec):
@@ -188,13 +291,14 @@ def write_split(split: str, cases: list, path, spec: WindowSpec, aliases: dict, 
 
     `cases` is [(caseid, subjectid, recording path)]. A case that cannot be used is a counted skip
     with one line on stderr; `stats` (a StandardScaler, train only) accumulates per-channel
-    statistics over every sample of the kept windows. Raises when no case gives a window.
+    statistics over every observed (not masked) sample of the kept windows. Raises when no case
+    gives a window.
     """
-    summary = SplitSummary(cases=len(cases), unlabelled={f"{h:g}": Counter() for h in spec.horizons_min})
+    summary = SplitSummary.empty(len(cases), [f"{h:g}" for h in spec.horizons_min])
     work = partial(_case_or_skip, aliases=aliases, spec=spec)
     with ExitStack() as stack:
         writer = stack.enter_context(WindowWriter(path, CHANNELS, spec.length, window_columns(spec),
-                                                  {**attrs, "split": split}))
+                                                  {**attrs, "split": split}, window_blocks(spec), spec.dtype))
         results = stack.enter_context(closing(parallel_imap(work, [p for _, _, p in cases], workers, split)))
         for (caseid, subjectid, _), result in zip(cases, results, strict=True):
             if "skip_reason" in result:
@@ -205,20 +309,12 @@ def write_split(split: str, cases: list, path, spec: WindowSpec, aliases: dict, 
             n = len(result["signals"])
             result["caseid"] = np.full(n, caseid, dtype=np.int32)
             result["subjectid"] = np.full(n, subjectid, dtype=np.int32)
-            writer.append(result)
-            if stats is not None:
+            writer.append(result, where=f"split {split}, case {caseid}")
+            if stats is not None:   # masked (NaN) samples are ignored
                 stats.partial_fit(result["signals"].transpose(0, 2, 1).reshape(-1, len(CHANNELS)))
-            summary.rejected.update(result["reasons"])
-            label_counts = {}   # horizon -> (labelled, positives) of this case
-            for h, counts in result["horizon_reasons"].items():
-                summary.unlabelled[h].update(counts)
-                y = result[label_column(h)]
-                label_counts[h] = (int((y >= 0).sum()), int((y == 1).sum()))
-                summary.labelled[h] += label_counts[h][0]
-                summary.positives[h] += label_counts[h][1]
-            summary.windows += n
-            summary.windows_total += result["n_windows"]
+            label_counts = summary.add(result)
             report.add_case(split, caseid, subjectid, None, result, label_counts)
+        writer.set_attrs({"masking": summary.masking()})
         if stats is not None:
             writer.set_attrs({"normalisation": normalisation_stats(stats)})
     if summary.windows == 0:
@@ -230,4 +326,5 @@ def write_split(split: str, cases: list, path, spec: WindowSpec, aliases: dict, 
 def normalisation_stats(scaler) -> dict:
     """A fitted StandardScaler's per-channel statistics, as the windows files store them."""
     return {"fitted_on": "train", "channels": list(CHANNELS), "mean": [round(float(v), 6) for v in scaler.mean_],
-            "std": [round(float(v), 6) for v in scaler.scale_], "samples": int(scaler.n_samples_seen_)}
+            "std": [round(float(v), 6) for v in scaler.scale_],
+            "samples": [int(v) for v in np.broadcast_to(scaler.n_samples_seen_, len(CHANNELS))]}

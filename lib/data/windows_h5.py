@@ -1,12 +1,36 @@
 """Windows in HDF5: one file per split, appended case by case, read back in chunks.
 
-Layout: `signals` (n, 3, length) float32 chunked by windows and gzip-compressed, plus one
-1-D dataset per per-window column (labels per horizon as int8 with -1 = no label, targets and
-context features as float32, `caseid`/`subjectid` int32). File attributes carry the channel
-names, sample rate, the window rule (`params`), the track names and the train split's normalisation
-statistics.
+Layout: `signals` (n, 3, length) chunked by windows (CHUNK_WINDOWS), stored as `windows.dtype`
+(float32, or float16 for half the disk) without a compression filter, and always read back as
+float32 (`iter_signal_chunks`); per-window blocks such as the trend view, gzip-compressed; one 1-D
+dataset per per-window column (labels per horizon as int8 with -1 = no label, targets and context
+features as float32, `caseid`/`subjectid` int32). File attributes carry the channel names, sample
+rate, the window rule (`params`, with the dtype), the track names and the train split's
+normalisation statistics (computed from the float32 values, before any cast).
+
+The signals' filter (SIGNAL_FILTER) was chosen by read throughput, as `python bench/storage.py
+--windows 8192 --repeats 5` measured it on 8,192 simulated demo windows (2-core CPU dev machine, files
+in the page cache; MB per 1,000 windows / sequential read windows/s / random 64-window batches windows/s):
+
+    dtype    filter          MB    sequential   random
+    float32  gzip-1+shuffle  4.23      75,120      675
+    float32  lzf+shuffle     4.48      76,604      672
+    float32  lzf             5.82     283,600    2,539
+    float32  none            5.86   1,084,189    8,274
+    float16  gzip-1+shuffle  1.91      71,621      793
+    float16  lzf+shuffle     2.12      95,233    1,086
+    float16  none            2.93     315,434    9,878
+
+Filtered waveforms have noisy low mantissa bits: compression saves only 28 % (float32) or 35 %
+(float16) and decoding (the shuffle filter most of all) makes every read 4-14x slower, random
+batches (each touches whole 256-window chunks) 10x and more. No filter reads fastest; float16
+without a filter is still smaller than float32 with gzip, so windows.dtype is the size knob.
 """
+import errno
 import json
+import os
+import resource
+import shutil
 from pathlib import Path
 
 import h5py
@@ -15,8 +39,14 @@ import numpy as np
 from lib.core.errors import PipelineError
 
 CHUNK_WINDOWS = 256
-
-
+DTYPES = ("float32", "float16")   # windows.dtype: how `signals` are stored (always read back as float32)
+FILTERS = {   # HDF5 filters for `signals`, as bench/storage.py compares them
+    "gzip1+shuffle": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+    "lzf+shuffle": {"compression": "lzf", "shuffle": True},
+    "lzf": {"compression": "lzf"},
+    "none": {},
+}
+SIGNAL_FILTER = "none"   # chosen by read throughput (module docstring, bench/storage.py)
 
 IDS = {"caseid": np.int32, "subjectid": np.int32}
 
@@ -30,13 +60,25 @@ def set_attrs(h5file, attrs: dict) -> None:
 class WindowWriter:
     """Append windows to a new HDF5 file; use as a context manager."""
 
-    def __init__(self, path, channels, length: int, columns: dict, attrs: dict):
+    def __init__(self, path, channels, length: int, columns: dict, attrs: dict, blocks: dict | None = None,
+                 dtype: str = "float32", compression: str = SIGNAL_FILTER):
+        """`columns`: {name: dtype} of one value per window; `blocks`: {name: (shape, dtype)} of an
+        array per window (e.g. the trend view), stored gzip-compressed. `dtype` (DTYPES) is how the
+        signals are stored and `compression` (FILTERS) their HDF5 filter; both are read back float32."""
+        if np.dtype(dtype).name not in DTYPES:
+            raise PipelineError(f"windows dtype {dtype!r}: must be one of {', '.join(DTYPES)}")
+        if compression not in FILTERS:
+            raise PipelineError(f"signals filter {compression!r}: must be one of {', '.join(FILTERS)}")
+        self.dtype = np.dtype(dtype)
         self.file = h5py.File(path, "w")
         self.columns = {**columns, **IDS}
+        self.blocks = dict(blocks or {})
+        for name, (shape, dtype) in self.blocks.items():
+            self.file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                     chunks=(CHUNK_WINDOWS, *shape), **FILTERS["gzip1+shuffle"])   # smooth, NaN-rich
         self.file.create_dataset("signals", shape=(0, len(channels), length),
-                                 maxshape=(None, len(channels), length), dtype=np.float32,
-                                 chunks=(CHUNK_WINDOWS, len(channels), length),
-                                 compression="gzip", compression_opts=1, shuffle=True)
+                                 maxshape=(None, len(channels), length), dtype=self.dtype,
+                                 chunks=(CHUNK_WINDOWS, len(channels), length), **FILTERS[compression])
         for name, dtype in self.columns.items():
             self.file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
                                      chunks=(CHUNK_WINDOWS * 16,))
@@ -46,11 +88,15 @@ class WindowWriter:
     def set_attrs(self, attrs: dict) -> None:
         set_attrs(self.file, attrs)
 
-    def append(self, arrays: dict) -> None:
+    def append(self, arrays: dict, where: str = "") -> None:
+        """Append the windows in `arrays`; `where` (e.g. 'split train, case 12') names them in an error."""
         n = len(arrays["signals"])
         if n == 0:
             return
-        for name in ["signals", *self.columns]:
+        arrays = {**arrays, "signals": storable(arrays["signals"], self.dtype, where or str(self.file.filename))}
+        names = ["signals", *self.blocks, *self.columns]
+        check_room(self.file.filename, sum(np.asarray(arrays[k]).nbytes for k in names))
+        for name in names:
             dataset = self.file[name]
             start = dataset.shape[0]
             dataset.resize(start + n, axis=0)
@@ -61,6 +107,39 @@ class WindowWriter:
 
     def __exit__(self, *exc):
         self.file.close()
+
+
+ROOM_MARGIN = 1 << 20   # bytes of HDF5 metadata and chunk padding allowed for beyond the arrays themselves
+
+
+def check_room(path, nbytes: int) -> None:
+    """Raise the disk-full OSError before writing `nbytes` more to `path` when the disk or the
+    process's file-size limit has no room for them. HDF5 must not meet a full disk itself: a write
+    that fails inside its chunk cache is only reported when the handle is released (as a warning),
+    and closing the file then crashes the library."""
+    size = os.path.getsize(path)
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    room = min(free, limit - size if limit != resource.RLIM_INFINITY else free)
+    if nbytes + ROOM_MARGIN > room:
+        code = errno.EFBIG if limit != resource.RLIM_INFINITY and limit - size < free else errno.ENOSPC
+        raise OSError(code, os.strerror(code), str(path))
+
+
+def storable(signals: np.ndarray, dtype, where: str) -> np.ndarray:
+    """`signals` cast to the storage `dtype`; a finite value that the cast would turn into inf
+    (beyond float16's +-65504) is an error naming `where`, never a silent inf. NaN (masked) stays NaN."""
+    signals = np.asarray(signals)
+    with np.errstate(over="ignore"):   # checked below
+        out = signals.astype(dtype, copy=False)
+    if out.dtype != signals.dtype:
+        overflow = np.isinf(out) & np.isfinite(signals)
+        if overflow.any():
+            bad = signals[overflow]
+            raise PipelineError(f"{where}: {int(overflow.sum())} signal values (e.g. {float(bad[0]):g}) overflow "
+                                f"windows.dtype={np.dtype(dtype).name} (max {float(np.finfo(dtype).max):g}); "
+                                "use windows.dtype=float32")
+    return out
 
 
 def count(path) -> int:
@@ -97,16 +176,21 @@ def labelled(path, column: str):
     return idx, y[idx].astype(np.float32)
 
 
-def iter_signal_chunks(path, batch: int = 1024, indices=None):
+def iter_signal_chunks(path, batch: int = 1024, indices=None, name: str = "signals"):
     """Yield (start, signals) over the file in order, `batch` windows at a time.
 
-    With `indices` (sorted), yield (position, signals) for those windows only.
+    With `indices` (sorted), yield (position, signals) for those windows only. `name` reads another
+    per-window block the same way (e.g. the trend view).
     """
     with h5py.File(path, "r") as f:
-        data = f["signals"]
+        if name not in f:
+            raise PipelineError(f"{path}: no {name!r} block (written by an older windows stage); rerun dvc repro")
+        data = f[name]
+        # float16 signals (windows.dtype) are widened here: every reader sees float32
+        cast = (lambda x: x.astype(np.float32)) if name == "signals" and data.dtype != np.float32 else (lambda x: x)
         if indices is None:
             for start in range(0, data.shape[0], batch):
-                yield start, data[start:start + batch]
+                yield start, cast(data[start:start + batch])
         else:
             for pos in range(0, len(indices), batch):
                 wanted = np.asarray(indices[pos:pos + batch])
@@ -114,9 +198,9 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None):
                 if last - first <= 2 * len(wanted):
                     # Dense selection (e.g. the labelled windows): one contiguous read, then pick in
                     # memory; h5py's point selection is ~3x slower than a slice.
-                    yield pos, data[first:last][wanted - first]
+                    yield pos, cast(data[first:last][wanted - first])
                 else:
-                    yield pos, data[wanted]
+                    yield pos, cast(data[wanted])
 
 
 def concat_virtual(sources, path, attrs_from: int = 0, extra_attrs: dict | None = None) -> None:

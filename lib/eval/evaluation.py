@@ -31,6 +31,7 @@ SUBGROUP_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "brie
 HEADLINE = {"clf": ("auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"),
             "reg": ("mae", "mae_ci_low", "mae_ci_high", "me", "me_ci_low", "me_ci_high", "sd", "sd_ci_low",
                     "sd_ci_high")}
+HEADLINE_BASELINE = ("auroc", "auroc_ci_low", "auroc_ci_high")   # clf: a baseline's forward AUROC with its CI
 HEADLINE_COUNTS = {"clf": ("subjects", "windows", "positives"), "reg": ("subjects", "windows")}
 HEADLINE_BACKWARD = "auroc_backward"   # per scorer (clf): the backward (case-control) AUROC beside the forward one
 REFERENCE = "ttm"   # the model; every other scorer is a baseline
@@ -210,9 +211,15 @@ def subgroup_report(y, p, threshold: float, groups: dict, ids: TestWindows, boot
     return out
 
 
-def regression_report(targets, predictions, names, ids: TestWindows, boot: Bootstrap) -> dict:
-    """Per target: MAE, ME, SD of the error (with CIs), AAMI pass/fail and BHS grade."""
+def regression_report(targets, predictions, names, ids: TestWindows, boot: Bootstrap, min_subjects: int = 0) -> dict:
+    """Per target: MAE, ME, SD of the error (with CIs), AAMI pass/fail and BHS grade; every value n/a
+    (with the reason) below `min_subjects` test subjects."""
     errors = np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
+    n_subjects = len(np.unique(ids.subjectid))
+    if n_subjects < min_subjects:
+        reason = f"{n_subjects} test subjects (< evaluate.min_subjects = {min_subjects})"
+        blank = {f"{k}{part}": None for k in ("mae", "me", "sd") for part in ("", "_ci_low", "_ci_high", "_ci_dropped")}
+        return {name: {**blank, "aami_pass": None, "bhs_grade": None, "na_reason": reason} for name in names}
     out = {}
     for i, name in enumerate(names):
         e = errors[:, i]
@@ -221,6 +228,28 @@ def regression_report(targets, predictions, names, ids: TestWindows, boot: Boots
         out[name] = {**stats, "aami_pass": metrics.aami_pass(stats["me"], stats["sd"]),
                      "aami_subjects_ok": bool(len(np.unique(ids.subjectid)) >= 85),
                      "bhs_grade": metrics.bhs_grade(e), **metrics.bhs_shares(e)}
+    return out
+
+
+def forecast_report(forecasts: dict, actual: dict, subjects, cfg: EvaluateConfig) -> dict:
+    """The zero-shot forecaster's MAP forecast error per horizon: {minutes: windows, subjects, MAE, ME,
+    SD (mmHg, forecast minus the mean MAP over the label minute that followed) with subject-bootstrap
+    CIs}, on the windows whose label minute has a valid MAP; n/a (with the reason) below
+    `cfg.min_subjects` subjects. Published anchor: 7 min ahead, MAE 4 ± 2 mmHg internal and 7 ± 3 on
+    VitalDB (Kapral et al. 2024)."""
+    boot, out = Bootstrap.from_config(cfg), {}
+    for minutes, forecast in sorted(forecasts.items()):
+        ok = np.isfinite(forecast) & np.isfinite(actual[minutes])
+        who = np.asarray(subjects)[ok]
+        key, n_subjects = f"{float(minutes):g}", int(len(np.unique(who)))
+        if n_subjects < cfg.min_subjects:
+            out[key] = {"windows": int(ok.sum()), "subjects": n_subjects,
+                        "na_reason": f"{n_subjects} subjects with a valid MAP ahead (< evaluate.min_subjects)"}
+            continue
+        errors = (np.asarray(forecast, dtype=np.float64) - actual[minutes])[ok]
+        out[key] = {"windows": int(ok.sum()), "subjects": n_subjects,
+                    **metrics.with_ci(lambda w, e=errors: metrics.weighted_errors(e, w), len(errors), who, boot.n,
+                                      boot.seed, boot.level)}
     return out
 
 
@@ -250,6 +279,13 @@ def read_cohort_table(windows_dir, clinical: pd.DataFrame, horizon_min: float) -
     names = ["caseid", "subjectid", label_column(horizon_min)]
     return cohort_table({split: windows_h5.read_columns(Path(windows_dir) / f"{split}.h5", names)
                          for split in ("train", "val", "test")}, clinical, horizon_min)
+
+
+def read_masking(windows_dir) -> dict:
+    """{split: {channel: masked windows, reasons, prevalence masked vs observed}} as the windows stage
+    counted them (the split files' `masking` attribute; {} for files written without one)."""
+    return {split: windows_h5.attrs(Path(windows_dir) / f"{split}.h5").get("masking", {})
+            for split in ("train", "val", "test")}
 
 
 # --- the two evaluations --------------------------------------------------------------------------
@@ -351,13 +387,13 @@ def evaluate_regressor(targets, pressures, ids: TestWindows, cfg: EvaluateConfig
     window's beat-derived `targets`; overlapping estimates of a pressure are averaged when voting."""
     targets, pressures = np.asarray(targets), np.asarray(pressures)
     boot = Bootstrap.from_config(cfg)
-    # Not gated by cfg.min_subjects (yet): the report states AAMI's own >= 85 subjects beside the table.
+    # n/a below cfg.min_subjects; the report also states AAMI's own >= 85 subjects beside the table
     summary = {**_common(cfg, "reg", targets[:, 0], ids),
-               "window": regression_report(targets, pressures, names, ids, boot)}
+               "window": regression_report(targets, pressures, names, ids, boot, cfg.min_subjects)}
     if cfg.voting != "none":   # soft or hard alike: a pressure's estimates are averaged
         voted_pressures = np.stack([metrics.vote(pressures[:, i], ids.caseid, ids.t_end, ids.window_s, "soft")
                                     for i in range(len(names))], axis=1)
-        summary["voted"] = regression_report(targets, voted_pressures, names, ids, boot)
+        summary["voted"] = regression_report(targets, voted_pressures, names, ids, boot, cfg.min_subjects)
     plots = []
     for i, name in enumerate(names):
         mean, diff = (pressures[:, i] + targets[:, i]) / 2, pressures[:, i] - targets[:, i]
@@ -370,15 +406,19 @@ def evaluate_regressor(targets, pressures, ids: TestWindows, cfg: EvaluateConfig
 
 
 def headline(summary: dict) -> dict:
-    """The few numbers DVC tracks (`dvc exp show`, `dvc metrics diff`): per scorer (clf) or target
-    (reg) the window-level HEADLINE metrics (None where n/a), for clf the backward AUROC beside them
-    (None where the backward analysis is n/a), and the test split's counts."""
+    """The few numbers DVC tracks (`dvc exp show`, `dvc metrics diff`): per target (reg) or for the
+    model (clf) the window-level HEADLINE metrics (None where n/a), per baseline (clf) its AUROC with
+    CI (HEADLINE_BASELINE), for clf every scorer's backward AUROC beside them (None where the backward
+    analysis is n/a), the test split's counts, and the zero-shot forecaster's MAE per horizon."""
     task = summary["task"]
-    out = {name: {key: stats[key] for key in HEADLINE[task]}
+    out = {name: {key: stats[key] for key in (HEADLINE[task] if task == "reg" or name == REFERENCE
+                                                else HEADLINE_BASELINE)}
            for name, stats in summary["window"].items() if not name.startswith("gain_over_")}
     if task == "clf":
         level = summary.get("backward", {}).get("window", {})
         for name in out:
             out[name][HEADLINE_BACKWARD] = level.get(name, {}).get("auroc")
     out["test"] = {key: summary["counts"][key] for key in HEADLINE_COUNTS[task]}
+    if summary.get("forecast"):
+        out["ttm_zeroshot_forecast"] = {f"mae_{m}min": stats.get("mae") for m, stats in summary["forecast"].items()}
     return out

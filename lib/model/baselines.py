@@ -4,11 +4,18 @@
                  hypotension predictors must beat (hypotension soon is mostly low pressure now).
 * `context_lr` – logistic regression on the past-only context features (MAP, MAP trend, HR, pulse
                  pressure; missing MAP trend imputed with the train median).
+* `trend_lr`   – logistic regression on the classical trend features of the window's trend view
+                 (current MAP, its 5-min slope, minimum and SD, current HR: `trend.classic_features`):
+                 the bar a model of the trend must clear, not only current MAP.
 * `cnn`        – a small 1-D CNN on the raw windows (the VitalDB example's approach), trained with
                  the same loop, loss and early stopping as the model (lib.model.loop.train_model).
+* `ttm_zeroshot` – TTM r2 as what it was pre-trained to be: a zero-shot forecaster of the MAP trend
+                 (`lib.model.forecast`); score = 65 mmHg minus the soft minimum of its forecast over
+                 (e, e + h]. Nothing is trained; like every scorer it is calibrated on val.
 
-Each outputs a logit per window; calibration and thresholds are then exactly the model's.
+Each outputs a logit (a score) per window; calibration and thresholds are then exactly the model's.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +28,18 @@ from torch import nn
 
 from lib.core.config import BaselinesConfig
 from lib.core.errors import PipelineError
-from lib.core.schema import CONTEXT
+from lib.core.schema import CONTEXT, MAP_NOW, TREND_BLOCK
+from lib.data import windows_h5
 from lib.data.dataset import Split, load_split
+from lib.model import forecast as fc
 from lib.model.inference import predict
 from lib.model.loop import train_model
 from lib.model.ttm import save_torch, set_input_stats
+from lib.signal import trend
 
 LOGISTIC_FEATURES = {"map_lr": ["map"], "context_lr": list(CONTEXT)}
-BASELINES = (*LOGISTIC_FEATURES, "cnn")
+BASELINES = (*LOGISTIC_FEATURES, "trend_lr", "cnn", "ttm_zeroshot")
+NORMAL_MAP = 80.0   # ttm_zeroshot: a window with no MAP history at all scores as a normal pressure
 
 
 def logistic_baseline() -> object:
@@ -51,7 +62,8 @@ class WindowCNN(nn.Module):
     """Three Conv1d → BatchNorm → ReLU blocks (max-pooled), global average pool, linear logit.
 
     Inputs are z-scored per channel with the train split's statistics, so the absolute pressure
-    level (which defines hypotension) reaches the network. Its forward takes (windows, context)
+    level (which defines hypotension) reaches the network; each channel comes with its observed mask
+    (0 where its quality gates masked it), as TTM gets `past_observed_mask`. Its forward takes (windows, context)
     like the TTM model's, so `lib.model.loop.train_model` and `predict` drive it unchanged (it has
     no embeddings: its splits never carry any).
     """
@@ -63,7 +75,7 @@ class WindowCNN(nn.Module):
         self.channels = list(channels)
         self.register_buffer("input_mean", torch.zeros(len(self.channels)))
         self.register_buffer("input_std", torch.ones(len(self.channels)))
-        layers, width = [], len(self.channels)
+        layers, width = [], 2 * len(self.channels)   # each channel and its observed mask
         for i, out in enumerate(widths):
             layers += [nn.Conv1d(width, out, kernel, padding=kernel // 2), nn.BatchNorm1d(out), nn.ReLU()]
             layers += [nn.MaxPool1d(4)] if i < len(widths) - 1 else [nn.AdaptiveAvgPool1d(1)]
@@ -75,7 +87,9 @@ class WindowCNN(nn.Module):
         set_input_stats(self, stats)
 
     def forward(self, windows: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head((windows - self.input_mean[:, None]) / self.input_std[:, None]).squeeze(-1)
+        z = (windows - self.input_mean[:, None]) / self.input_std[:, None]
+        # a masked channel (NaN) reads as its train mean, and an observed-mask channel per input says so
+        return self.head(torch.cat([torch.nan_to_num(z, nan=0.0), torch.isfinite(z).to(z.dtype)], 1)).squeeze(-1)
 
 
 def load_baseline_splits(windows_dir, cfg: BaselinesConfig) -> tuple:
@@ -84,16 +98,74 @@ def load_baseline_splits(windows_dir, cfg: BaselinesConfig) -> tuple:
                             LOGISTIC_FEATURES["context_lr"], for_training=True) for name in ("train", "val"))
 
 
+def trend_rows(split: Split, batch: int = 4096):
+    """Yield (start, trend rows (b, TREND, context) float32, NaN = unobserved) of the split's windows, in order."""
+    for start, rows in windows_h5.iter_signal_chunks(split.path, batch, split.indices, name=TREND_BLOCK):
+        yield start, rows.astype(np.float32)
+
+
+def trend_inputs(split: Split, step_s: int) -> np.ndarray:
+    """`trend.classic_features` of every window of the split (n, 5), streamed chunk by chunk."""
+    parts = [trend.classic_features(rows, step_s) for _, rows in trend_rows(split)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(trend.CLASSIC_FEATURES)))
+
+
+class ZeroShotForecaster:
+    """TTM r2 512-96 forecasting each window's MAP trend view, untrained, and the hypotension score
+    65 mmHg minus the soft minimum of the forecast over (e, e + h] (`forecast.risk_score`).
+
+    The forecast covers 96 bins (16 min at 10-s bins), so at each horizon h it also gives the mean
+    forecast MAP over the label minute [e + h, e + h + 1 min), compared in evaluate with the MAP
+    that followed (`map_<h>min`). A window without any observed MAP bin falls back to persistence
+    (its current MAP), or to NORMAL_MAP when that is missing too.
+    """
+
+    def __init__(self, weights_dir, step_s: int, softness_mmhg: float, threshold: float = 65.0):
+        self.weights_dir, self.step_s, self.softness, self.threshold = str(weights_dir), int(step_s), \
+            float(softness_mmhg), float(threshold)
+        self.model = fc.load_forecaster(weights_dir, fc.steps_for(96 * self.step_s / 60, self.step_s))
+
+    def to_dict(self) -> dict:
+        return {"weights_dir": self.weights_dir, "step_s": self.step_s, "softness_mmhg": self.softness,
+                "threshold": self.threshold}
+
+    def minute_bins(self, minutes: float) -> slice | None:
+        lo, hi = minutes * 60 / self.step_s, (minutes * 60 + 60) / self.step_s
+        n = fc._steps(self.model)
+        return slice(int(round(lo)), int(round(hi))) if hi <= n and lo == int(lo) and hi == int(hi) else None
+
+    def score(self, split: Split, horizon_min: float, minutes=()) -> tuple:
+        """(scores (n,), {m: mean forecast MAP over [e + m, e + m + 1 min) (n,)} for the `minutes` the
+        forecast covers) of the split's windows, streamed chunk by chunk."""
+        scores, ahead = [], {m: [] for m in minutes if self.minute_bins(m) is not None}
+        for _, rows in trend_rows(split):
+            series, observed = trend.fill_unobserved(rows[:, 0])
+            f = fc.forecast(self.model, series, observed)
+            scores.append(fc.risk_score(f, self.step_s, horizon_min, self.threshold, self.softness))
+            for m in ahead:
+                ahead[m].append(f[:, self.minute_bins(m)].mean(axis=1))
+        score = np.concatenate(scores) if scores else np.zeros(0)
+        now = windows_h5.read_columns(split.path, [MAP_NOW])[MAP_NOW][split.indices]
+        score = np.where(np.isfinite(score), score, self.threshold - np.nan_to_num(now, nan=NORMAL_MAP))
+        return score.astype(np.float32), {m: np.concatenate(v) for m, v in ahead.items()}
+
+
 def train_baselines(train: Split, val: Split, cfg: BaselinesConfig, input_stats: dict, device) -> tuple:
     """Fit every baseline on `train` (the CNN early-stopping on `val`, from `input_stats`' z-scores).
 
-    Returns ({name: fitted scikit-learn pipeline or WindowCNN (on the CPU)}, {name: val logits},
-    {name: training summary (the CNN's loop summary; {} for the logistic ones)}).
+    Returns ({name: fitted scikit-learn pipeline, WindowCNN (on the CPU) or ZeroShotForecaster},
+    {name: val logits}, {name: training summary (the CNN's loop summary; {} for the others)}).
     """
     fitted, val_logits, summaries = {}, {}, {}
     for name in LOGISTIC_FEATURES:
         fitted[name] = logistic_baseline().fit(logistic_inputs(name, train.context), train.targets)
         val_logits[name], summaries[name] = logistic_logits(fitted[name], logistic_inputs(name, val.context)), {}
+    fitted["trend_lr"] = logistic_baseline().fit(trend_inputs(train, cfg.trend_step_s), train.targets)
+    val_logits["trend_lr"] = logistic_logits(fitted["trend_lr"], trend_inputs(val, cfg.trend_step_s))
+    summaries["trend_lr"] = {}
+    fitted["ttm_zeroshot"] = ZeroShotForecaster(cfg.weights_dir, cfg.trend_step_s, cfg.forecast_softness_mmhg)
+    val_logits["ttm_zeroshot"] = fitted["ttm_zeroshot"].score(val, cfg.horizon_min)[0]
+    summaries["ttm_zeroshot"] = {"trained": False, **fitted["ttm_zeroshot"].to_dict()}
     torch.manual_seed(cfg.cnn_loop.seed)   # the CNN's initial weights
     cnn = WindowCNN(cfg.channels)
     cnn.set_input_stats(input_stats)
@@ -104,18 +176,21 @@ def train_baselines(train: Split, val: Split, cfg: BaselinesConfig, input_stats:
 
 
 def save_baselines(directory, fitted: dict) -> None:
-    """`<name>.joblib` per logistic baseline and `cnn.pt` (channels and weights), as `baseline_logits` reads them."""
+    """`<name>.joblib` per logistic baseline, `cnn.pt` (channels and weights) and `ttm_zeroshot.json`
+    (the forecaster's settings), as `baseline_logits` reads them."""
     import joblib
 
     directory = Path(directory)
-    for name in LOGISTIC_FEATURES:
+    for name in (*LOGISTIC_FEATURES, "trend_lr"):
         joblib.dump(fitted[name], directory / f"{name}.joblib")
+    (directory / "ttm_zeroshot.json").write_text(json.dumps(fitted["ttm_zeroshot"].to_dict(), indent=1))
     cnn = fitted["cnn"]
     save_torch(directory / "cnn.pt", {"channels": list(cnn.channels), "state": cnn.cpu().state_dict()})
 
 
-def baseline_logits(directory, windows_path, horizon_min: float, device) -> dict:
-    """{baseline: logits} on the labelled windows of `windows_path` (the model's windows, same order)."""
+def baseline_logits(directory, windows_path, horizon_min: float, device, forecast_minutes=()) -> tuple:
+    """({baseline: logits}, {minutes: the zero-shot forecaster's mean MAP forecast over that label
+    minute}) on the labelled windows of `windows_path` (the model's windows, same order)."""
     import joblib
 
     directory = Path(directory)
@@ -123,13 +198,18 @@ def baseline_logits(directory, windows_path, horizon_min: float, device) -> dict
         saved = torch.load(directory / "cnn.pt", map_location="cpu", weights_only=False)
         cnn = WindowCNN(saved["channels"])
         cnn.load_state_dict(saved["state"])
-        pipelines = {name: joblib.load(directory / f"{name}.joblib") for name in LOGISTIC_FEATURES}
+        pipelines = {name: joblib.load(directory / f"{name}.joblib") for name in (*LOGISTIC_FEATURES, "trend_lr")}
+        zero_shot = json.loads((directory / "ttm_zeroshot.json").read_text())
     except Exception as err:
         raise PipelineError(f"baselines in {directory} are missing or corrupt ({type(err).__name__}); "
                             "rerun dvc repro baselines") from err
     context = LOGISTIC_FEATURES["context_lr"]
     split = load_split(windows_path, "clf", horizon_min, cnn.channels, context)
     out = {name: logistic_logits(pipeline, logistic_inputs(name, split.context))
-           for name, pipeline in pipelines.items()}
+           for name, pipeline in pipelines.items() if name in LOGISTIC_FEATURES}
+    out["trend_lr"] = logistic_logits(pipelines["trend_lr"], trend_inputs(split, zero_shot["step_s"]))
     out["cnn"] = predict(cnn.to(device), split, device)
-    return out
+    forecaster = ZeroShotForecaster(zero_shot["weights_dir"], zero_shot["step_s"], zero_shot["softness_mmhg"],
+                                    zero_shot["threshold"])
+    out["ttm_zeroshot"], forecasts = forecaster.score(split, horizon_min, forecast_minutes)
+    return {name: out[name] for name in BASELINES}, forecasts

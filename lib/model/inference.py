@@ -15,7 +15,7 @@ from tqdm import tqdm
 from lib.core.errors import PipelineError
 from lib.core.schema import REG_TARGETS
 from lib.data import windows_h5
-from lib.data.dataset import Split
+from lib.data.dataset import Split, iter_inputs
 
 INFERENCE_BATCH = 512
 
@@ -74,6 +74,6 @@ def embed_windows(model, path, device, batch_size: int = INFERENCE_BATCH):
     """Yield (start, embeddings (batch, channels, d_model + 2)) of every window of the windows
     file `path`, in its order (the embed stage's cache)."""
     n = windows_h5.count(path)
-    for start, signals in tqdm(windows_h5.iter_signal_chunks(path, batch_size), total=math.ceil(n / batch_size),
+    for start, signals in tqdm(iter_inputs(path, model.channels, batch_size), total=math.ceil(n / batch_size),
                                desc=f"embed {Path(path).stem}", unit="batch", disable=None):
         yield start, model.embed(torch.from_numpy(signals).to(device)).float().cpu().numpy()

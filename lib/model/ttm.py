@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.core.config import INPUT_SCALINGS, TASKS, TTM_CONTEXT, EmbeddingConfig, LoraConfig, ModelConfig
+from lib.core.config import INPUT_SCALINGS, TASKS, TTM_CONTEXT, VIEWS, EmbeddingConfig, LoraConfig, ModelConfig
 from lib.core.errors import PipelineError
-from lib.core.schema import CHANNELS, CONTEXT_SOURCES, REG_TARGETS
+from lib.core.schema import CHANNELS, CONTEXT_SOURCES, REG_TARGETS, TREND_INPUTS
 
 WEIGHT_FILES = ("config.json", "model.safetensors")
 # Windows per backbone call at inference: small batches stay in the CPU's caches (bench/RESULTS.md:
@@ -74,13 +74,20 @@ def fit_context(x: torch.Tensor, context_length: int):
     The model sees the last `context_length` samples. A shorter context is left-padded with zeros
     to the weights' 512, as granite-tsfm does for series shorter than a TTM's context (its datasets'
     zero padding, `get_model(..., force_return="zeropad")`), and the padding is marked unobserved
-    in `past_observed_mask` so RevIN's loc/scale come from the real samples only.
+    in `past_observed_mask` so RevIN's loc/scale come from the real samples only. A masked channel
+    or an unobserved trend bin (NaN) is unobserved in the same way.
     """
     if not 0 < context_length <= min(TTM_CONTEXT, x.shape[1]):
         raise PipelineError(f"model.context_length={context_length}: must be 1-{min(TTM_CONTEXT, x.shape[1])} "
                             f"(windows are {x.shape[1]} samples, TTM's context is {TTM_CONTEXT})")
     x = x[:, -context_length:]
-    observed = torch.ones_like(x)
+    # NaN is unobserved: a channel its quality gates masked, a trend bin without data. Its value is the
+    # series' observed mean (0 after TTM's RevIN scaling, a neutral pre-history), since the mask keeps
+    # it out of RevIN's statistics but not out of the mixer; a series with no observed sample reads 0.
+    finite = torch.isfinite(x)
+    observed = finite.to(x.dtype)
+    mean = torch.where(finite, x, 0).sum(1, keepdim=True) / observed.sum(1, keepdim=True).clamp_min(1)
+    x = torch.where(finite, x, mean)
     pad = TTM_CONTEXT - context_length
     if pad:
         zeros = x.new_zeros(x.shape[0], pad, x.shape[2])
@@ -251,14 +258,21 @@ def set_input_stats(model: nn.Module, stats: dict) -> None:
     into `model.input_mean` / `model.input_std` for the model's `channels`."""
     if stats.get("fitted_on") != "train":
         raise PipelineError("input normalisation statistics must come from the train split")
-    pick = [list(stats["channels"]).index(c) for c in model.channels]
-    model.input_mean.copy_(torch.tensor(stats["mean"], dtype=torch.float32)[pick])
-    model.input_std.copy_(torch.tensor(stats["std"], dtype=torch.float32)[pick].clamp_min(1e-6))
+    known = list(stats["channels"])   # the waveform channels; trend inputs (RevIN only) keep mean 0, std 1
+    mean = [stats["mean"][known.index(c)] if c in known else 0.0 for c in model.channels]
+    std = [stats["std"][known.index(c)] if c in known else 1.0 for c in model.channels]
+    model.input_mean.copy_(torch.tensor(mean, dtype=torch.float32))
+    model.input_std.copy_(torch.tensor(std, dtype=torch.float32).clamp_min(1e-6))
 
 
 def context_features(channels, level_features: bool) -> list:
     """Context features the head gets: those measured on an input channel (none without level features)."""
     return [name for name, source in CONTEXT_SOURCES.items() if level_features and source in channels]
+
+
+def model_inputs(cfg: ModelConfig) -> list:
+    """The series the backbone embeds, in INPUTS order: the waveform channels and/or the trend series."""
+    return [*(cfg.channels if "waveform" in cfg.views else ()), *(TREND_INPUTS if "trend" in cfg.views else ())]
 
 
 def build_model(cfg: ModelConfig) -> HypotensionModel:
@@ -281,17 +295,20 @@ def build_model(cfg: ModelConfig) -> HypotensionModel:
                             "from model.input_channels (e.g. -S 'model.input_channels=[ppg,ecg]')")
     ttm = load_ttm(cfg.weights_dir, revin=input_scaling == "revin")
     backbone = configure_backbone(ttm.backbone, cfg.unfreeze_last_n_blocks, cfg.lora)
-    return HypotensionModel(backbone, channels, ttm.config.d_model, level_features=cfg.level_features,
+    return HypotensionModel(backbone, model_inputs(cfg), ttm.config.d_model, level_features=cfg.level_features,
                             context=context_features(channels, cfg.level_features), input_scaling=input_scaling,
                             hidden_dims=cfg.hidden_dims if cfg.mode == "ft" else (), dropout=cfg.dropout, task=task,
                             context_length=context_length)
 
 
 def embedding_model(cfg: EmbeddingConfig) -> HypotensionModel:
-    """The frozen backbone on every channel, as the embed stage runs it (only `embed` is used)."""
+    """The frozen backbone on every input, as the embed stage runs it (only `embed` is used): the
+    waveform channels, and the trend series when TTM scales its inputs (RevIN)."""
+    views = VIEWS if cfg.input_scaling == "revin" else ("waveform",)
     return build_model(ModelConfig(weights_dir=cfg.weights_dir, channels=CHANNELS, level_features=True,
                                    input_scaling=cfg.input_scaling, context_length=cfg.context_length,
-                                   unfreeze_last_n_blocks=0, lora=None, hidden_dims=(), dropout=0.0, task="clf"))
+                                   unfreeze_last_n_blocks=0, lora=None, hidden_dims=(), dropout=0.0, task="clf",
+                                   views=views))
 
 
 def trainable_parameters(model: nn.Module) -> dict:

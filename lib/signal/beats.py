@@ -56,8 +56,9 @@ def ecg_r_peaks(ecg: np.ndarray, fs: float):
 
 
 def ppg_systolic_peaks(ppg: np.ndarray, fs: float) -> np.ndarray:
-    """Systolic peaks of a band-passed PPG (Elgendi 2013)."""
-    return _quiet_peaks(ppg_findpeaks, ppg, fs, "elgendi", "PPG_Peaks")
+    """Systolic peaks of a band-passed PPG (Elgendi 2013), restarted every BLOCK_S like the ECG's
+    (its threshold is a mean over the signal it sees: blocks bound how far ahead that reaches)."""
+    return _blockwise_peaks(ppg_findpeaks, ppg, fs, "elgendi", "PPG_Peaks")
 
 
 def abp_systolic_peaks(abp: np.ndarray, fs: float) -> np.ndarray:
@@ -151,3 +152,91 @@ def abp_beat_pressures(abp: np.ndarray, peaks: np.ndarray, starts: np.ndarray, l
     dbp = np.where(enough, _window_mean(troughs, lo, np.maximum(n - 1, 0)), np.nan)
     whole_cycles = _window_sum(abp, first, last - first) / np.maximum(last - first, 1)
     return {"n_beats": n, "sbp": sbp, "dbp": dbp, "map": np.where(enough, whole_cycles, np.nan), "pp": sbp - dbp}
+
+
+PAST_MARGIN_S = 2.0   # recorded history before a window's span that its detectors also see
+CUT_BEAT_S = 0.15     # a detection this close to the window end may be a beat cut mid-upstroke: not counted
+
+
+def causal_filter(samples: np.ndarray, sos: np.ndarray) -> np.ndarray:
+    """One forward pass of `sos` over a whole recording: sample t of the output depends on samples <= t only.
+
+    Gaps hold the last valid sample (a linear bridge would reach for the next valid one); samples
+    before the first valid one take its value, so they too come from no later than any window that
+    has a valid sample.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    valid = np.isfinite(x)
+    if not valid.any():
+        return np.zeros_like(x)
+    last_valid = np.maximum.accumulate(np.where(valid, np.arange(len(x)), -1))
+    held = x[np.where(last_valid >= 0, last_valid, np.argmax(valid))]
+    return signal.sosfilt(sos, held, zi=signal.sosfilt_zi(sos) * held[0])[0]
+
+
+def _past_spans(n_samples: int, srate: float, window_end_s: np.ndarray, span_s: float):
+    """Per window end e: (lo, start, end) sample indices with [start, end) the span [e - span_s, e)
+    (samples strictly before e) and [lo, start) up to PAST_MARGIN_S of history before it."""
+    end = np.minimum(np.floor(np.asarray(window_end_s, dtype=float) * srate - 1e-6).astype(np.int64) + 1, n_samples)
+    start = np.maximum(end - int(round(span_s * srate)), 0)
+    return np.maximum(start - int(round(PAST_MARGIN_S * srate)), 0), start, end
+
+
+def _span_has_gap(samples: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    bad = np.concatenate([[0], np.cumsum(~np.isfinite(samples))])
+    return bad[end] - bad[start] > 0
+
+
+def _whole_beats(peaks: np.ndarray, offset: int, n: int, srate: float) -> np.ndarray:
+    """Detections inside the span [offset, n) of a segment that are not a beat cut by its end."""
+    return peaks[(peaks >= offset) & (peaks < n - CUT_BEAT_S * srate)]
+
+
+def past_abp_pressures(abp: np.ndarray, srate: float, window_end_s: np.ndarray, span_s: float,
+                       lowpass_hz: float) -> dict:
+    """`abp_beat_pressures` of each window's span [e - span_s, e), from the recorded ABP before e only.
+
+    The recording is filtered causally (`causal_filter`: a 4th-order Butterworth low-pass keeps
+    the level, a 0.5-8 Hz band-pass feeds the detector), then each window's segment (its span plus
+    PAST_MARGIN_S of history) gets its own Elgendi detection, so no sample at or after the window
+    end e can change the result (a zero-phase filter or a whole-recording detector looks ahead).
+    A detection in the last CUT_BEAT_S before e may be a systole cut by e: it is not counted.
+    NaN (and 0 beats) where the span has a missing sample.
+    """
+    smooth = causal_filter(abp, signal.butter(4, min(lowpass_hz, 0.45 * srate), btype="lowpass", fs=srate,
+                                              output="sos"))
+    detect = causal_filter(abp, signal.butter(2, [0.5, min(8.0, 0.45 * srate)], btype="bandpass", fs=srate,
+                                              output="sos"))
+    lo, start, end = _past_spans(len(smooth), srate, window_end_s, span_s)
+    gap = _span_has_gap(abp, start, end)
+    keys = ("n_beats", "sbp", "dbp", "map", "pp")
+    out = {k: np.full(len(lo), np.nan) for k in keys}
+    out["n_beats"] = np.zeros(len(lo), dtype=np.int64)
+    r = int(REFINE_S * srate)
+    for i in np.flatnonzero(~gap & (end - start > 0)):
+        seg = smooth[lo[i]:end[i]]
+        peaks = _quiet_peaks(ppg_findpeaks, detect[lo[i]:end[i]], srate, "elgendi", "PPG_Peaks")
+        if len(peaks):   # move each detection to the pressure maximum near it, inside the segment
+            neighbourhood = sliding_window_view(np.pad(seg, r, mode="edge"), 2 * r + 1)[peaks]
+            peaks = np.unique(peaks + np.argmax(neighbourhood, axis=1) - r)
+        row = abp_beat_pressures(seg, _whole_beats(peaks, start[i] - lo[i], len(seg), srate),
+                                 np.array([start[i] - lo[i]]), end[i] - start[i])
+        for k in keys:
+            out[k][i] = row[k][0]
+    return out
+
+
+def past_heart_rate(ecg: np.ndarray, srate: float, window_end_s: np.ndarray, span_s: float, band_hz) -> np.ndarray:
+    """Heart rate (bpm) from the R peaks in each window's span [e - span_s, e), from the recorded
+    ECG before e only: causal band-pass (a constant delay leaves R-R intervals exact), NeuroKit's
+    detector per segment, as `past_abp_pressures`. NaN where the span has a gap or < 2 beats."""
+    clean = causal_filter(ecg, signal.butter(4, [band_hz[0], min(band_hz[1], 0.45 * srate)], btype="bandpass",
+                                             fs=srate, output="sos"))
+    lo, start, end = _past_spans(len(clean), srate, window_end_s, span_s)
+    rates = np.full(len(lo), np.nan)
+    for i in np.flatnonzero(~_span_has_gap(ecg, start, end) & (end - start > 0)):
+        seg = clean[lo[i]:end[i]]
+        peaks = _whole_beats(_quiet_peaks(ecg_findpeaks, seg, srate, "neurokit", "ECG_R_Peaks"), start[i] - lo[i],
+                             len(seg), srate)
+        rates[i] = heart_rate(peaks, srate, np.array([start[i] - lo[i]]), end[i] - start[i])[0]
+    return rates

@@ -8,7 +8,7 @@ from lib.core.errors import PipelineError
 from lib.core.schema import CHANNELS
 from lib.data import windows_h5
 from lib.data.dataset import load_split, subset
-from lib.data.embeddings import read_embeddings, write_embeddings
+from lib.data.embeddings import CachedEmbeddings, read_embeddings, write_embeddings
 
 N = 40
 KEY = {"input_scaling": "revin", "context_length": 512}
@@ -50,7 +50,8 @@ def test_a_classification_split_holds_the_labelled_windows_and_their_cached_embe
     # window 11 has both its input channels masked
     assert np.array_equal(split.indices, np.flatnonzero((labels >= 0) & (np.arange(N) != 11)))
     assert np.array_equal(split.targets, labels[split.indices])
-    assert np.array_equal(split.embeddings, embeddings[split.indices][:, 1:])
+    assert isinstance(split.embeddings, CachedEmbeddings) and split.embeddings.shape == (len(split), 2, 194)
+    assert np.array_equal(split.embeddings.load(), embeddings[split.indices][:, 1:])
     positions = np.array([7, 0, 3])
     assert torch.equal(split.inputs(positions), torch.from_numpy(embeddings[split.indices[positions]][:, 1:]))
     windows = load_split(path, "clf", 5, ["ppg", "ecg"], ["map", "hr"])   # no cache: inputs are the windows
@@ -60,7 +61,8 @@ def test_a_classification_split_holds_the_labelled_windows_and_their_cached_embe
     assert np.array_equal(torch.cat([x for _, x in chunks]).numpy(), signals[windows.indices][:, 1:], equal_nan=True)
     part = subset(split, [5, 1])
     assert np.array_equal(part.indices, split.indices[[1, 5]])
-    assert np.array_equal(part.embeddings, split.embeddings[[1, 5]])
+    assert isinstance(part.embeddings, CachedEmbeddings)   # a view: nothing read
+    assert np.array_equal(part.embeddings.load(), split.embeddings[[1, 5]])
 
 
 def test_a_regression_split_holds_the_windows_with_finite_pressures(files):

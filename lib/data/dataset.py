@@ -3,6 +3,8 @@
 A `Split` is what the training loop and inference iterate over. Its inputs are either the
 windows' signals, read from the windows file on demand, or the frozen backbone's cached
 embeddings (the embed stage's output, fm mode's fast path): `Split.embeddings` says which.
+Both are read from their files batch by batch (`inputs`, `chunks`): a split holds its targets
+and context in memory, never its inputs (`load_split` gives a `CachedEmbeddings` view).
 """
 import dataclasses
 import sys
@@ -15,7 +17,7 @@ import torch
 from lib.core.errors import PipelineError
 from lib.core.schema import CHANNELS, INPUTS, OBSERVED, REG_TARGETS, TREND_BLOCK, TREND_INPUTS, label_column
 from lib.data import windows_h5
-from lib.data.embeddings import read_embeddings
+from lib.data.embeddings import CachedEmbeddings
 
 
 @dataclass
@@ -27,7 +29,9 @@ class Split:
     targets: np.ndarray         # clf: labels (n,); reg: SBP/DBP/MAP in mmHg (n, 3)
     context: np.ndarray         # (n, k) past-only context features, NaN where missing
     channels: list              # the inputs, from INPUTS: waveform channels and/or trend series
-    embeddings: np.ndarray | None = None   # (n, channels, d_model + 2) from the embed stage (fm mode)
+    # (n, channels, d_model + 2) from the embed stage (fm mode): a CachedEmbeddings view read on
+    # demand (load_split), or an array (anything indexable by positions and slices, as float32)
+    embeddings: CachedEmbeddings | np.ndarray | None = None
 
     def __len__(self):
         return len(self.indices)
@@ -44,7 +48,8 @@ class Split:
         return out
 
     def inputs(self, positions) -> torch.Tensor:
-        """The model's inputs at `positions`: cached embeddings when the split has them, else windows."""
+        """The model's inputs at `positions`, in that order: cached embeddings when the split has
+        them, else windows (either read from its file, these windows only)."""
         x = self.embeddings[positions] if self.embeddings is not None else self.windows(positions)
         return torch.from_numpy(np.ascontiguousarray(x))
 
@@ -124,8 +129,7 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
         np.zeros((len(idx), 0), dtype=np.float32)
     split = Split(path, idx, targets, ctx, list(channels))
     if embeddings_path is not None:
-        cached = read_embeddings(embeddings_path, path, idx, cache_key or {})
-        split.embeddings = cached[:, channel_index(channels)]
+        split.embeddings = CachedEmbeddings.open(embeddings_path, path, idx, cache_key or {}, channel_index(channels))
     return split
 
 
@@ -135,11 +139,14 @@ def checkpoint_split(model, ckpt: dict, path) -> Split:
 
 
 def subset(split: Split, positions) -> Split:
-    """The windows of `split` at `positions` (e.g. one cross-validation fold)."""
+    """The windows of `split` at `positions` (e.g. one cross-validation fold); cached embeddings
+    stay a view on the cache (nothing is read)."""
     positions = np.sort(np.asarray(positions))
+    embeddings = split.embeddings
+    if embeddings is not None:
+        embeddings = embeddings.subset(positions) if isinstance(embeddings, CachedEmbeddings) else embeddings[positions]
     return dataclasses.replace(split, indices=split.indices[positions], targets=split.targets[positions],
-                               context=split.context[positions],
-                               embeddings=None if split.embeddings is None else split.embeddings[positions])
+                               context=split.context[positions], embeddings=embeddings)
 
 
 def without_embeddings(split: Split) -> Split:

@@ -114,15 +114,15 @@ def epoch_windows(n_train: int, n_per_epoch: int, seed: int, epoch: int, rank: i
 def run_epoch(net: nn.Module, train: Split, positions, loss, opt: "Optimiser", micro_batch: int,
               grad_accum_steps: int, device, desc: str = "epoch", show: bool = True) -> float:
     """One pass over the training windows at `positions` in micro-batches; an optimiser step after
-    every `grad_accum_steps` of them and after the last. Returns the mean training loss."""
-    inputs, context = train.inputs(positions), torch.from_numpy(train.context[positions])
-    targets = torch.from_numpy(train.targets[positions])
+    every `grad_accum_steps` of them and after the last. Returns the mean training loss.
+    Each micro-batch's inputs are read from the split's file when it comes (memory: one batch)."""
+    context, targets = torch.from_numpy(train.context[positions]), torch.from_numpy(train.targets[positions])
     ddp = isinstance(net, nn.parallel.DistributedDataParallel)
     total, seen = 0.0, 0
     batches = range(0, len(positions), micro_batch)
     for step, start in enumerate(tqdm(batches, desc=desc, unit="batch", leave=False, disable=None if show else True)):
         sl = slice(start, start + micro_batch)
-        x, ctx, y = inputs[sl].to(device), context[sl].to(device), targets[sl].to(device)
+        x, ctx, y = train.inputs(positions[sl]).to(device), context[sl].to(device), targets[sl].to(device)
         last_micro = (step + 1) % grad_accum_steps == 0 or step == len(batches) - 1
         with contextlib.nullcontext() if last_micro or not ddp else net.no_sync():   # sync gradients on steps only
             with opt.amp_context():

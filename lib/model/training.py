@@ -19,8 +19,11 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from lib.core.config import TrainConfig
+from lib.core.errors import PipelineError
 from lib.data.dataset import Split, without_embeddings
 from lib.model.loop import train_model
+
+SCALER_BATCH = 4096   # windows per read while fitting the head's input scaling
 
 
 def fit(model, train: Split, val: Split, cfg: TrainConfig, device, *, resume_path=None, **loop_extra) -> dict:
@@ -47,20 +50,57 @@ def fit(model, train: Split, val: Split, cfg: TrainConfig, device, *, resume_pat
     return summary
 
 
-def fit_scalers(model, train: Split) -> None:
+def fit_scalers(model, train: Split, batch: int = SCALER_BATCH) -> None:
     """Head-input (and, for reg, target) standardisation from the train split (never val or test).
 
     Fitted on the train split's cached embeddings, the frozen backbone's, i.e. the model's at the
-    start of training. NaN (missing context) is ignored by the fit and imputed with the mean in the model.
+    start of training, streamed `batch` windows at a time (running sums: memory bounded by the
+    batch, the mean and std those of the whole split). NaN (missing context) is ignored by the
+    fit and imputed with the mean in the model.
     """
-    features = model.head_features(torch.from_numpy(train.embeddings), torch.from_numpy(train.context)).numpy()
-    scaler = StandardScaler().fit(features.astype(np.float64))
-    model.feature_mean.copy_(torch.from_numpy(scaler.mean_.astype(np.float32)))
-    model.feature_std.copy_(torch.from_numpy(scaler.scale_.astype(np.float32)))
+    if train.embeddings is None:
+        raise PipelineError("fit_scalers: the train split has no cached embeddings (run the embed stage)")
+    moments = RunningMoments()
+    for start, x in train.chunks(batch):
+        moments.update(model.head_features(x, torch.from_numpy(train.context[start:start + len(x)])).numpy())
+    mean, scale = moments.mean_scale()
+    model.feature_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+    model.feature_std.copy_(torch.from_numpy(scale.astype(np.float32)))
     if model.task == "reg":
         targets = StandardScaler().fit(train.targets.astype(np.float64))
         model.target_mean.copy_(torch.from_numpy(targets.mean_.astype(np.float32)))
         model.target_std.copy_(torch.from_numpy(targets.scale_.astype(np.float32)))
+
+
+class RunningMoments:
+    """Per-column mean and standard deviation over row chunks, NaN ignored, as StandardScaler().fit
+    on all the rows at once (np.nanmean, np.nanstd; a constant column's scale is 1): float64 counts,
+    means and sums of squared deviations merged chunk by chunk (Chan et al.'s parallel update;
+    StandardScaler.partial_fit gives NaN for a column whose first chunk is all NaN)."""
+
+    def __init__(self):
+        self.n = self.mean = self.m2 = 0.0
+
+    def update(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float64)
+        seen = ~np.isnan(rows)
+        n = seen.sum(axis=0).astype(np.float64)
+        mean = np.where(seen, rows, 0.0).sum(axis=0) / np.maximum(n, 1)
+        m2 = np.where(seen, (rows - mean) ** 2, 0.0).sum(axis=0)
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / np.maximum(total, 1)
+        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / np.maximum(total, 1)
+        self.n = total
+
+    def mean_scale(self) -> tuple:
+        """(mean, std); NaN for a column without a value, 1 as the std of a constant column."""
+        n = np.asarray(self.n, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean, var = np.where(n > 0, self.mean, np.nan), self.m2 / n
+        eps = np.finfo(np.float64).eps
+        constant = var <= n * eps * var + (n * mean * eps) ** 2   # sklearn's test of a constant feature
+        return mean, np.where(constant, 1.0, np.sqrt(var))
 
 
 @contextlib.contextmanager

@@ -67,8 +67,7 @@ def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray
             lo, hi = plausible[name]
             values = np.where((columns[name] >= lo) & (columns[name] <= hi), columns[name], np.nan)
             trace = trend.numeric_track_1hz(t_end[grid], values[grid], len(context_map), TREND_MAX_AGE_S)
-        series, observed = trend.trend_series(trace, t_end, spec.trend.step_s, spec.trend.context)
-        rows.append(np.where(observed, series, np.nan))
+        rows.append(trend.trend_means(trace, t_end, spec.trend.step_s, spec.trend.context))
     return np.stack(rows, axis=1).astype(np.float16)
 
 

@@ -65,12 +65,15 @@ def abp_systolic_peaks(abp: np.ndarray, fs: float) -> np.ndarray:
     """Systolic peaks of the (level-preserving) ABP: detected band-passed, refined on the ABP."""
     sos = signal.butter(2, [0.5, min(8.0, 0.45 * fs)], btype="bandpass", fs=fs, output="sos")
     detect = signal.sosfiltfilt(sos, abp) if len(abp) > 15 else abp - abp.mean()
-    peaks = _quiet_peaks(ppg_findpeaks, detect, fs, "elgendi", "PPG_Peaks")
+    return _refine_to_maximum(_quiet_peaks(ppg_findpeaks, detect, fs, "elgendi", "PPG_Peaks"), abp, fs)
+
+
+def _refine_to_maximum(peaks: np.ndarray, abp: np.ndarray, fs: float) -> np.ndarray:
+    """Move each detection to the pressure maximum within ±REFINE_S of it, inside `abp` (edges held)."""
     r = int(REFINE_S * fs)
     if len(peaks) == 0 or len(abp) <= 2 * r:
         return peaks
-    padded = np.pad(abp, r, mode="edge")
-    neighbourhood = sliding_window_view(padded, 2 * r + 1)[peaks]
+    neighbourhood = sliding_window_view(np.pad(abp, r, mode="edge"), 2 * r + 1)[peaks]
     return np.unique(peaks + np.argmax(neighbourhood, axis=1) - r)
 
 
@@ -212,13 +215,10 @@ def past_abp_pressures(abp: np.ndarray, srate: float, window_end_s: np.ndarray, 
     keys = ("n_beats", "sbp", "dbp", "map", "pp")
     out = {k: np.full(len(lo), np.nan) for k in keys}
     out["n_beats"] = np.zeros(len(lo), dtype=np.int64)
-    r = int(REFINE_S * srate)
     for i in np.flatnonzero(~gap & (end - start > 0)):
         seg = smooth[lo[i]:end[i]]
-        peaks = _quiet_peaks(ppg_findpeaks, detect[lo[i]:end[i]], srate, "elgendi", "PPG_Peaks")
-        if len(peaks):   # move each detection to the pressure maximum near it, inside the segment
-            neighbourhood = sliding_window_view(np.pad(seg, r, mode="edge"), 2 * r + 1)[peaks]
-            peaks = np.unique(peaks + np.argmax(neighbourhood, axis=1) - r)
+        peaks = _refine_to_maximum(_quiet_peaks(ppg_findpeaks, detect[lo[i]:end[i]], srate, "elgendi", "PPG_Peaks"),
+                                   seg, srate)
         row = abp_beat_pressures(seg, _whole_beats(peaks, start[i] - lo[i], len(seg), srate),
                                  np.array([start[i] - lo[i]]), end[i] - start[i])
         for k in keys:

@@ -40,6 +40,11 @@ def trend_series(values_1hz: np.ndarray, window_end_s: np.ndarray, step_s: int, 
     See the module doc for the bins, the observed rule (>= half the bin's seconds finite) and the
     past-only forward fill of unobserved bins (0.0 before the first observed bin of a row).
     """
+    return fill_unobserved(trend_means(values_1hz, window_end_s, step_s, context))
+
+
+def trend_means(values_1hz: np.ndarray, window_end_s: np.ndarray, step_s: int, context: int) -> np.ndarray:
+    """The bin means of `trend_series`, float32 (n, context), NaN where a bin is unobserved (as stored)."""
     step_s, context = int(step_s), int(context)
     if step_s < 1 or context < 1:
         raise ValueError(f"trend_series: step_s={step_s} and context={context} must be >= 1")
@@ -49,21 +54,13 @@ def trend_series(values_1hz: np.ndarray, window_end_s: np.ndarray, step_s: int, 
     sums = np.concatenate([[0.0], np.cumsum(np.where(finite, v, 0.0))])
     counts = np.concatenate([[0], np.cumsum(finite, dtype=np.int64)])
     ends = _ends(window_end_s)
-    n = len(ends)
     # bin edges (n, context + 1): edge i = e' - (context - i) * step_s; outside the trace = no data
     edges = ends[:, None] + (np.arange(context + 1, dtype=np.int64) - context) * step_s
     edges = np.clip(edges, 0, len(v))
     count = np.diff(counts[edges], axis=1)
     total = np.diff(sums[edges], axis=1)
-    observed = 2 * count >= step_s
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = total / count
-    # forward fill within each row: index of the last observed bin at or before each bin, -1 when none
-    last = np.where(observed, np.arange(context), -1)
-    np.maximum.accumulate(last, axis=1, out=last)
-    rows = np.arange(n)[:, None]
-    series = np.where(last >= 0, means[rows, np.maximum(last, 0)], 0.0)
-    return series.astype(np.float32), observed
+        return np.where(2 * count >= step_s, total / count, np.nan).astype(np.float32)
 
 
 def numeric_track_1hz(times_s: np.ndarray, values: np.ndarray, n_seconds: int,

@@ -105,10 +105,12 @@ def main(argv):
                "cohort": evaluation.read_cohort_table(windows_dir, clinical, run.horizon_min),
                "masking": evaluation.read_masking(windows_dir)}
     if run.forecasts:
-        actual = windows_h5.read_columns(test_h5, [map_ahead_column(m) for m in run.forecasts])
-        details["forecast"] = evaluation.forecast_report(
-            run.forecasts, {m: actual[map_ahead_column(m)][run.indices] for m in run.forecasts}, ids.subjectid,
-            cfg.evaluate)
+        minutes = sorted({m for per_minute in run.forecasts.values() for m in per_minute})
+        actual = windows_h5.read_columns(test_h5, [map_ahead_column(m) for m in minutes])
+        details["forecast"] = {
+            name: evaluation.forecast_report(per_minute, {m: actual[map_ahead_column(m)][run.indices] for m in minutes},
+                                             ids.subjectid, cfg.evaluate)
+            for name, per_minute in run.forecasts.items()}
     provenance = report.Provenance(source=cohort_source(clinical), window_s=ids.window_s,
                                    model=run.model_config, training=run.train_summary,
                                    windows={k: v for k, v in windows_h5.attrs(test_h5).items() if k != "masking"},

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from lib.core.config import BaselinesConfig, LoopConfig
+from lib.core.config import BaselinesConfig, ForecastFinetune, LoopConfig
 from lib.core.schema import CHANNELS, CONTEXT, MAP_NOW, OBSERVED, TREND_BLOCK
 from lib.data import windows_h5
 from lib.model import baselines
@@ -39,7 +39,8 @@ def test_baselines_stage_trains_on_train_and_calibrates_on_val(tiny_pipeline):
     work = tiny_pipeline
     summary = json.loads((work / "metrics/baselines.json").read_text())
     calibrations = json.loads((work / "models/baselines/calibration.json").read_text())
-    assert set(summary) == set(calibrations) == set(baselines.BASELINES)
+    default = set(baselines.BASELINES) - {"ttm_finetuned"}   # trend.finetune is off by default
+    assert set(summary) == set(calibrations) == default
     assert all(c["fitted_on"]["split"] == "val" for c in calibrations.values())
     assert summary["cnn"]["epochs_run"] >= 1 and summary["cnn"]["n_train_windows"] > 0
     for name in ["map_lr.joblib", "context_lr.joblib", "cnn.pt"]:
@@ -75,20 +76,24 @@ def test_every_baseline_trains_on_train_and_scores_val(tmp_path):
     write_windows(tmp_path / "val.h5", 100, 1)
     loop = LoopConfig(epochs=1, batch_size=64, lr=1e-3, windows_per_epoch=128, seed=0)
     cfg = BaselinesConfig(task="clf", horizon_min=5.0, channels=("abp", "ppg"), cnn_loop=loop, device="cpu",
-                          weights_dir=str(ROOT / "models/ttm-r2-512-96"))
+                          weights_dir=str(ROOT / "models/ttm-r2-512-96"),
+                          forecast_finetune=ForecastFinetune(enabled=True, windows=128, epochs=1))
     train, val = baselines.load_baseline_splits(tmp_path, cfg)
     stats = {"fitted_on": "train", "channels": list(CHANNELS), "mean": [80.0, 0.0, 0.0], "std": [12.0, 1.0, 1.0]}
     fitted, val_logits, summaries = baselines.train_baselines(train, val, cfg, stats, torch.device("cpu"))
     assert set(fitted) == set(val_logits) == set(summaries) == set(baselines.BASELINES)
     assert all(len(z) == len(val) for z in val_logits.values())
-    for name in ("map_lr", "trend_lr", "ttm_zeroshot"):   # low pressure now / forecast → hypotension soon
+    for name in ("map_lr", "trend_lr", "ttm_zeroshot", "ttm_finetuned"):   # low pressure now / forecast → soon
         assert roc_auc_score(val.targets, val_logits[name]) > 0.9, name
     assert summaries["ttm_zeroshot"]["trained"] is False
+    assert summaries["ttm_finetuned"]["train_pairs"] > 0 and summaries["ttm_finetuned"]["epochs_run"] == 1
     assert summaries["cnn"]["epochs_run"] == 1 and summaries["map_lr"] == {}
     baselines.save_baselines(tmp_path, fitted)
     again, forecasts = baselines.baseline_logits(tmp_path, tmp_path / "val.h5", 5.0, "cpu", [5, 15])
-    for name in baselines.BASELINES:
+    for name in baselines.BASELINES:   # the fine-tuned weights too: saved and loaded, not the zero-shot ones
         np.testing.assert_array_equal(again[name], val_logits[name])
-    assert set(forecasts) == {5, 15} and all(f.shape == (len(val),) for f in forecasts.values())
+    assert set(forecasts) == {"ttm_zeroshot", "ttm_finetuned"}
+    for per_minute in forecasts.values():
+        assert set(per_minute) == {5, 15} and all(f.shape == (len(val),) for f in per_minute.values())
     # the forecast of a MAP drifting down to its current value stays near it
-    assert np.median(np.abs(forecasts[5] - val.context[:, 0])) < 5
+    assert np.median(np.abs(forecasts["ttm_zeroshot"][5] - val.context[:, 0])) < 5

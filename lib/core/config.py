@@ -234,14 +234,40 @@ class TrendSpec:
     step_s: int = 10
     context: int = 512
 
+    KEYS = ("step_s", "context", "finetune", "finetune_windows", "finetune_epochs", "finetune_lr", "finetune_patience")
+
     @classmethod
     def from_params(cls, params) -> "TrendSpec":
-        t = section(params, "trend", ("step_s", "context"))
+        t = section(params, "trend", cls.KEYS)
         context = t["context"]
         if isinstance(context, bool) or not isinstance(context, int) or not 0 < context <= TTM_CONTEXT:
             raise PipelineError(f"params.yaml: trend.context={context!r}: must be an integer 1-{TTM_CONTEXT} "
                                 "(TTM's context)")
         return cls(step_s=_positive_int("trend.step_s", t["step_s"]), context=context)
+
+
+@dataclass(frozen=True)
+class ForecastFinetune:
+    """trend.finetune*: fine-tune the MAP forecaster (lib.model.forecast.finetune_forecaster) as the
+    extra scorer `ttm_finetuned`; off = zero-shot only."""
+
+    enabled: bool = False
+    windows: int = 4096       # train windows drawn once (the few-shot pool); val: a quarter as many
+    epochs: int = 10
+    lr: float = 1e-3
+    patience: int = 3
+
+    @classmethod
+    def from_params(cls, params) -> "ForecastFinetune":
+        t = section(params, "trend", TrendSpec.KEYS)
+        if not isinstance(t["finetune"], bool):
+            _fail("trend.finetune", t["finetune"], "must be true or false")
+        lr = float(t["finetune_lr"])
+        if not lr > 0:
+            _fail("trend.finetune_lr", t["finetune_lr"], "must be > 0")
+        return cls(enabled=t["finetune"], windows=_positive_int("trend.finetune_windows", t["finetune_windows"], 64),
+                   epochs=_positive_int("trend.finetune_epochs", t["finetune_epochs"]), lr=lr,
+                   patience=_positive_int("trend.finetune_patience", t["finetune_patience"]))
 
 
 @dataclass(frozen=True)
@@ -520,6 +546,7 @@ class BaselinesConfig:
     weights_dir: str = "models/ttm-r2-512-96"   # the zero-shot forecaster's TTM (model.weights_dir)
     trend_step_s: int = 10                      # trend.step_s: seconds per bin of the stored trend view
     forecast_softness_mmhg: float = 2.0
+    forecast_finetune: ForecastFinetune = ForecastFinetune()
 
     KEYS = ("cnn_epochs", "cnn_batch_size", "cnn_lr", "cnn_windows_per_epoch", "cnn_early_stopping_patience",
             "forecast_softness_mmhg")
@@ -542,7 +569,7 @@ class BaselinesConfig:
                    channels=tuple(params["model"]["input_channels"]), cnn_loop=loop, device=device(params),
                    weights_dir=str(params["model"]["weights_dir"]),
                    trend_step_s=_positive_int("trend.step_s", params["trend"]["step_s"]),
-                   forecast_softness_mmhg=softness)
+                   forecast_softness_mmhg=softness, forecast_finetune=ForecastFinetune.from_params(params))
 
 
 @dataclass(frozen=True)

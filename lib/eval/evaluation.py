@@ -232,8 +232,8 @@ def regression_report(targets, predictions, names, ids: TestWindows, boot: Boots
 
 
 def forecast_report(forecasts: dict, actual: dict, subjects, cfg: EvaluateConfig) -> dict:
-    """The zero-shot forecaster's MAP forecast error per horizon: {minutes: windows, subjects, MAE, ME,
-    SD (mmHg, forecast minus the mean MAP over the label minute that followed) with subject-bootstrap
+    """A MAP forecaster's (ttm_zeroshot, ttm_finetuned) forecast error per horizon: {minutes: windows,
+    subjects, MAE, ME, SD (mmHg, forecast minus the mean MAP over the label minute that followed) with subject-bootstrap
     CIs}, on the windows whose label minute has a valid MAP; n/a (with the reason) below
     `cfg.min_subjects` subjects. Published anchor: 7 min ahead, MAE 4 ± 2 mmHg internal and 7 ± 3 on
     VitalDB (Kapral et al. 2024)."""
@@ -409,7 +409,7 @@ def headline(summary: dict) -> dict:
     """The few numbers DVC tracks (`dvc exp show`, `dvc metrics diff`): per target (reg) or for the
     model (clf) the window-level HEADLINE metrics (None where n/a), per baseline (clf) its AUROC with
     CI (HEADLINE_BASELINE), for clf every scorer's backward AUROC beside them (None where the backward
-    analysis is n/a), the test split's counts, and the zero-shot forecaster's MAE per horizon."""
+    analysis is n/a), the test split's counts, and each MAP forecaster's MAE per horizon."""
     task = summary["task"]
     out = {name: {key: stats[key] for key in (HEADLINE[task] if task == "reg" or name == REFERENCE
                                                 else HEADLINE_BASELINE)}
@@ -419,6 +419,6 @@ def headline(summary: dict) -> dict:
         for name in out:
             out[name][HEADLINE_BACKWARD] = level.get(name, {}).get("auroc")
     out["test"] = {key: summary["counts"][key] for key in HEADLINE_COUNTS[task]}
-    if summary.get("forecast"):
-        out["ttm_zeroshot_forecast"] = {f"mae_{m}min": stats.get("mae") for m, stats in summary["forecast"].items()}
+    for name, per_minute in summary.get("forecast", {}).items():
+        out[f"{name}_forecast"] = {f"mae_{m}min": stats.get("mae") for m, stats in per_minute.items()}
     return out

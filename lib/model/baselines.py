@@ -26,7 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from lib.core.config import BaselinesConfig
+from lib.core.config import BaselinesConfig, ForecastFinetune
 from lib.core.errors import PipelineError
 from lib.core.schema import CONTEXT, MAP_NOW, TREND_BLOCK
 from lib.data import windows_h5
@@ -38,7 +38,8 @@ from lib.model.ttm import save_torch, set_input_stats
 from lib.signal import trend
 
 LOGISTIC_FEATURES = {"map_lr": ["map"], "context_lr": list(CONTEXT)}
-BASELINES = (*LOGISTIC_FEATURES, "trend_lr", "cnn", "ttm_zeroshot")
+FORECASTERS = ("ttm_zeroshot", "ttm_finetuned")   # ttm_finetuned: only with trend.finetune
+BASELINES = (*LOGISTIC_FEATURES, "trend_lr", "cnn", *FORECASTERS)
 NORMAL_MAP = 80.0   # ttm_zeroshot: a window with no MAP history at all scores as a normal pressure
 
 
@@ -110,9 +111,11 @@ def trend_inputs(split: Split, step_s: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, len(trend.CLASSIC_FEATURES)))
 
 
-class ZeroShotForecaster:
-    """TTM r2 512-96 forecasting each window's MAP trend view, untrained, and the hypotension score
-    65 mmHg minus the soft minimum of the forecast over (e, e + h] (`forecast.risk_score`).
+class TrendForecaster:
+    """TTM r2 512-96 forecasting each window's MAP trend view, and the hypotension score 65 mmHg
+    minus the soft minimum of the forecast over (e, e + h] (`forecast.risk_score`): untrained
+    (`ttm_zeroshot`) or with the decoder and head fine-tuned on train windows (`ttm_finetuned`,
+    trend.finetune; `fit`).
 
     The forecast covers 96 bins (16 min at 10-s bins), so at each horizon h it also gives the mean
     forecast MAP over the label minute [e + h, e + h + 1 min), compared in evaluate with the MAP
@@ -124,14 +127,26 @@ class ZeroShotForecaster:
         self.weights_dir, self.step_s, self.softness, self.threshold = str(weights_dir), int(step_s), \
             float(softness_mmhg), float(threshold)
         self.model = fc.load_forecaster(weights_dir, fc.steps_for(96 * self.step_s / 60, self.step_s))
+        self.finetuned = False
 
     def to_dict(self) -> dict:
         return {"weights_dir": self.weights_dir, "step_s": self.step_s, "softness_mmhg": self.softness,
                 "threshold": self.threshold}
 
+    def fit(self, train: Split, val: Split, cfg: ForecastFinetune, seed: int) -> dict:
+        """Fine-tune on `shifted_pairs` of cfg.windows train windows' MAP rows, early-stopping on a
+        quarter as many val windows' (both drawn once with `seed`, so memory is bounded whatever the
+        cohort size). Returns the fine-tuning summary."""
+        steps = fc.forecast_steps(self.model)
+        pairs = [fc.shifted_pairs(map_rows(split, n, seed), steps)
+                 for split, n in ((train, cfg.windows), (val, max(cfg.windows // 4, 64)))]
+        summary = fc.finetune_forecaster(self.model, *pairs, cfg.epochs, cfg.lr, cfg.patience, seed)
+        self.finetuned = True
+        return summary
+
     def minute_bins(self, minutes: float) -> slice | None:
         lo, hi = minutes * 60 / self.step_s, (minutes * 60 + 60) / self.step_s
-        n = fc._steps(self.model)
+        n = fc.forecast_steps(self.model)
         return slice(int(round(lo)), int(round(hi))) if hi <= n and lo == int(lo) and hi == int(hi) else None
 
     def score(self, split: Split, horizon_min: float, minutes=()) -> tuple:
@@ -149,6 +164,33 @@ class ZeroShotForecaster:
         score = np.where(np.isfinite(score), score, self.threshold - np.nan_to_num(now, nan=NORMAL_MAP))
         return score.astype(np.float32), {m: np.concatenate(v) for m, v in ahead.items()}
 
+    def save(self, directory, name: str) -> None:
+        """`<name>.json` (the settings) and, when fine-tuned, `<name>.pt` (the weights)."""
+        (Path(directory) / f"{name}.json").write_text(json.dumps(self.to_dict(), indent=1))
+        if self.finetuned:
+            save_torch(Path(directory) / f"{name}.pt", self.model.state_dict())
+
+    @classmethod
+    def load(cls, directory, name: str) -> "TrendForecaster":
+        settings = json.loads((Path(directory) / f"{name}.json").read_text())
+        forecaster = cls(settings["weights_dir"], settings["step_s"], settings["softness_mmhg"], settings["threshold"])
+        weights = Path(directory) / f"{name}.pt"
+        if weights.exists():
+            forecaster.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            forecaster.finetuned = True
+        forecaster.model.eval()
+        return forecaster
+
+
+def map_rows(split: Split, n: int, seed: int) -> np.ndarray:
+    """The stored MAP trend rows (NaN = unobserved) of min(n, len(split)) of the split's windows,
+    drawn without replacement with `seed`, in file order."""
+    rng = np.random.default_rng(int(seed))
+    positions = np.sort(rng.choice(len(split), size=min(int(n), len(split)), replace=False))
+    rows = [chunk[:, 0] for _, chunk in windows_h5.iter_signal_chunks(split.path, 4096, split.indices[positions],
+                                                                      name=TREND_BLOCK)]
+    return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
+
 
 def train_baselines(train: Split, val: Split, cfg: BaselinesConfig, input_stats: dict, device) -> tuple:
     """Fit every baseline on `train` (the CNN early-stopping on `val`, from `input_stats`' z-scores).
@@ -163,9 +205,15 @@ def train_baselines(train: Split, val: Split, cfg: BaselinesConfig, input_stats:
     fitted["trend_lr"] = logistic_baseline().fit(trend_inputs(train, cfg.trend_step_s), train.targets)
     val_logits["trend_lr"] = logistic_logits(fitted["trend_lr"], trend_inputs(val, cfg.trend_step_s))
     summaries["trend_lr"] = {}
-    fitted["ttm_zeroshot"] = ZeroShotForecaster(cfg.weights_dir, cfg.trend_step_s, cfg.forecast_softness_mmhg)
-    val_logits["ttm_zeroshot"] = fitted["ttm_zeroshot"].score(val, cfg.horizon_min)[0]
+    fitted["ttm_zeroshot"] = TrendForecaster(cfg.weights_dir, cfg.trend_step_s, cfg.forecast_softness_mmhg)
     summaries["ttm_zeroshot"] = {"trained": False, **fitted["ttm_zeroshot"].to_dict()}
+    if cfg.forecast_finetune.enabled:
+        fitted["ttm_finetuned"] = TrendForecaster(cfg.weights_dir, cfg.trend_step_s, cfg.forecast_softness_mmhg)
+        summaries["ttm_finetuned"] = {**fitted["ttm_finetuned"].to_dict(), **fitted["ttm_finetuned"].fit(
+            train, val, cfg.forecast_finetune, cfg.cnn_loop.seed)}
+    for name in FORECASTERS:
+        if name in fitted:
+            val_logits[name] = fitted[name].score(val, cfg.horizon_min)[0]
     torch.manual_seed(cfg.cnn_loop.seed)   # the CNN's initial weights
     cnn = WindowCNN(cfg.channels)
     cnn.set_input_stats(input_stats)
@@ -176,21 +224,25 @@ def train_baselines(train: Split, val: Split, cfg: BaselinesConfig, input_stats:
 
 
 def save_baselines(directory, fitted: dict) -> None:
-    """`<name>.joblib` per logistic baseline, `cnn.pt` (channels and weights) and `ttm_zeroshot.json`
-    (the forecaster's settings), as `baseline_logits` reads them."""
+    """`<name>.joblib` per logistic baseline, `cnn.pt` (channels and weights) and per forecaster its
+    settings (`ttm_zeroshot.json`) and fine-tuned weights (`ttm_finetuned.json` + `.pt`), as
+    `baseline_logits` reads them."""
     import joblib
 
     directory = Path(directory)
     for name in (*LOGISTIC_FEATURES, "trend_lr"):
         joblib.dump(fitted[name], directory / f"{name}.joblib")
-    (directory / "ttm_zeroshot.json").write_text(json.dumps(fitted["ttm_zeroshot"].to_dict(), indent=1))
+    for name in FORECASTERS:
+        if name in fitted:
+            fitted[name].save(directory, name)
     cnn = fitted["cnn"]
     save_torch(directory / "cnn.pt", {"channels": list(cnn.channels), "state": cnn.cpu().state_dict()})
 
 
 def baseline_logits(directory, windows_path, horizon_min: float, device, forecast_minutes=()) -> tuple:
-    """({baseline: logits}, {minutes: the zero-shot forecaster's mean MAP forecast over that label
-    minute}) on the labelled windows of `windows_path` (the model's windows, same order)."""
+    """({baseline: logits}, {forecaster: {minutes: its mean MAP forecast over that label minute}}) on the
+    labelled windows of `windows_path` (the model's windows, same order); `ttm_finetuned` only when
+    the baselines stage fine-tuned it (trend.finetune)."""
     import joblib
 
     directory = Path(directory)
@@ -199,7 +251,10 @@ def baseline_logits(directory, windows_path, horizon_min: float, device, forecas
         cnn = WindowCNN(saved["channels"])
         cnn.load_state_dict(saved["state"])
         pipelines = {name: joblib.load(directory / f"{name}.joblib") for name in (*LOGISTIC_FEATURES, "trend_lr")}
-        zero_shot = json.loads((directory / "ttm_zeroshot.json").read_text())
+        forecasters = {name: TrendForecaster.load(directory, name) for name in FORECASTERS
+                       if (directory / f"{name}.json").exists()}
+        if "ttm_zeroshot" not in forecasters:
+            raise FileNotFoundError("ttm_zeroshot.json")
     except Exception as err:
         raise PipelineError(f"baselines in {directory} are missing or corrupt ({type(err).__name__}); "
                             "rerun dvc repro baselines") from err
@@ -207,9 +262,9 @@ def baseline_logits(directory, windows_path, horizon_min: float, device, forecas
     split = load_split(windows_path, "clf", horizon_min, cnn.channels, context)
     out = {name: logistic_logits(pipeline, logistic_inputs(name, split.context))
            for name, pipeline in pipelines.items() if name in LOGISTIC_FEATURES}
-    out["trend_lr"] = logistic_logits(pipelines["trend_lr"], trend_inputs(split, zero_shot["step_s"]))
+    out["trend_lr"] = logistic_logits(pipelines["trend_lr"], trend_inputs(split, forecasters["ttm_zeroshot"].step_s))
     out["cnn"] = predict(cnn.to(device), split, device)
-    forecaster = ZeroShotForecaster(zero_shot["weights_dir"], zero_shot["step_s"], zero_shot["softness_mmhg"],
-                                    zero_shot["threshold"])
-    out["ttm_zeroshot"], forecasts = forecaster.score(split, horizon_min, forecast_minutes)
-    return {name: out[name] for name in BASELINES}, forecasts
+    forecasts = {}
+    for name, forecaster in forecasters.items():
+        out[name], forecasts[name] = forecaster.score(split, horizon_min, forecast_minutes)
+    return {name: out[name] for name in BASELINES if name in out}, forecasts

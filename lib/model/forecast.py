@@ -41,6 +41,7 @@ import torch
 from lib.core.config import TTM_CONTEXT
 from lib.core.errors import PipelineError
 from lib.model.ttm import load_ttm
+from lib.signal import trend
 
 LEADS = ("hold", "zero", "mean")
 FORECAST_BATCH = 1024
@@ -114,13 +115,14 @@ def forecast(model, series: np.ndarray, observed: np.ndarray, batch_size: int = 
             xb = torch.from_numpy(x[i:i + batch_size])[..., None]
             mb = torch.from_numpy(m[i:i + batch_size])[..., None]
             parts.append(_predict(model, xb, mb)[..., 0].numpy())
-    steps = _steps(model)
+    steps = forecast_steps(model)
     out = np.concatenate(parts) if parts else np.zeros((0, steps), dtype=np.float32)
     out[~any_obs] = np.nan
     return out.astype(np.float32, copy=False)
 
 
-def _steps(model) -> int:
+def forecast_steps(model) -> int:
+    """Forecast bins the model returns per row (its `prediction_filter_length`)."""
     return int(getattr(model, "steps", None) or model.config.prediction_filter_length or model.config.prediction_length)
 
 
@@ -160,7 +162,7 @@ def freeze_forecaster(model, example_batch: int = 64):
         warnings.simplefilter("ignore", DeprecationWarning)   # torch 2.x: jit.trace/freeze are deprecated
         traced = torch.jit.trace(_Outputs(model).eval(), (example, torch.ones_like(example, dtype=torch.bool)),
                                  check_trace=False)
-        return _Frozen(torch.jit.freeze(traced), _steps(model))
+        return _Frozen(torch.jit.freeze(traced), forecast_steps(model))
 
 
 def horizon_slice(step_s: int, horizon_min: float, n_steps: int) -> slice:
@@ -202,3 +204,103 @@ def forecast_at(forecast: np.ndarray, step_s: int, minutes: float) -> np.ndarray
         raise ValueError(f"{minutes:g} min ahead at step_s={step_s} is forecast bin {k}; the forecast has "
                          f"{f.shape[1]}")
     return f[:, k - 1]
+
+
+# Fine-tuning: IBM's few-shot recipe for TTM (granite-tsfm's TTM getting-started notebook): backbone
+# frozen, decoder and forecast head trained on a small share of the data with OneCycleLR and early
+# stopping on validation loss.
+FINETUNE_BATCH = 64
+MIN_TARGET_OBSERVED = 0.8   # training pairs need this share of their target bins observed
+
+
+def shifted_pairs(rows: np.ndarray, steps: int) -> tuple:
+    """Forecasting pairs from stored MAP trend rows (n, context), NaN = unobserved, all in the past.
+
+    A row's last `steps` bins are the target; the bins before them, shifted right by `steps` (its
+    first `steps` bins unobserved), are the context: the trend view the same case had `steps` bins
+    earlier. Nothing after the window's end is used, so any split's windows can supply pairs; the
+    bins before the shifted context are simply unobserved, as before the start of any recording.
+    Returns (series, observed, target, target_observed) for the pairs whose last context bin (the
+    current MAP) is observed and whose target is >= MIN_TARGET_OBSERVED observed.
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    n, width = rows.shape
+    if not 1 <= steps < width:
+        raise ValueError(f"steps={steps}: must be 1-{width - 1} for rows of {width} bins")
+    context = np.full_like(rows, np.nan)
+    context[:, steps:] = rows[:, :-steps]
+    target = rows[:, -steps:]
+    target_observed = np.isfinite(target)
+    keep = np.isfinite(context[:, -1]) & (target_observed.mean(axis=1) >= MIN_TARGET_OBSERVED)
+    series, observed = trend.fill_unobserved(context[keep])
+    return series, observed, np.nan_to_num(target[keep]), target_observed[keep]
+
+
+def _masked_mse(model, series, observed, target, target_observed) -> torch.Tensor:
+    out = model(past_values=series[..., None], past_observed_mask=observed[..., None]).prediction_outputs[..., 0]
+    return ((out - target) ** 2 * target_observed).sum() / target_observed.sum().clamp(min=1)
+
+
+def _tensors(pairs, lead="mean"):
+    x, m, _ = model_inputs(pairs[0], pairs[1], lead)
+    return (torch.from_numpy(x), torch.from_numpy(m), torch.from_numpy(pairs[2].astype(np.float32)),
+            torch.from_numpy(pairs[3].astype(np.float32)))
+
+
+def forecast_errors(model, pairs) -> dict:
+    """{"mse", "mae"} (mmHg², mmHg) of the model's forecast over the observed target bins of `pairs`."""
+    x, m, y, ym = _tensors(pairs)
+    se = ae = 0.0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), FORECAST_BATCH):
+            out = _predict(model, x[i:i + FORECAST_BATCH, :, None], m[i:i + FORECAST_BATCH, :, None])[..., 0]
+            diff = (out - y[i:i + FORECAST_BATCH]) * ym[i:i + FORECAST_BATCH]
+            se, ae = se + float((diff ** 2).sum()), ae + float(diff.abs().sum())
+    n = max(float(ym.sum()), 1.0)
+    return {"mse": se / n, "mae": ae / n}
+
+
+def finetune_forecaster(model, train_pairs, val_pairs, epochs: int, lr: float, patience: int, seed: int) -> dict:
+    """Fine-tune `load_forecaster`'s model in place on `shifted_pairs`: backbone frozen, decoder and
+    head trained (AdamW, OneCycleLR to `lr`) on the masked MSE in mmHg; after each epoch the val pairs'
+    MSE decides (early stopping after `patience` epochs without improvement). The weights kept are
+    the best on val, the untrained ones included: fine-tuning never ends worse than zero-shot on val.
+    Deterministic for a seed on the CPU. Returns the run's summary (val MAE zero-shot vs fine-tuned)."""
+    if len(train_pairs[0]) == 0 or len(val_pairs[0]) == 0:
+        raise PipelineError("trend.finetune: no train or val window has an observed MAP trend to learn from")
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    x, m, y, ym = _tensors(train_pairs)
+    steps_per_epoch = -(-len(x) // FINETUNE_BATCH)
+    generator = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))   # dropout in the decoder and head
+    optimiser = torch.optim.AdamW(trainable, lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(epochs, 1) * steps_per_epoch)
+    zero_shot = forecast_errors(model, val_pairs)
+    best, best_state, best_epoch, history = zero_shot["mse"], _state(model), 0, []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        model.backbone.eval()
+        for batch in torch.randperm(len(x), generator=generator).split(FINETUNE_BATCH):
+            loss = _masked_mse(model, x[batch], m[batch], y[batch], ym[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        val = forecast_errors(model, val_pairs)
+        history.append({"epoch": epoch, **val})
+        if val["mse"] < best:
+            best, best_state, best_epoch = val["mse"], _state(model), epoch
+        elif epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"train_pairs": int(len(x)), "val_pairs": int(len(val_pairs[0])), "epochs_run": len(history),
+            "best_epoch": best_epoch, "val_mae_zero_shot": zero_shot["mae"],
+            "val_mae_finetuned": forecast_errors(model, val_pairs)["mae"], "history": history}
+
+
+def _state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -4,9 +4,11 @@ For windows ending at several times e, every context feature (MAP level and tren
 pressure), `map_now`, the window's beat-derived SBP/DBP/MAP and its trend view (MAP, HR and pulse
 pressure series) of the window ending at e must not
 change when the recording is truncated at e, or when everything after e is replaced with a
-different signal. Exact equality (NaN == NaN): a past-only computation sees bit-identical inputs,
-so it must give bit-identical outputs. (All failed this while they were computed from the resampled,
-zero-phase filtered whole recording: the polyphase resampler, filtfilt and NeuroKit's detectors look ahead.)
+different signal; likewise the trend view built from a monitor's numeric tracks (MAP, HR) when the
+numeric samples after e are dropped or replaced. Exact equality (NaN == NaN): a past-only computation
+sees bit-identical inputs, so it must give bit-identical outputs. (All failed this while they were
+computed from the resampled, zero-phase filtered whole recording: the polyphase resampler, filtfilt and
+NeuroKit's detectors look ahead.)
 
 Not covered, by design: the waveform the model sees (zero-phase filtered) and the quality gates (which
 windows are kept, which PPG/ECG channels are masked, hence the observed flags); docs/data.md bounds
@@ -19,6 +21,7 @@ from test_windowing import TRACKS, synthetic_signals
 import lib.data.windowing as windowing
 from lib.core.config import WindowSpec
 from lib.core.schema import BEAT_PRESSURES, CONTEXT, MAP_NOW, OBSERVED, TREND_BLOCK
+from lib.data import demo
 from lib.data.vital_io import write_vital
 
 # every measured context feature; the OBSERVED flags are gate outcomes (docs/data.md gives their look-ahead bound)
@@ -48,11 +51,13 @@ def keep_every_window(monkeypatch):
     monkeypatch.setattr(windowing.labels, "hypotension_labels", labelled)
 
 
-def _features(tmp_path, name, signals, end_s):
+def _features(tmp_path, name, signals, end_s, numerics=None):
     path = tmp_path / f"{name}.vital"
     write_vital(path, signals, srate=RAW_FS, dtstart=1_600_000_000.0,
-                units={TRACKS["abp"]: "mmHg", TRACKS["ecg"]: "mV"})
-    out = windowing.process_case(path, TRACKS, WindowSpec())
+                units={TRACKS["abp"]: "mmHg", TRACKS["ecg"]: "mV"}, numerics=numerics)
+    aliases = {**TRACKS, "map_numeric": demo.MAP_NUMERIC, "hr_numeric": demo.HR_NUMERIC}
+    out = windowing.process_case(path, aliases, WindowSpec())
+    assert out["trend_source"]["map"] == ("numeric" if numerics else "waveform")
     at = np.flatnonzero(np.isclose(out["t_end_s"], end_s, atol=1e-3))
     assert len(at) == 1, f"no window ends at {end_s} s"
     return {f: out[f][at[0]] for f in (*FEATURES, TREND_BLOCK)}
@@ -83,3 +88,27 @@ def test_a_different_future_leaves_the_features_unchanged(tmp_path, keep_every_w
     assert np.isfinite(features[TREND_BLOCK][:, -1]).all(), features[TREND_BLOCK][:, -3:]   # last bins observed
     _assert_same(features, _features(tmp_path, "spliced", spliced, end_s),
                  f"everything after {end_s} s was replaced")
+
+
+def _monitor(signals):
+    """The numeric tracks a monitor computes from the synthetic waveforms (75 bpm: a beat every 80 samples)."""
+    abp = signals[TRACKS["abp"]]
+    return demo.monitor_numerics(abp, np.arange(0, len(abp), 80), [], RAW_FS)
+
+
+@pytest.mark.parametrize("end_s", ENDS_S)
+def test_the_numeric_trend_ignores_samples_after_the_window_end(tmp_path, keep_every_window, end_s):
+    """Numeric-track trend rows (MAP, HR) with the recording and its numeric samples cut at e, or with every
+    numeric sample after e replaced: bit-identical. Catches a numeric track interpolated or held backwards in
+    time (a sample at t informing a second before t) in `trend.numeric_track_1hz` or `windowing.trend_view`."""
+    full = synthetic_signals()
+    numerics = _monitor(full)
+    cut = int(round(end_s * RAW_FS))
+    past = {name: (t[t <= end_s], v[t <= end_s]) for name, (t, v) in numerics.items()}
+    other = {name: (t, np.where(t <= end_s, v, v * 0.7 + 5)) for name, (t, v) in numerics.items()}
+    features = _features(tmp_path, "full", full, end_s, numerics)
+    assert np.isfinite(features[TREND_BLOCK][:2, -1]).all()   # MAP and HR: the last bins observed
+    _assert_same(features, _features(tmp_path, "cut", {k: v[:cut] for k, v in full.items()}, end_s, past),
+                 f"the recording and its numeric tracks were truncated at {end_s} s")
+    _assert_same(features, _features(tmp_path, "other", full, end_s, other),
+                 f"the numeric samples after {end_s} s were replaced")

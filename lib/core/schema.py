@@ -23,6 +23,9 @@ MAP_NOW = "map_now"   # the window's current MAP (mmHg; the backward analysis's 
 # of past-only step_s-second bin means ending at the window end, NaN where a bin is unobserved.
 TREND = ("map", "hr", "pp")
 TREND_BLOCK = "trend"
+# Trend rows a recording's own monitor numerics may supply (lib.data.windowing.trend_view): trend row -> the
+# data.tracks key of its optional numeric track (e.g. Solar8000/ART_MBP, Solar8000/HR; never required).
+NUMERIC_TRENDS = {"map": "map_numeric", "hr": "hr_numeric"}
 # Model inputs by view (model.views): the waveform view's channels, the trend view's series. The embed stage's
 # cache holds every input in this order (the trend ones only with RevIN scaling).
 TREND_INPUTS = tuple(f"{name}_trend" for name in TREND)

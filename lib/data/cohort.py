@@ -54,7 +54,7 @@ def load_clinical(path, required=REQUIRED_CLINICAL_COLUMNS) -> pd.DataFrame:
 def _simulate_and_write(job, srate):
     caseid, duration_s, has_ioh, patient, seed, path = job
     case = demo.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed), patient)
-    write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo.UNITS)
+    write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo.UNITS, case.numerics)
 
 
 def generate_demo(out_dir, clinical: pd.DataFrame, cfg: DemoConfig, workers: int) -> pd.DataFrame:

@@ -35,7 +35,12 @@ Physiology first (v2), on a 1-Hz grid (`simulate_hemodynamics`, vectorised numpy
   dicrotic notch, a delayed PPG pulse and a P-QRS-T ECG, each beat's template varied (width,
   notch, amplitude);
 * faults seen in real recordings: ABP flush (pinned near 300 mmHg), zeroing (flat 0), clipped
-  ABP, disconnection (NaN gaps on all tracks), ECG electrocautery noise, PPG motion artefact.
+  ABP, disconnection (NaN gaps on all tracks), ECG electrocautery noise, PPG motion artefact;
+* (v2.2) the patient monitor's numeric tracks, as real VitalDB recordings have them:
+  `Solar8000/ART_MBP` and `Solar8000/HR` every 2 s, each the trailing 8-s mean of the written ABP / the
+  mean beat interval, rounded to whole numbers, and not sent while the span overlaps a fault
+  (`monitor_numerics`). They are computed from the waveforms with no random draws, so the waveform
+  tracks are bit-identical to v2.1's.
 
 `simulate_map` is the fast path: the same 1-Hz physiology (same random stream) without
 waveforms or faults, for calibration (tests/test_demo_calibration.py, bench/demo_calibration.py).
@@ -47,7 +52,8 @@ import pandas as pd
 from scipy import signal
 
 ABP, PPG, ECG = "SNUADC/ART", "SNUADC/PLETH", "SNUADC/ECG_II"
-UNITS = {ABP: "mmHg", PPG: "", ECG: "mV"}
+MAP_NUMERIC, HR_NUMERIC = "Solar8000/ART_MBP", "Solar8000/HR"   # the patient monitor's numerics (v2.2)
+UNITS = {ABP: "mmHg", PPG: "", ECG: "mV", MAP_NUMERIC: "mmHg", HR_NUMERIC: "/min"}
 # ADC resolution: binary steps keep the float32 mantissas short, so the files compress ~2x.
 ADC_STEP = {ABP: 1 / 32, PPG: 1 / 64, ECG: 1 / 1024}
 
@@ -61,6 +67,7 @@ class SimulatedCase:
     duration_s: int
     ioh_onsets_s: list = field(default_factory=list)
     faults: list = field(default_factory=list)  # (kind, start_s, end_s)
+    numerics: dict = field(default_factory=dict)  # {track: (times_s, values)}: the monitor's numeric tracks
 
 
 def select_demo_cases(rows: pd.DataFrame, n_cases: int, n_multi_case_subjects: int,
@@ -312,7 +319,51 @@ def simulate_case(duration_s: int, srate: float, has_ioh: bool, rng, patient: Pa
     faults = _add_faults(abp, ppg, ecg, srate, rng)
     signals = {name: (np.round(x / ADC_STEP[name]) * ADC_STEP[name]).astype(np.float32)
                for name, x in [(ABP, abp), (PPG, ppg), (ECG, ecg)]}
-    return SimulatedCase(signals, srate, int(duration_s), hemo.onsets_s, faults)
+    numerics = monitor_numerics(signals[ABP], np.flatnonzero(np.diff(beat)) + 1, faults, srate)
+    return SimulatedCase(signals, srate, int(duration_s), hemo.onsets_s, faults, numerics)
+
+
+NUMERIC_INTERVAL_S = 2.0   # the monitor's update interval (Solar8000: every ~2 s)
+NUMERIC_AVERAGE_S = 8.0    # each value averages the trailing 8 s (a few beats), like a monitor's display
+ABP_FAULTS = ("abp_flush", "abp_zero", "abp_clip", "disconnect")
+ECG_FAULTS = ("ecg_cautery", "disconnect")
+
+
+def monitor_numerics(abp, beat_starts, faults, srate) -> dict:
+    """The patient monitor's numeric tracks, computed from the recorded waveforms as a monitor does:
+    every NUMERIC_INTERVAL_S at time t, MAP = mean of the recorded (as-written) ABP over [t - NUMERIC_AVERAGE_S, t)
+    and HR = 60 / mean beat interval of the beats in that span, rounded to whole numbers. A value is not
+    sent (no sample) when its span overlaps an arterial-line fault (MAP: flush, zeroing, clipping,
+    disconnection; HR: electrocautery, disconnection), as a monitor blanks an artefact-flagged value.
+    Deterministic, no random draws: the waveforms and the RNG streams are those of v2.1.
+    Returns {track: (times_s, values)}, times in seconds from the recording start."""
+    n, span = len(abp), int(round(NUMERIC_AVERAGE_S * srate))
+    times = np.arange(NUMERIC_AVERAGE_S, n / srate + 1e-9, NUMERIC_INTERVAL_S)
+    stop = np.round(times * srate).astype(np.int64)
+    start = stop - span
+
+    def overlaps(kinds):   # does [start, stop) overlap a fault span of these kinds?
+        hit = np.zeros(n + 1, dtype=np.int64)
+        for kind, begin_s, end_s in faults:
+            if kind in kinds:
+                hit[int(round(begin_s * srate))] += 1
+                hit[int(round(end_s * srate))] -= 1
+        inside = np.concatenate([[0], np.cumsum(np.cumsum(hit)[:n] > 0)])   # fault samples before each index
+        return inside[stop] > inside[start]
+
+    finite = np.isfinite(abp)   # NaN only in disconnections, which blank the value anyway
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, abp, 0.0), dtype=np.float64)])
+    map_values = np.round((sums[stop] - sums[start]) / span)
+    # beats in [t - span, t): the first and last of them, and the mean interval between them
+    beat_times = np.concatenate([np.asarray(beat_starts, dtype=np.float64) / srate, [np.inf]])
+    first = np.searchsorted(beat_times, times - NUMERIC_AVERAGE_S)
+    last = np.searchsorted(beat_times, times) - 1
+    beats = last - first
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hr_values = np.round(60.0 * beats / (beat_times[np.maximum(last, 0)] - beat_times[first]))
+    map_ok = ~overlaps(ABP_FAULTS)
+    hr_ok = ~overlaps(ECG_FAULTS) & (beats >= 1) & np.isfinite(hr_values)
+    return {MAP_NUMERIC: (times[map_ok], map_values[map_ok]), HR_NUMERIC: (times[hr_ok], hr_values[hr_ok])}
 
 
 def _add_faults(abp, ppg, ecg, srate, rng):

@@ -15,16 +15,24 @@ import wfdb
 from lib.core.atomic import atomic_path
 from lib.core.config import track_aliases
 from lib.core.errors import CaseError, PipelineError
+from lib.core.schema import NUMERIC_TRENDS
 
 
-def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict) -> None:
-    """Write wave tracks {name: samples} sharing one start time to a `.vital` file, atomically."""
+def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict, numerics: dict | None = None) -> None:
+    """Write wave tracks {name: samples} sharing one start time to a `.vital` file, atomically.
+
+    `numerics` {name: (times_s, values)} adds numeric tracks (like a monitor's `Solar8000/ART_MBP`),
+    one record per sample at `dtstart + times_s`; a numeric track without samples is left out.
+    """
     vf = vitaldb.VitalFile()
     n = max(len(x) for x in signals.values())
     vf.dtstart, vf.dtend = dtstart, dtstart + n / srate
     for name, samples in signals.items():
         vf.add_track(name, [{"dt": dtstart, "val": np.asarray(samples, dtype=np.float32)}],
                      srate=srate, unit=units.get(name, ""))
+    for name, (times_s, values) in (numerics or {}).items():
+        recs = [{"dt": dtstart + float(t), "val": float(v)} for t, v in zip(times_s, values, strict=True)]
+        vf.add_track(name, recs, unit=units.get(name, ""))   # srate 0: a numeric track (type 2)
     with atomic_path(path) as tmp:
         if not vf.to_vital(str(tmp), compresslevel=6):
             raise PipelineError(f"{path}: vitaldb could not write the file")
@@ -38,7 +46,7 @@ def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict) 
 RECORDING_EXTENSIONS = (".vital", ".hea", ".parquet")
 # A waveform sampled slower than this cannot resolve a heartbeat: most likely a numeric track.
 MIN_WAVE_SRATE = 50.0
-
+NUMERIC_TYPE = 2   # vitaldb Track.type of a numeric track (1 wave, 5 string)
 
 
 def track_names(aliases: dict) -> list:
@@ -52,13 +60,25 @@ def is_track(dtname: str, name: str) -> bool:
     return dtname == name or dtname.endswith("/" + name)
 
 
-def _find_wave_track(vf, names):
-    """The first of `names` the file has as a track; (None, None) when it has none of them."""
+def _find_track(vf, names, numeric: bool = False):
+    """The first of `names` the file has as a wave track (or, `numeric`, as a numeric track with samples);
+    (None, None) when it has none of them."""
     for name in names:
         for dtname, trk in vf.trks.items():
-            if is_track(dtname, name):
+            if is_track(dtname, name) and (not numeric or (trk.type == NUMERIC_TYPE and trk.recs)):
                 return dtname, trk
     return None, None
+
+
+def numeric_samples(vf, names) -> tuple | None:
+    """The first of `names` the file has as a numeric track: (times_s float64, values float64), times in
+    seconds from the file's start `vf.dtstart`, the time base of the wave samples (`read_channels`: sample i
+    is at i / srate). None when the file has none of them: numeric tracks are optional."""
+    _, trk = _find_track(vf, names, numeric=True)
+    if trk is None:
+        return None
+    times = np.array([rec["dt"] for rec in trk.recs], dtype=np.float64) - vf.dtstart
+    return times, np.array([rec["val"] for rec in trk.recs], dtype=np.float64)
 
 
 def _open_wfdb(path: Path, names) -> "vitaldb.VitalFile":
@@ -100,17 +120,26 @@ def check_complete(path: Path) -> None:
 def read_channels(path, aliases: dict, verify: bool = False) -> dict:
     """Read one wave track per channel from a recording `vitaldb.VitalFile` can load.
 
-    `aliases` is {channel: track name or [names, first match wins]}. Returns {channel: (samples float32,
-    srate)}, each track at its own rate on the file's common time base. Raises CaseError naming
-    the file when it is unreadable, a channel has none of its tracks, or a rate is unusable;
-    `verify` first checks the whole file is there (`check_complete`).
+    `aliases` is {channel: track name or [names, first match wins]}; keys of the optional numeric tracks
+    (NUMERIC_TRENDS' values, e.g. map_numeric) are not channels and are ignored here (`read_recording`).
+    Returns {channel: (samples float32, srate)}, each track at its own rate on the file's common time base.
+    Raises CaseError naming the file when it is unreadable, a channel has none of its tracks, or a rate
+    is unusable; `verify` first checks the whole file is there (`check_complete`).
     """
+    return read_recording(path, aliases, verify)[0]
+
+
+def read_recording(path, aliases: dict, verify: bool = False) -> tuple:
+    """`read_channels`' wave channels and the optional numeric tracks, from one read of the file:
+    ({channel: (samples, srate)}, {numeric key: (times_s, values) or None}), numeric times on the wave
+    samples' time base (`numeric_samples`). Only the numeric keys present in `aliases` are looked for."""
     path = Path(path)
     if not path.is_file():
         raise CaseError(f"{path}: file not found", "file_missing")
     if verify:
         check_complete(path)
     aliases = track_aliases(aliases)
+    numeric_keys = [key for key in aliases if key in NUMERIC_TRENDS.values()]
     wanted = track_names(aliases)
     try:
         vf = _open_wfdb(path, wanted) if path.suffix == ".hea" else vitaldb.VitalFile(str(path), wanted)
@@ -120,7 +149,9 @@ def read_channels(path, aliases: dict, verify: bool = False) -> dict:
         raise CaseError(f"{path}: no samples (corrupt or truncated file)", "unreadable")
     out = {}
     for channel, names in aliases.items():
-        name, trk = _find_wave_track(vf, names)
+        if channel in numeric_keys:
+            continue
+        name, trk = _find_track(vf, names)
         if trk is None or not trk.recs:
             raise CaseError(f"{path}: required {channel} track is missing (looked for {', '.join(names)}; "
                             "add the file's name to data.tracks)", "missing_track")
@@ -129,7 +160,7 @@ def read_channels(path, aliases: dict, verify: bool = False) -> dict:
                             f"{MIN_WAVE_SRATE:g} Hz (is it a numeric track?)", "bad_srate")
         samples = np.asarray(vf.get_track_samples(name, 1.0 / trk.srate), dtype=np.float32)
         out[channel] = (samples, float(trk.srate))
-    return out
+    return out, {key: numeric_samples(vf, aliases[key]) for key in numeric_keys}
 
 
 def recording_dir(directory) -> Path:

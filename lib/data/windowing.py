@@ -20,13 +20,14 @@ from lib.core.schema import (
     BEAT_PRESSURES,
     CHANNELS,
     EVENT_TIMING,
+    NUMERIC_TRENDS,
     OBSERVED,
     TREND,
     TREND_BLOCK,
     label_column,
     map_ahead_column,
 )
-from lib.data.vital_io import read_channels
+from lib.data.vital_io import read_recording
 from lib.data.windows_h5 import WindowWriter
 from lib.signal import beats, filters, labels, quality, trend
 
@@ -48,27 +49,43 @@ def window_blocks(spec: WindowSpec) -> dict:
 HR_RANGE, TREND_MAX_AGE_S = (20.0, 250.0), 10.0
 
 
-def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray, spec: WindowSpec) -> np.ndarray:
-    """The trend view of every window: (n, len(TREND), context) float16 bin means, NaN where unobserved.
+def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray, spec: WindowSpec,
+               numerics: dict | None = None) -> tuple:
+    """The trend view of every window: ((n, len(TREND), context) float16 bin means, NaN where unobserved,
+    {row: 'numeric' or 'waveform'}, the source of each row that has a numeric alternative).
 
-    MAP comes from the past-only 1-Hz trace. HR and pulse pressure are the past-only beat statistics
-    of the windows on the stride-independent grid of window ends (start a multiple of the window
-    length, so train and the overlapping test windows sample them alike), each held for up to
-    TREND_MAX_AGE_S as a 1-Hz trace (`trend.numeric_track_1hz`, the same path a 2-s numeric track
-    takes); implausible values are left out. Every bin is past-only (`trend.trend_series`).
+    A row in NUMERIC_TRENDS (MAP, HR) comes from the recording's monitor numeric track when `numerics`
+    {data.tracks key: (times_s, values) or None} holds one with a plausible sample (MAP in windows.map_range,
+    HR in HR_RANGE; implausible samples are left out). Otherwise, and for pulse pressure, it comes from the
+    waveform: MAP from the past-only 1-Hz trace; HR and pulse pressure from the past-only beat statistics of the
+    windows on the stride-independent grid of window ends (start a multiple of the window length, so train and
+    the overlapping test windows sample them alike). Numeric samples and beat statistics are each held for up to
+    TREND_MAX_AGE_S as a 1-Hz trace (`trend.numeric_track_1hz`: a sample at t informs only seconds >= t). Every
+    bin is past-only (`trend.trend_means`).
     """
     grid = starts % spec.length == 0
-    plausible = {"hr": HR_RANGE, "pp": spec.limits.pp_range}
-    rows = []
+    plausible = {"map": spec.limits.map_range, "hr": HR_RANGE, "pp": spec.limits.pp_range}
+    n_seconds = len(context_map)
+
+    def held(times, values, lo, hi):   # plausible samples as a past-only 1-Hz trace
+        values = np.where((values >= lo) & (values <= hi), values, np.nan)
+        return trend.numeric_track_1hz(times, values, n_seconds, TREND_MAX_AGE_S)
+
+    rows, sources = [], {}
     for name in TREND:
-        if name == "map":
+        lo, hi = plausible[name]
+        numeric = (numerics or {}).get(NUMERIC_TRENDS.get(name))
+        if numeric is not None and ((numeric[1] >= lo) & (numeric[1] <= hi)).any():
+            sources[name] = "numeric"
+            trace = held(*numeric, lo, hi)
+        elif name == "map":
             trace = context_map
         else:
-            lo, hi = plausible[name]
-            values = np.where((columns[name] >= lo) & (columns[name] <= hi), columns[name], np.nan)
-            trace = trend.numeric_track_1hz(t_end[grid], values[grid], len(context_map), TREND_MAX_AGE_S)
+            trace = held(t_end[grid], columns[name][grid], lo, hi)
+        if name in NUMERIC_TRENDS:
+            sources.setdefault(name, "waveform")
         rows.append(trend.trend_means(trace, t_end, spec.trend.step_s, spec.trend.context))
-    return np.stack(rows, axis=1).astype(np.float16)
+    return np.stack(rows, axis=1).astype(np.float16), sources
 
 
 def _filtered_channels(tracks, spec):
@@ -92,15 +109,18 @@ def _filtered_channels(tracks, spec):
 def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     """Read, resample, filter, gate, label and window one case.
 
-    `track_aliases` maps 'abp'/'ppg'/'ecg' to lists of track names (`vital_io.read_channels`). Returns the kept windows'
-    arrays (`signals` (n, 3, length) float32 and the columns of `spec.columns()`), plus
+    `track_aliases` maps 'abp'/'ppg'/'ecg' (and optionally the numeric tracks' keys, map_numeric/hr_numeric) to
+    lists of track names (`vital_io.read_recording`). Returns the kept windows' arrays (`signals` (n, 3, length)
+    float32, the trend view and the columns of `spec.columns()`), plus `trend_source` {row: numeric|waveform},
     `reasons` {reason: count} for every dropped window, `horizon_reasons` {horizon: {reason:
     count}} for gated-in windows without a label at that horizon, `masked` {channel: {reason: count}}
     for the kept windows whose PPG/ECG failed its gates (stored NaN), `n_windows`, and `examples`
     {reason or 'kept': one (3, length) window} for the data-quality report. Raises CaseError
     for a case that cannot be used at all.
     """
-    tracks = read_channels(path, {c: track_aliases[c] for c in CHANNELS})
+    # the optional numeric tracks feed only the trend view; features and labels stay waveform-derived
+    numeric_keys = [key for key in NUMERIC_TRENDS.values() if key in track_aliases]
+    tracks, numerics = read_recording(path, {c: track_aliases[c] for c in (*CHANNELS, *numeric_keys)})
     for channel, (samples, _) in tracks.items():
         finite = samples[np.isfinite(samples)]
         if finite.size == 0:
@@ -168,7 +188,8 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     signals = np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)
     for channel, why in masks.items():   # a masked channel is stored as unobserved (NaN)
         signals[why[keep] != "", CHANNELS.index(channel)] = np.nan
-    out = {"signals": signals, TREND_BLOCK: trend_view(context_map, columns, starts, t_end, spec)[keep]}
+    trend_rows, trend_source = trend_view(context_map, columns, starts, t_end, spec, numerics)
+    out = {"signals": signals, TREND_BLOCK: trend_rows[keep], "trend_source": trend_source}
     out.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in window_columns(spec).items()})
     out.update(reasons=_count(reasons[~keep]), masked={c: _count(why[keep & (why != "")]) for c, why in masks.items()},
                horizon_reasons=horizon_reasons, n_windows=int(len(starts)), examples=examples)
@@ -209,6 +230,7 @@ class SplitSummary:
     # channel -> horizon -> [labelled, positives] of the windows where that channel is masked / observed
     masked_labels: dict = field(default_factory=dict)
     observed_labels: dict = field(default_factory=dict)
+    trend_source: dict = field(default_factory=dict)           # trend row -> Counter(numeric|waveform): cases
 
     def to_dict(self) -> dict:
         return {"cases": self.cases, "cases_used": self.cases - sum(self.skipped_cases.values()),
@@ -219,7 +241,8 @@ class SplitSummary:
                                  "positive_rate": round(self.positives[h] / max(self.labelled[h], 1), 4),
                                  "unlabelled": dict(sorted(self.unlabelled[h].items()))}
                              for h in self.unlabelled},
-                "masked": self.masking()}
+                "masked": self.masking(),
+                "trend_source": {row: dict(sorted(cases.items())) for row, cases in self.trend_source.items()}}
 
     def masking(self) -> dict:
         """{channel: `_masking`}: PPG/ECG masking counts (also stored in the split file's `masking` attribute)."""
@@ -228,12 +251,15 @@ class SplitSummary:
     @classmethod
     def empty(cls, cases: int, horizons) -> "SplitSummary":
         return cls(cases=cases, unlabelled={h: Counter() for h in horizons}, masked={c: Counter() for c in OBSERVED},
+                   trend_source={row: Counter() for row in NUMERIC_TRENDS},
                    masked_labels={c: {h: [0, 0] for h in horizons} for c in OBSERVED},
                    observed_labels={c: {h: [0, 0] for h in horizons} for c in OBSERVED})
 
     def add(self, result: dict) -> dict:
         """Count one processed case (`process_case`'s result); returns its {horizon: (labelled, positives)}."""
         self.rejected.update(result["reasons"])
+        for row, source in result["trend_source"].items():
+            self.trend_source[row][source] += 1
         for channel, counts in result["masked"].items():
             self.masked[channel].update(counts)
         label_counts = {}

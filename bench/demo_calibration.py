@@ -6,6 +6,7 @@ regression on the current MAP fitted on half of the subjects and scored on the o
 bench/results/demo_calibration.json and prints a markdown table (for bench/RESULTS.md).
 
 usage: python bench/demo_calibration.py [--seeds 1 2] [--cases 300] [--out bench/results/demo_calibration.json]
+       [--results-md bench/RESULTS.md]
 """
 import argparse
 import json
@@ -45,6 +46,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cases", type=int, default=300)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "demo_calibration.json")
+    parser.add_argument("--results-md", type=Path, default=ROOT / "bench" / "RESULTS.md",
+                        help="whose section to replace (bench/run_all.py rewrites the whole file anyway)")
     args = parser.parse_args()
     cfg = DemoConfig.from_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     rows = select_cases(load_clinical(ROOT / "data" / "vitaldb" / "clinical_information.csv"), DEMO_CRITERIA)[0]
@@ -59,7 +62,7 @@ def main():
     args.out.write_text(json.dumps({"ioh_fraction": cfg.ioh_fraction, "published_map_auroc": PUBLISHED,
                                     "runs": results, "markdown": markdown}, indent=2) + "\n")
     print(markdown)
-    write_section(ROOT / "bench" / "RESULTS.md", markdown)
+    write_section(args.results_md, markdown)
 
 
 def write_section(path: Path, markdown: str) -> None:

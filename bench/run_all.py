@@ -1,16 +1,21 @@
-"""Every performance figure of bench/RESULTS.md, from one command.
+"""Every figure of bench/RESULTS.md, from one command; RESULTS.md is rewritten whole.
 
-usage: python bench/run_all.py [--scales 1 2 4] [--out bench/RESULTS.md]
+usage: python bench/run_all.py [--scales 0.25 1 4] [--only default scale calibration] [--set KEY=VALUE ...]
+                               [--results bench/results] [--out bench/RESULTS.md]
 
-1. Full `dvc repro -f` in a fresh clone of this commit (its own empty DVC cache), stage by
-   stage, then the no-op `dvc repro`.
+default (the pipeline as params.yaml has it, in a fresh clone of this commit):
+1. Full `dvc repro -f` (its own empty DVC cache), stage by stage, then the no-op `dvc repro`.
 2. TTM inference as `evaluate` runs it (checkpoint, test windows, batches), eager vs the frozen
    TorchScript backbone, and the share of the CPU's measured matmul FLOP rate it reaches.
 3. Train epoch time per mode (fm, LoRA, last 2 blocks unfrozen + LoRA) on the demo windows.
-4. Scaling at 1x, 2x, 4x the demo cohort: windows stage and fm training (embed + train), wall
-   time and peak RSS of the process tree; table and PNG.
-5. A pyinstrument profile of the slowest stage of (1).
-Raw figures go to bench/results/*.json; the profile to bench/results/profile_<stage>.txt.
+4. A pyinstrument profile of the slowest stage of (1).
+scale (bench/scale.py): `/usr/bin/time -v dvc exp run --temp -S demo.n_cases=N -S splits.fasttrack=false`
+   in a fresh clone per scale (N = scale x the default demo.n_cases): per-stage wall time, peak RSS
+   of the process tree and of the largest process, outputs' size, cost per signal hour, log-log
+   slopes, the projection to the full VitalDB selection (13,123 h) and the PNG.
+calibration: bench/demo_calibration.py, the simulator against published figures.
+With --only, the sections not named keep their figures from run_all.json. Raw figures go to
+bench/results/*.json; the profile to bench/results/profile_<stage>.txt.
 """
 import argparse
 import json
@@ -22,16 +27,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import psutil
 import torch
 import yaml
-from windows_throughput import timed_tree  # bench/ is this script's directory
+from scale import default_cases, plot, project, run_scale  # bench/ is this script's directory
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+SECTIONS = ["default", "scale", "calibration"]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+       # stages import lib/ from the clone they run in (cwd), else from this checkout
+       "PYTHONPATH": os.pathsep.join(filter(None, [".", str(ROOT), os.environ.get("PYTHONPATH")]))}
 MODES = {"fm (frozen backbone, cached embeddings)": {},
          "LoRA (r 8) on every mixer layer": {"finetune": {"lora": True}},
          "last 2 blocks unfrozen + LoRA": {"finetune": {"lora": True, "unfreeze_last_n_blocks": 2}}}
@@ -127,56 +134,6 @@ def epoch_times(clone: Path) -> dict:
     return out
 
 
-def scaling(scales) -> list:
-    """Windows stage and fm training (embed + train) at several multiples of the demo cohort."""
-    rows = []
-    for scale in scales:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            params = yaml.safe_load((ROOT / "params.yaml").read_text())
-            params["data"]["clinical_csv"] = str(ROOT / params["data"]["clinical_csv"])
-            params["model"]["weights_dir"] = str(ROOT / params["model"]["weights_dir"])
-            params["demo"].update(n_cases=48 * scale, n_multi_case_subjects=8 * scale)
-            params["splits"]["fasttrack"] = False
-            (work / "params.yaml").write_text(yaml.safe_dump(params))
-            sh([sys.executable, str(ROOT / "stages/cohort.py"), "data/cohort", "metrics/cohort.json"], work)
-            sh([sys.executable, str(ROOT / "stages/splits.py"), "data/cohort/cases.csv", "data/splits.json",
-                "metrics/splits.json"], work)
-            row = {"scale": scale, "signal_hours": json.loads((work / "metrics/cohort.json").read_text())["hours"]}
-            for name, cmd in [
-                ("windows", ["stages/windows.py", "data/cohort/cases.csv", "data/splits.json", "data/windows",
-                             "metrics/windows.json", "metrics/windows_report"]),
-                ("embed", ["stages/embed.py", "data/windows", "data/embeddings"]),
-                ("train", ["stages/train.py", "data/windows", "data/embeddings", "models/model.pt", "metrics/train"]),
-            ]:
-                wall, rss_tree, _ = timed_tree([str(ROOT / cmd[0]), *cmd[1:]], work)
-                row[f"{name}_s"], row[f"{name}_rss_mb"] = round(wall, 1), round(rss_tree)
-            counts = json.loads((work / "metrics/windows.json").read_text())
-            row["train_val_windows"] = counts["train"]["windows"] + counts["val"]["windows"]
-            row["windows_x_real_time"] = round(row["signal_hours"] * 3600 / row["windows_s"])
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
-
-
-def scaling_plot(rows, path: Path) -> None:
-    scales = [r["scale"] for r in rows]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, label in [("windows", "windows stage"), ("fm", "fm training (embed + train)")]:
-        seconds = [r["windows_s"] if name == "windows" else r["embed_s"] + r["train_s"] for r in rows]
-        memory = [r["windows_rss_mb"] if name == "windows" else max(r["embed_rss_mb"], r["train_rss_mb"]) for r in rows]
-        ax_t.plot(scales, seconds, "o-", label=label)
-        ax_t.plot(scales, [seconds[0] * s / scales[0] for s in scales], ":", color="grey")
-        ax_m.plot(scales, memory, "o-", label=label)
-    ax_t.set(xlabel="cohort size (x demo)", ylabel="wall time (s)", title="time (dotted: linear from 1x)")
-    ax_m.set(xlabel="cohort size (x demo)", ylabel="peak RSS of the process tree (MB)", title="memory", ylim=(0, None))
-    for ax in (ax_t, ax_m):
-        ax.set_xticks(scales)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def profile(clone: Path, stage: str) -> str:
     """pyinstrument over the stage's own command; the text report is saved, its top returned."""
     cmd = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"][stage]["cmd"].split()
@@ -186,18 +143,22 @@ def profile(clone: Path, stage: str) -> str:
     return f"{time.perf_counter() - started:.1f}"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
-    args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    figures = {"cpu": f"{psutil.cpu_count()} cores", "torch_threads": torch.get_num_threads(),
-               "commit": sh(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()}
+def demo_calibration(results: Path, out: Path) -> dict:
+    """bench/demo_calibration.py (the simulator against published figures), its JSON kept in `results`."""
+    sh([sys.executable, str(ROOT / "bench/demo_calibration.py"), "--out", str(results / "demo_calibration.json"),
+        "--results-md", str(out)], ROOT)
+    return json.loads((results / "demo_calibration.json").read_text())
+
+
+def default_run(figures: dict) -> None:
+    """Sections 1-3 and 5: the default pipeline (demo cohort, fasttrack as in params.yaml) in a fresh clone."""
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
         sh(["git", "clone", "-q", str(ROOT), str(clone)], tmp)
         figures["repro"] = full_repro(clone)
+        cohort = json.loads((clone / "metrics/cohort.json").read_text())
+        figures["repro"].update(cases=cohort["cases"], signal_hours=cohort["hours"],
+                                fasttrack=yaml.safe_load((clone / "params.yaml").read_text())["splits"]["fasttrack"])
         print(json.dumps(figures["repro"]), flush=True)
         figures["inference"] = inference(clone)
         print(json.dumps(figures["inference"]), flush=True)
@@ -205,11 +166,40 @@ def main():
         print(json.dumps(figures["epochs"]), flush=True)
         slowest = max(figures["repro"]["stages_s"], key=figures["repro"]["stages_s"].get)
         figures["profile"] = {"stage": slowest, "profiled_wall_s": profile(clone, slowest)}
-    figures["scaling"] = scaling(args.scales)
-    scaling_plot(figures["scaling"], RESULTS / "scaling.png")
-    (RESULTS / "run_all.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 1, 4],
+                        help="multiples of the default demo.n_cases for the scale section")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="measure only these sections; the others keep their figures from the JSON")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra `dvc exp run -S` override for every scale run (quick checks only)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of run_all.json and the PNG")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args()
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / "run_all.json"
+    figures = json.loads(path.read_text()) if path.exists() and set(args.only) != set(SECTIONS) else {}
+    figures.pop("scaling", None)   # the 1x/2x/4x tables of the old 48-case demo: replaced by "scale"
+    figures.update(cpu=f"{psutil.cpu_count()} cores", torch_threads=torch.get_num_threads(),
+                   commit=sh(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip())
+    if "default" in args.only:
+        default_run(figures)
+    if "scale" in args.only:
+        rows = []
+        for scale in args.scales:
+            rows.append(run_scale(scale, args.sets))
+            print(json.dumps(rows[-1]), flush=True)
+        figures["scale"] = {"default_cases": default_cases(), "sets": args.sets, "rows": rows,
+                            "projection": project(rows), "commit": figures["commit"]}
+        plot(rows, args.results / "scaling.png")
+    if "calibration" in args.only:
+        figures["demo_calibration"] = demo_calibration(args.results, args.out)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
     from bench.report import write_results
-    write_results(figures, Path(args.out))
+    write_results(figures, args.out, args.results / "scaling.png")
 
 
 if __name__ == "__main__":

@@ -257,11 +257,12 @@ class HypotensionModel(nn.Module):
 
     def freeze_for_inference(self, engine: str | None = None) -> "HypotensionModel":
         """Run the backbone with an inference engine for fixed weights (bench/inference_engines.py
-        measured them): `onnxruntime` (default on CPU: ~2x eager on 2 cores, outputs within
-        ENGINE_TOLERANCE of eager), `torchscript` (trace + freeze, bit-identical; default on CUDA),
-        or `eager`. No fallback: an unavailable engine is an error. Training and anything that
-        changes the weights must use the eager model."""
-        engine = engine or ("onnxruntime" if self.input_mean.device.type == "cpu" else "torchscript")
+        measured them on 2 cores): `torchscript` (default: trace + freeze, bit-identical to eager),
+        `onnxruntime` (opt-in, CPU, outputs within ENGINE_TOLERANCE of eager: on par with TorchScript
+        when measured, so not worth a dependency; needs onnxruntime, onnx, onnxscript), or `eager`.
+        No fallback: an unavailable engine is an error. Training and anything that changes the
+        weights must use the eager model."""
+        engine = engine or "torchscript"
         if engine not in ENGINES:
             raise PipelineError(f"inference engine {engine!r}: expected one of {', '.join(ENGINES)}")
         self.eval()

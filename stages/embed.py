@@ -3,9 +3,9 @@
 The backbone is frozen in fm mode, so its per-window output never changes between epochs or
 between experiments that only change the head or training knobs: train reads this cache instead
 of running TTM again. ft mode uses the train split's embeddings to fit the head's input scaling.
-The test split is not embedded here: evaluate is its only reader. Every input is embedded (the
-waveform channels and, with RevIN scaling, the trend series), so that any `model.input_channels`
-and `model.views` train from the same cache.
+The test split is not embedded here: evaluate is its only reader. The inputs of `model.views` are
+embedded (the waveform view: all three channels, so that any `model.input_channels` trains from
+the same cache; the trend view: the trend series) and named in the cache's `inputs` attribute.
 
 usage: python stages/embed.py <windows_dir> <embeddings_dir>
 """
@@ -37,7 +37,7 @@ def main(argv):
     dev = pick_device(cfg.device)
     model = embedding_model(cfg.embedding).to(dev).eval().freeze_for_inference()
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
-    attrs = {**cfg.embedding.cache_key(), "weights_dir": cfg.embedding.weights_dir}
+    attrs = {**cfg.embedding.cache_key(), "weights_dir": cfg.embedding.weights_dir, "inputs": ",".join(model.channels)}
     with atomic_dir(out_dir) as tmp:
         for split in ["train", "val"]:
             path = windows_dir / f"{split}.h5"

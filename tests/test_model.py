@@ -190,7 +190,7 @@ def test_shorter_context_is_zero_padded_and_masked_the_granite_tsfm_way():
 
 
 def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
-    """freeze_for_inference (TorchScript trace + freeze) is an inference speed-up, never a new model."""
+    """freeze_for_inference("torchscript") (trace + freeze) is an inference speed-up, never a new model."""
     windows = torch.randn(150, 3, 512) * torch.tensor([20.0, 1.0, 0.5])[:, None] + torch.tensor([90.0, 0, 0])[:, None]
     for config in [{}, {"context_length": 300}, {"lora": LoraConfig(r=4, alpha=8, dropout=0.1,
                                                                      target_modules=("fc1", "fc2"))}]:
@@ -198,7 +198,7 @@ def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
         keys = set(model.state_dict())
         with torch.no_grad():
             eager = model.embed(windows)
-            frozen = model.freeze_for_inference().embed(windows)
+            frozen = model.freeze_for_inference("torchscript").embed(windows)
             partial = model.embed(windows[:7])     # any batch size, not only the traced one
         tolerance = 1e-5 if "lora" in config else 0.0   # LoRA's fused adds round differently
         assert (eager - frozen).abs().max().item() <= tolerance, config

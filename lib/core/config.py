@@ -418,13 +418,15 @@ class EmbeddingConfig:
     weights_dir: str
     input_scaling: str
     context_length: int
+    views: tuple = ("waveform",)   # the cache holds these views' inputs only (every waveform channel per view)
 
     @classmethod
     def from_params(cls, params) -> "EmbeddingConfig":
         m = params["model"]
         return cls(weights_dir=str(m["weights_dir"]),
                    input_scaling=_one_of("model.input_scaling", m["input_scaling"], INPUT_SCALINGS),
-                   context_length=_context_length(m["context_length"]))
+                   context_length=_context_length(m["context_length"]),
+                   views=_views(m["views"], m["input_scaling"]))
 
     def cache_key(self) -> dict:
         return {"input_scaling": self.input_scaling, "context_length": self.context_length}

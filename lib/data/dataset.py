@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from lib.core.errors import PipelineError
-from lib.core.schema import CHANNELS, INPUTS, OBSERVED, REG_TARGETS, TREND_BLOCK, TREND_INPUTS, label_column
+from lib.core.schema import CHANNELS, OBSERVED, REG_TARGETS, TREND_BLOCK, TREND_INPUTS, label_column
 from lib.data import windows_h5
-from lib.data.embeddings import CachedEmbeddings
+from lib.data.embeddings import CachedEmbeddings, input_positions
 
 
 @dataclass
@@ -62,11 +62,6 @@ class Split:
         else:
             for start, chunk in iter_inputs(self.path, self.channels, batch_size, self.indices):
                 yield start, torch.from_numpy(np.ascontiguousarray(chunk))
-
-
-def channel_index(channels) -> list:
-    """Positions of `channels` (names from INPUTS) in INPUTS, the order of the embeddings cache."""
-    return [INPUTS.index(c) for c in channels]
 
 
 def iter_inputs(path, inputs, batch: int = 1024, indices=None):
@@ -129,7 +124,8 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
         np.zeros((len(idx), 0), dtype=np.float32)
     split = Split(path, idx, targets, ctx, list(channels))
     if embeddings_path is not None:
-        split.embeddings = CachedEmbeddings.open(embeddings_path, path, idx, cache_key or {}, channel_index(channels))
+        split.embeddings = CachedEmbeddings.open(embeddings_path, path, idx, cache_key or {},
+                                                  input_positions(embeddings_path, channels))
     return split
 
 

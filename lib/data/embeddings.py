@@ -1,7 +1,8 @@
 """The embed stage's cache: the frozen backbone's embeddings of every window of a windows file.
 
-One HDF5 file per windows file: `embeddings` (n, channels, d_model + 2) float32 in the windows
-file's row order, and attributes naming the windows file, its window count and the settings the
+One HDF5 file per windows file: `embeddings` (n, inputs, d_model + 2) float32 in the windows
+file's row order, and attributes naming the windows file, its window count, the inputs embedded
+(`inputs`, comma-separated names from INPUTS: those of model.views) and the settings the
 embeddings depend on (EmbeddingConfig.cache_key()). DVC reruns the embed stage when the windows
 or the code change; the attributes guard against a cache used with other windows or settings.
 
@@ -12,6 +13,7 @@ import h5py
 import numpy as np
 
 from lib.core.errors import PipelineError
+from lib.core.schema import INPUTS
 from lib.data.windows_h5 import CHUNK_WINDOWS, count, set_attrs
 
 # HDF5's chunk cache per open cache file. The cache is written unfiltered, so a row read bypasses
@@ -51,6 +53,19 @@ def check_cache(path, windows_path, cache_key: dict) -> tuple:
         raise PipelineError(f"{path}: embeddings cache does not belong to {windows_path} with {wanted}; "
                             "rerun dvc repro embed")
     return shape
+
+
+def input_positions(path, inputs) -> list:
+    """Positions of `inputs` (names from INPUTS) in the cache `path`; an error (one line) when the
+    cache lacks one (it holds the inputs of the `model.views` it was embedded with). A cache without
+    an `inputs` attribute holds INPUTS' first `width` (the layout before embed followed model.views)."""
+    with h5py.File(path, "r") as f:
+        cached = str(f.attrs["inputs"]).split(",") if "inputs" in f.attrs else list(INPUTS[:f["embeddings"].shape[1]])
+    missing = [name for name in inputs if name not in cached]
+    if missing:
+        raise PipelineError(f"{path}: embeddings cache holds {', '.join(cached)}, not {', '.join(missing)} "
+                            "(embedded with other model.views); rerun dvc repro embed")
+    return [cached.index(name) for name in inputs]
 
 
 class CachedEmbeddings:

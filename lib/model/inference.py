@@ -5,6 +5,8 @@ alone (`head_forward`); otherwise its windows go through the whole model (`forwa
 """
 import contextlib
 import math
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +56,33 @@ def forward_for(model: nn.Module, split: Split):
     return model.head_forward if split.embeddings is not None else model
 
 
+def prefetch(chunks, depth: int = 2):
+    """Iterate `chunks` with the next ones read by a background thread (HDF5 reads and gzip
+    decompression overlap the backbone, which releases the GIL while it computes)."""
+    ready, done = queue.Queue(depth), object()
+
+    def read():
+        try:
+            for item in chunks:
+                ready.put(item)
+        except BaseException as err:   # re-raised in the caller's thread
+            ready.put(err)
+        ready.put(done)
+
+    threading.Thread(target=read, daemon=True).start()
+    while (item := ready.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 @torch.no_grad()
 def predict(model, split: Split, device, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     """Raw outputs for every window of `split`: logits (n,) for clf, standardised pressures (n, 3) for reg."""
     set_mode(model, False)
     forward = forward_for(model, split)
     outputs = []
-    for start, x in tqdm(split.chunks(batch_size), total=math.ceil(len(split) / batch_size),
+    for start, x in tqdm(prefetch(split.chunks(batch_size)), total=math.ceil(len(split) / batch_size),
                          desc=f"predict {split.path.name}", unit="batch", leave=False, disable=None):
         ctx = torch.from_numpy(split.context[start:start + len(x)])
         outputs.append(forward(x.to(device), ctx.to(device)).float().cpu())
@@ -74,6 +96,6 @@ def embed_windows(model, path, device, batch_size: int = INFERENCE_BATCH):
     """Yield (start, embeddings (batch, channels, d_model + 2)) of every window of the windows
     file `path`, in its order (the embed stage's cache)."""
     n = windows_h5.count(path)
-    for start, signals in tqdm(iter_inputs(path, model.channels, batch_size), total=math.ceil(n / batch_size),
+    for start, signals in tqdm(prefetch(iter_inputs(path, model.channels, batch_size)), total=math.ceil(n / batch_size),
                                desc=f"embed {Path(path).stem}", unit="batch", disable=None):
         yield start, model.embed(torch.from_numpy(signals).to(device)).float().cpu().numpy()

@@ -18,15 +18,17 @@ pressure). All head inputs are standardised with the train split's statistics; a
 value (MAP trend in a case's first minute) becomes 0 after standardisation, i.e. it is imputed
 with the train mean.
 """
+import contextlib
 import io
 import json
+import logging
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lib.core.config import INPUT_SCALINGS, TASKS, TTM_CONTEXT, VIEWS, EmbeddingConfig, LoraConfig, ModelConfig
+from lib.core.config import INPUT_SCALINGS, TASKS, TTM_CONTEXT, EmbeddingConfig, LoraConfig, ModelConfig
 from lib.core.errors import PipelineError
 from lib.core.schema import CHANNELS, CONTEXT_SOURCES, REG_TARGETS, TREND_INPUTS
 
@@ -163,6 +165,56 @@ class _BackboneOutputs(nn.Module):
         return out.last_hidden_state, out.loc, out.scale
 
 
+ENGINES = ("onnxruntime", "torchscript", "eager")
+# onnxruntime's largest |difference| from eager measured on real and random windows (bench/inference_engines.py,
+# tests/test_inference_engine.py): ~4e-5 on the last hidden state, well below what any metric resolves.
+ENGINE_TOLERANCE = 1e-3
+
+
+@torch.no_grad()
+def _torchscript(module: nn.Module, example: torch.Tensor):
+    """TorchScript trace + freeze (constants folded, ops fused): bit-identical to eager."""
+    with warnings.catch_warnings():
+        # TTM's shape checks and constant clamps trace as constants: right for fixed 512-sample inputs.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, (example, torch.ones_like(example, dtype=torch.bool)), check_trace=False)
+        return torch.jit.freeze(traced)
+
+
+class _OnnxBackbone:
+    """The backbone exported to ONNX (torch.export, any batch size) and run by ONNX Runtime on CPU.
+
+    The legacy TorchScript-based exporter bakes the example's batch size into TTM's reshapes (the
+    model then fails on other batches), hence the dynamo exporter with a dynamic batch dimension."""
+
+    def __init__(self, module: nn.Module, example: torch.Tensor):
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise PipelineError("inference engine onnxruntime: not installed (pip install -r requirements.txt)") \
+                from err
+        if example.device.type != "cpu":
+            raise PipelineError(f"inference engine onnxruntime: CPU only, not {example.device} (use torchscript)")
+        batch = torch.export.Dim("batch", min=1)
+        disabled = logging.root.manager.disable
+        logging.disable(logging.INFO)   # the exporter's optimiser logs each pass at INFO
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            # observed as fit_context gives it: float
+            program = torch.onnx.export(module, (example, torch.ones_like(example)), dynamo=True,
+                                        input_names=["x", "observed"], dynamic_shapes=({0: batch}, {0: batch}),
+                                        verbose=False)
+        logging.disable(disabled)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+        self.session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), options,
+                                                    providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor, observed: torch.Tensor):
+        outputs = self.session.run(None, {"x": x.contiguous().numpy(), "observed": observed.contiguous().numpy()})
+        return tuple(torch.from_numpy(o) for o in outputs)
+
+
 class HypotensionModel(nn.Module):
     """(Input z-score) → TTM embeddings (+ level features) → standardisation → head.
 
@@ -203,19 +255,24 @@ class HypotensionModel(nn.Module):
         out = self.backbone(past_values=x, past_observed_mask=observed)
         return out.last_hidden_state, out.loc, out.scale
 
-    def freeze_for_inference(self) -> "HypotensionModel":
-        """Trace the backbone with TorchScript and freeze it (constants folded, ops fused) for
-        inference with fixed weights: ~1.35x faster on CPU, and bit-identical outputs (tested).
-        Training and anything that changes the weights must use the eager model."""
+    def freeze_for_inference(self, engine: str | None = None) -> "HypotensionModel":
+        """Run the backbone with an inference engine for fixed weights (bench/inference_engines.py
+        measured them on 2 cores): `torchscript` (default: trace + freeze, bit-identical to eager),
+        `onnxruntime` (opt-in, CPU, outputs within ENGINE_TOLERANCE of eager: on par with TorchScript
+        when measured, so not worth a dependency; needs onnxruntime, onnx, onnxscript), or `eager`.
+        No fallback: an unavailable engine is an error. Training and anything that changes the
+        weights must use the eager model."""
+        engine = engine or "torchscript"
+        if engine not in ENGINES:
+            raise PipelineError(f"inference engine {engine!r}: expected one of {', '.join(ENGINES)}")
         self.eval()
-        example = torch.randn(BACKBONE_BATCH, TTM_CONTEXT, len(self.channels), device=self.input_mean.device)
-        with torch.no_grad(), warnings.catch_warnings():
-            # TTM's shape checks and constant clamps trace as constants: right for fixed 512-sample inputs.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(_BackboneOutputs(self.backbone).eval(),
-                                     (example, torch.ones_like(example, dtype=torch.bool)), check_trace=False)
-            # Kept off the module tree, so it never enters a state_dict or a checkpoint.
-            object.__setattr__(self, "_frozen_backbone", torch.jit.freeze(traced))
+        frozen = None
+        if engine != "eager":
+            example = torch.randn(BACKBONE_BATCH, TTM_CONTEXT, len(self.channels), device=self.input_mean.device)
+            module = _BackboneOutputs(self.backbone).eval()
+            frozen = (_torchscript if engine == "torchscript" else _OnnxBackbone)(module, example)
+        # Kept off the module tree, so it never enters a state_dict or a checkpoint.
+        object.__setattr__(self, "_frozen_backbone", frozen)
         return self
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
@@ -223,9 +280,10 @@ class HypotensionModel(nn.Module):
         if self.input_scaling == "train_zscore":
             windows = (windows - self.input_mean[:, None]) / self.input_std[:, None]
         x, observed = fit_context(windows.transpose(1, 2), self.context_length)
-        if not torch.is_grad_enabled() and len(x) > BACKBONE_BATCH:
-            parts = [self._backbone_outputs(x[i:i + BACKBONE_BATCH], observed[i:i + BACKBONE_BATCH])
-                     for i in range(0, len(x), BACKBONE_BATCH)]
+        # Torch engines run best on small batches, ONNX Runtime on large ones (bench/inference_engines.py).
+        step = BACKBONE_BATCH if not isinstance(self._frozen_backbone, _OnnxBackbone) else len(x)
+        if not torch.is_grad_enabled() and len(x) > step:
+            parts = [self._backbone_outputs(x[i:i + step], observed[i:i + step]) for i in range(0, len(x), step)]
             hidden, loc, scale = (torch.cat(t) for t in zip(*parts))
         else:
             hidden, loc, scale = self._backbone_outputs(x, observed)
@@ -302,9 +360,10 @@ def build_model(cfg: ModelConfig) -> HypotensionModel:
 
 
 def embedding_model(cfg: EmbeddingConfig) -> HypotensionModel:
-    """The frozen backbone on every input, as the embed stage runs it (only `embed` is used): the
-    waveform channels, and the trend series when TTM scales its inputs (RevIN)."""
-    views = VIEWS if cfg.input_scaling == "revin" else ("waveform",)
+    """The frozen backbone on the inputs of `cfg.views`, as the embed stage runs it (only `embed` is
+    used): every waveform channel (any `model.input_channels` trains from the same cache) and/or the
+    trend series."""
+    views = cfg.views
     return build_model(ModelConfig(weights_dir=cfg.weights_dir, channels=CHANNELS, level_features=True,
                                    input_scaling=cfg.input_scaling, context_length=cfg.context_length,
                                    unfreeze_last_n_blocks=0, lora=None, hidden_dims=(), dropout=0.0, task="clf",

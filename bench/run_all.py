@@ -198,7 +198,7 @@ def main():
     if "calibration" in args.only:
         figures["demo_calibration"] = demo_calibration(args.results, args.out)
     path.write_text(json.dumps(figures, indent=2) + "\n")
-    from report import write_results   # bench/ is on sys.path: the script runs from it
+    from report import write_results  # bench/ is on sys.path: the script runs from it
     write_results(figures, args.out, args.results / "scaling.png")
 
 

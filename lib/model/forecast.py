@@ -40,7 +40,7 @@ import torch
 
 from lib.core.config import TTM_CONTEXT
 from lib.core.errors import PipelineError
-from lib.model.ttm import load_ttm
+from lib.model.ttm import load_ttm, torchscript_freeze
 from lib.signal import trend
 
 LEADS = ("hold", "zero", "mean")
@@ -153,16 +153,10 @@ class _Outputs(torch.nn.Module):
 
 def freeze_forecaster(model, example_batch: int = 64):
     """TorchScript trace + freeze of `load_forecaster`'s model for CPU inference with fixed weights
-    (as `HypotensionModel.freeze_for_inference` does for the backbone); use it with `forecast`."""
-    import warnings
-
-    example = torch.randn(example_batch, TTM_CONTEXT, 1)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)   # torch 2.x: jit.trace/freeze are deprecated
-        traced = torch.jit.trace(_Outputs(model).eval(), (example, torch.ones_like(example, dtype=torch.bool)),
-                                 check_trace=False)
-        return _Frozen(torch.jit.freeze(traced), forecast_steps(model))
+    (`ttm.torchscript_freeze`, as `HypotensionModel.freeze_for_inference` does for the backbone);
+    use it with `forecast`."""
+    traced = torchscript_freeze(_Outputs(model).eval(), torch.randn(example_batch, TTM_CONTEXT, 1))
+    return _Frozen(traced, forecast_steps(model))
 
 
 def horizon_slice(step_s: int, horizon_min: float, n_steps: int) -> slice:

@@ -172,11 +172,14 @@ ENGINE_TOLERANCE = 1e-3
 
 
 @torch.no_grad()
-def _torchscript(module: nn.Module, example: torch.Tensor):
-    """TorchScript trace + freeze (constants folded, ops fused): bit-identical to eager."""
+def torchscript_freeze(module: nn.Module, example: torch.Tensor):
+    """TorchScript trace + freeze of `module(x, observed)` (constants folded, ops fused), traced on
+    `example` and an all-observed mask: bit-identical to eager. Used for the backbone here and for
+    the MAP forecaster (`lib.model.forecast.freeze_forecaster`)."""
     with warnings.catch_warnings():
         # TTM's shape checks and constant clamps trace as constants: right for fixed 512-sample inputs.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)   # torch 2.x: jit.trace/freeze are deprecated
         traced = torch.jit.trace(module, (example, torch.ones_like(example, dtype=torch.bool)), check_trace=False)
         return torch.jit.freeze(traced)
 
@@ -191,8 +194,8 @@ class _OnnxBackbone:
         try:
             import onnxruntime
         except ImportError as err:
-            raise PipelineError("inference engine onnxruntime: not installed (pip install -r requirements.txt)") \
-                from err
+            raise PipelineError("inference engine onnxruntime: not installed (it is opt-in, not in requirements.txt: "
+                                "pip install onnxruntime onnx onnxscript)") from err
         if example.device.type != "cpu":
             raise PipelineError(f"inference engine onnxruntime: CPU only, not {example.device} (use torchscript)")
         batch = torch.export.Dim("batch", min=1)
@@ -270,7 +273,7 @@ class HypotensionModel(nn.Module):
         if engine != "eager":
             example = torch.randn(BACKBONE_BATCH, TTM_CONTEXT, len(self.channels), device=self.input_mean.device)
             module = _BackboneOutputs(self.backbone).eval()
-            frozen = (_torchscript if engine == "torchscript" else _OnnxBackbone)(module, example)
+            frozen = (torchscript_freeze if engine == "torchscript" else _OnnxBackbone)(module, example)
         # Kept off the module tree, so it never enters a state_dict or a checkpoint.
         object.__setattr__(self, "_frozen_backbone", frozen)
         return self

@@ -1,8 +1,8 @@
 """Inference engines for the frozen TTM backbone on CPU: windows/s of the embed and predict paths.
 
-For each engine of `freeze_for_inference` (eager, TorchScript trace + freeze, ONNX Runtime) and
-bf16 autocast on the eager model (avx512_bf16; tolerance only, not wired in), on `--threads`
-threads: the backbone alone on real windows at backbone batches 64/256/1024; the embed stage's
+For each engine of `freeze_for_inference` (params.yaml `inference`: eager, TorchScript trace +
+freeze, torch.compile/Inductor, ONNX Runtime), in float32 and under bfloat16 autocast
+(`<engine>_bf16`, inference.bf16; `bf16` alone is the eager model), on `--threads` threads: the backbone alone on real windows at backbone batches 64/256/1024; the embed stage's
 path (`embed_windows`: HDF5 read + fit_context + backbone, 3 waveform channels = model.views
 [waveform]) with and without the reader thread; and evaluate's `predict` of the trained
 checkpoint. Rounds are interleaved across engines and the best round is kept (the CPU is
@@ -10,6 +10,7 @@ shared). Also: the read-only time of the split (what prefetching can hide), the 
 each engine's embeddings/logits vs eager, and the val AUROC from each engine's logits.
 
 usage: python bench/inference_engines.py [--windows val.h5] [--checkpoint model.pt] [--n 2048] [--rounds 3]
+       [--engines eager torchscript inductor ...]
 """
 import argparse
 import contextlib
@@ -32,16 +33,17 @@ from lib.data import windows_h5  # noqa: E402
 from lib.data.dataset import checkpoint_split, iter_inputs, subset  # noqa: E402
 from lib.model import inference, ttm  # noqa: E402
 
-ENGINES = ("eager", "torchscript", "onnxruntime", "bf16")
+ENGINES = ("eager", "torchscript", "inductor", "onnxruntime", "bf16", "torchscript_bf16", "inductor_bf16")
 BATCHES = (64, 256, 1024)
 GFLOP_PER_WINDOW, ROOFLINE_GFLOPS = 0.0367, 151.3   # bench/RESULTS.md: 3 x 512 window, 2048^2 fp32 matmul
 
 
 def frozen(model, engine):
-    """(model frozen for `engine`, context manager to run it in)."""
-    if engine == "bf16":
-        return model.freeze_for_inference("eager"), lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    return model.freeze_for_inference(engine), contextlib.nullcontext
+    """(model frozen for `engine`, context manager to run it in); `<engine>_bf16` is params.yaml's
+    inference.engine=<engine> with inference.bf16=true."""
+    base, bf16 = engine.removesuffix("_bf16"), engine.endswith("_bf16")
+    return model.freeze_for_inference("eager" if base == "bf16" else base, bf16=bf16 or base == "bf16"), \
+        contextlib.nullcontext
 
 
 def timed(fn, *args, **kwargs):
@@ -68,6 +70,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=4096, help="windows per timed pass")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--engines", nargs="+", choices=ENGINES, default=ENGINES)
     ap.add_argument("--out", default=str(ROOT / "bench/results/inference_engines.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -96,7 +99,7 @@ def main(argv=None):
     rates, ref, diffs, auroc = {}, {}, {}, {}
     best = lambda key, value: rates.__setitem__(key, max(rates.get(key, 0), round(value)))  # noqa: E731
     for r in range(args.rounds):
-        for engine in ENGINES:
+        for engine in args.engines:
             m, ctx = frozen(emb_model, engine)
             with torch.no_grad(), ctx():
                 for b in BATCHES:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lib.core.atomic import atomic_dir
-from lib.core.config import EmbeddingConfig, device, read_params
+from lib.core.config import EmbeddingConfig, InferenceConfig, device, read_params
 from lib.core.errors import run_stage
 from lib.data import windows_h5
 from lib.data.embeddings import write_embeddings
@@ -24,18 +24,19 @@ from lib.model.ttm import embedding_model
 
 class Config(NamedTuple):
     embedding: EmbeddingConfig
+    inference: InferenceConfig
     device: str
 
 
 def config(params) -> Config:
-    return Config(EmbeddingConfig.from_params(params), device(params))
+    return Config(EmbeddingConfig.from_params(params), InferenceConfig.from_params(params), device(params))
 
 
 def main(argv):
     windows_dir, out_dir = Path(argv[0]), argv[1]
     cfg = config(read_params())
     dev = pick_device(cfg.device)
-    model = embedding_model(cfg.embedding).to(dev).eval().freeze_for_inference()
+    model = embedding_model(cfg.embedding).to(dev).eval().freeze_for_inference(cfg.inference.engine, cfg.inference.bf16)
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     attrs = {**cfg.embedding.cache_key(), "weights_dir": cfg.embedding.weights_dir, "inputs": ",".join(model.channels)}
     with atomic_dir(out_dir) as tmp:

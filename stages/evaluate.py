@@ -28,7 +28,7 @@ import torch
 from dvclive import Live
 
 from lib.core.atomic import atomic_dir, write_json
-from lib.core.config import EvaluateConfig, device, read_params
+from lib.core.config import EvaluateConfig, InferenceConfig, device, read_params
 from lib.core.errors import run_stage
 from lib.core.schema import map_ahead_column
 from lib.data import windows_h5
@@ -42,11 +42,12 @@ from lib.model.ttm import load_checkpoint
 
 class Config(NamedTuple):
     evaluate: EvaluateConfig
+    inference: InferenceConfig
     device: str
 
 
 def config(params) -> Config:
-    return Config(EvaluateConfig.from_params(params), device(params))
+    return Config(EvaluateConfig.from_params(params), InferenceConfig.from_params(params), device(params))
 
 
 class TestPredictions(NamedTuple):
@@ -60,10 +61,11 @@ class TestPredictions(NamedTuple):
     train_summary: dict
 
 
-def predict_test(checkpoint, baselines_dir, test_h5, device_name: str) -> TestPredictions:
+def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
+                 inference: InferenceConfig = InferenceConfig()) -> TestPredictions:
     """The model and the baselines on the test windows: the only place evaluate touches lib.model."""
     dev = pick_device(device_name)
-    model, ckpt = load_checkpoint(checkpoint, dev)
+    model, ckpt = load_checkpoint(checkpoint, dev, inference)
     summary = ckpt.get("summary", {})
     horizon = float(ckpt.get("horizon_min", summary.get("horizon_min")))
     test = checkpoint_split(model, ckpt, test_h5)
@@ -89,7 +91,7 @@ def main(argv):
     checkpoint, calibrator_path, baselines_dir, windows_dir, clinical_csv, live_dir, report_path = argv
     cfg = config(read_params())
     test_h5 = Path(windows_dir) / "test.h5"
-    run = predict_test(checkpoint, baselines_dir, test_h5, cfg.device)
+    run = predict_test(checkpoint, baselines_dir, test_h5, cfg.device, cfg.inference)
     clinical = evaluation.read_clinical(clinical_csv)
     ids = evaluation.read_test_windows(test_h5, run.indices)
     calibration = {}

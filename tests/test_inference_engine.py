@@ -1,4 +1,6 @@
 """Inference engines (ttm.freeze_for_inference) and the embed stage's per-view cache."""
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -7,9 +9,10 @@ import yaml
 from test_model import build
 from test_train_stage import train
 
+from lib.core.config import InferenceConfig
 from lib.core.errors import PipelineError
 from lib.data.embeddings import input_positions, write_embeddings
-from lib.model.ttm import ENGINE_TOLERANCE
+from lib.model.ttm import BF16_TOLERANCE, ENGINE_TOLERANCE
 
 
 def test_onnxruntime_embeddings_equal_eager_within_the_tolerance_with_masked_channels():
@@ -52,3 +55,50 @@ def test_the_embed_stage_embeds_the_views_inputs_and_train_refuses_a_cache_witho
     assert both.returncode != 0
     assert "embeddings cache holds abp, ppg, ecg, not map_trend, hr_trend, pp_trend" in both.stderr
     assert "Traceback" not in both.stderr
+
+
+def masked_windows(n: int) -> torch.Tensor:
+    windows = torch.randn(n, 3, 512) * torch.tensor([20.0, 1.0, 0.5])[:, None] + torch.tensor([90.0, 0, 0])[:, None]
+    windows[:10, 1] = float("nan")          # a masked PPG
+    windows[10:20, 2, :200] = float("nan")  # an ECG masked in part
+    return windows
+
+
+def test_inductor_embeddings_equal_eager_within_the_tolerance_for_any_batch():
+    """torch.compile runs one fixed batch: a partial one is zero-padded, and the padding must never
+    reach the real rows' outputs nor come back as rows."""
+    windows = masked_windows(70)   # one compiled batch of 64 + a padded one of 6
+    model = build(context_length=300).eval()
+    with torch.no_grad():
+        eager = model.embed(windows)
+        frozen = model.freeze_for_inference("inductor")
+        compiled, partial = frozen.embed(windows), frozen.embed(windows[:5])
+    assert compiled.shape == eager.shape and partial.shape == eager[:5].shape
+    assert (eager - compiled).abs().max().item() <= ENGINE_TOLERANCE
+    assert (eager[:5] - partial).abs().max().item() <= ENGINE_TOLERANCE
+
+
+def test_bf16_inference_is_applied_and_stays_within_its_tolerance():
+    windows = masked_windows(40)
+    model = build().eval()
+    with torch.no_grad():
+        fp32 = model.embed(windows)
+        eager_bf16 = model.freeze_for_inference("eager", bf16=True).embed(windows)
+        traced_bf16 = model.freeze_for_inference("torchscript", bf16=True).embed(windows)
+        model.freeze_for_inference("eager")
+        back = model.embed(windows)
+    assert eager_bf16.dtype == torch.float32
+    assert 1e-4 < (fp32 - eager_bf16).abs().max().item() <= BF16_TOLERANCE   # bf16 really ran, and stayed close
+    assert (eager_bf16 - traced_bf16).abs().max().item() <= 1e-5   # the trace keeps autocast's casts
+    assert torch.equal(back, fp32)   # freezing again for float32 undoes it
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"engine": "tensorrt", "bf16": False}, "inference.engine='tensorrt': expected one of"),
+    ({"engine": "onnxruntime", "bf16": True}, "inference.engine='onnxruntime': runs float32 only"),
+    ({"engine": "inductor", "bf16": "yes"}, "inference.bf16='yes': must be true or false"),
+    ({"engine": "inductor"}, "inference.bf16 is missing"),
+])
+def test_inference_params_are_checked_with_one_line(section, message):
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        InferenceConfig.from_params({"inference": section})

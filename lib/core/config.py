@@ -513,6 +513,31 @@ class TrainConfig:
         return cls(task=task, horizon_min=float(t["horizon_min"]), loop=loop, finetune=ft, device=device(params))
 
 
+# How the frozen TTM runs at inference (bench/inference_engines.py measured each on 2 cores).
+INFERENCE_ENGINES = ("torchscript", "inductor", "onnxruntime", "eager")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """params.yaml `inference`: the engine that runs the frozen backbone in embed, calibrate and
+    evaluate, and whether it runs under bfloat16 autocast. Outputs depend on both (within the
+    tolerances in lib.model.ttm), so both are params of those stages."""
+
+    engine: str = "torchscript"
+    bf16: bool = False
+    KEYS = ("engine", "bf16")
+
+    @classmethod
+    def from_params(cls, params) -> "InferenceConfig":
+        i = section(params, "inference", cls.KEYS)
+        if not isinstance(i["bf16"], bool):
+            _fail("inference.bf16", i["bf16"], "must be true or false")
+        engine = _one_of("inference.engine", i["engine"], INFERENCE_ENGINES)
+        if engine == "onnxruntime" and i["bf16"]:
+            _fail("inference.engine", engine, "runs float32 only: set inference.bf16=false or another engine")
+        return cls(engine=engine, bf16=i["bf16"])
+
+
 def device(params) -> str:
     """train.device: auto | cpu | cuda[:n] (not a dependency: outputs do not depend on it)."""
     return str(params["train"]["device"])
@@ -621,8 +646,8 @@ class CVConfig:
         return cls(enabled=bool(c["enabled"]), n_folds=n_folds, folds=tuple(c["folds"]), seed=int(c["seed"]))
 
 
-ALL = (DataConfig, DemoConfig, SplitsConfig, WindowsConfig, ModelConfig, TrainConfig, CalibrateConfig,
-       BaselinesConfig, EvaluateConfig, CVConfig)
+ALL = (DataConfig, DemoConfig, SplitsConfig, WindowsConfig, ModelConfig, InferenceConfig, TrainConfig,
+       CalibrateConfig, BaselinesConfig, EvaluateConfig, CVConfig)
 
 
 def validate(params) -> None:
@@ -631,6 +656,6 @@ def validate(params) -> None:
     for cls in ALL:
         cls.from_params(params)
     unknown = sorted(set(params) - {"data", "demo", "splits", "windows", "trend", "model", "finetune", "lora", "head",
-                                    "train", "calibrate", "baselines", "evaluate", "cv"})
+                                    "inference", "train", "calibrate", "baselines", "evaluate", "cv"})
     if unknown:
         raise PipelineError(f"params.yaml: unknown section {unknown[0]}")

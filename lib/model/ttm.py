@@ -28,7 +28,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.core.config import INPUT_SCALINGS, TASKS, TTM_CONTEXT, EmbeddingConfig, LoraConfig, ModelConfig
+from lib.core.config import (
+    INFERENCE_ENGINES,
+    INPUT_SCALINGS,
+    TASKS,
+    TTM_CONTEXT,
+    EmbeddingConfig,
+    InferenceConfig,
+    LoraConfig,
+    ModelConfig,
+)
 from lib.core.errors import PipelineError
 from lib.core.schema import CHANNELS, CONTEXT_SOURCES, REG_TARGETS, TREND_INPUTS
 
@@ -165,10 +174,13 @@ class _BackboneOutputs(nn.Module):
         return out.last_hidden_state, out.loc, out.scale
 
 
-ENGINES = ("onnxruntime", "torchscript", "eager")
+ENGINES = INFERENCE_ENGINES
 # onnxruntime's largest |difference| from eager measured on real and random windows (bench/inference_engines.py,
 # tests/test_inference_engine.py): ~4e-5 on the last hidden state, well below what any metric resolves.
 ENGINE_TOLERANCE = 1e-3
+# bfloat16 keeps 8 bits of mantissa: measured |difference| from float32 up to ~0.04 on embeddings and
+# logits (bench/inference_engines.py), the val AUROC unchanged to 4 decimals; tests bound it by this.
+BF16_TOLERANCE = 0.1
 
 
 @torch.no_grad()
@@ -182,6 +194,58 @@ def torchscript_freeze(module: nn.Module, example: torch.Tensor):
         warnings.simplefilter("ignore", DeprecationWarning)   # torch 2.x: jit.trace/freeze are deprecated
         traced = torch.jit.trace(module, (example, torch.ones_like(example, dtype=torch.bool)), check_trace=False)
         return torch.jit.freeze(traced)
+
+
+class _CompiledModule:
+    """`torch.compile` (Inductor) of `module(x, observed)` for one fixed batch size: Inductor fuses
+    TTM's elementwise ops, norms and layout copies (three quarters of its CPU time; the matmuls are
+    the rest) into generated kernels. A shorter batch is zero-padded to that size, so one compiled
+    graph serves every call; outputs are within ENGINE_TOLERANCE of eager."""
+
+    def __init__(self, module: nn.Module, example: torch.Tensor):
+        self.batch = len(example)
+        self.compiled = torch.compile(module, dynamic=False)
+        with torch.no_grad():   # compile now, with the mask's dtype as fit_context gives it
+            self.compiled(example, torch.ones_like(example))
+
+    def __call__(self, x: torch.Tensor, observed: torch.Tensor):
+        parts = []
+        for start in range(0, len(x), self.batch):
+            xb, ob = x[start:start + self.batch], observed[start:start + self.batch].to(x.dtype)
+            n = len(xb)
+            if n < self.batch:
+                xb = torch.cat([xb, xb.new_zeros(self.batch - n, *xb.shape[1:])])
+                ob = torch.cat([ob, ob.new_ones(self.batch - n, *ob.shape[1:])])
+            parts.append(tuple(t[:n] for t in self.compiled(xb, ob)))
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(t) for t in zip(*parts))
+
+
+class _Bfloat16(nn.Module):
+    """`module(x, observed)` under bfloat16 autocast (inference.bf16), outputs back in float32."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor):
+        # cache_enabled=False: a traced graph must not keep autocast's cached weight casts
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):
+            out = self.module(x, observed)
+        return tuple(t.float() for t in out)
+
+
+def freeze(module: nn.Module, example: torch.Tensor, engine: str = "torchscript", bf16: bool = False):
+    """`module(x, observed)` (a tuple of tensors) made ready for inference with fixed weights by
+    `engine` (ENGINES), in float32 or under bfloat16 autocast: a callable of (x, observed)."""
+    if engine not in ENGINES:
+        raise PipelineError(f"inference engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if bf16 and engine == "onnxruntime":
+        raise PipelineError("inference engine onnxruntime runs float32 only: set inference.bf16=false")
+    module = (_Bfloat16(module) if bf16 else module).eval()
+    if engine == "eager":
+        return module
+    return {"torchscript": torchscript_freeze, "inductor": _CompiledModule, "onnxruntime": _OnnxBackbone}[engine](
+        module, example)
 
 
 class _OnnxBackbone:
@@ -258,22 +322,18 @@ class HypotensionModel(nn.Module):
         out = self.backbone(past_values=x, past_observed_mask=observed)
         return out.last_hidden_state, out.loc, out.scale
 
-    def freeze_for_inference(self, engine: str | None = None) -> "HypotensionModel":
-        """Run the backbone with an inference engine for fixed weights (bench/inference_engines.py
-        measured them on 2 cores): `torchscript` (default: trace + freeze, bit-identical to eager),
-        `onnxruntime` (opt-in, CPU, outputs within ENGINE_TOLERANCE of eager: on par with TorchScript
-        when measured, so not worth a dependency; needs onnxruntime, onnx, onnxscript), or `eager`.
-        No fallback: an unavailable engine is an error. Training and anything that changes the
-        weights must use the eager model."""
-        engine = engine or "torchscript"
-        if engine not in ENGINES:
-            raise PipelineError(f"inference engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    def freeze_for_inference(self, engine: str = "torchscript", bf16: bool = False) -> "HypotensionModel":
+        """Run the backbone with an inference engine for fixed weights (params.yaml `inference`;
+        bench/inference_engines.py measured them on 2 cores): `torchscript` (default: trace + freeze,
+        bit-identical to eager), `inductor` (torch.compile, within ENGINE_TOLERANCE), `onnxruntime`
+        (opt-in, CPU, within ENGINE_TOLERANCE; needs onnxruntime, onnx, onnxscript), or `eager`;
+        `bf16`: under bfloat16 autocast (within BF16_TOLERANCE). No fallback: an unavailable engine
+        is an error. Training and anything that changes the weights must use the eager model."""
         self.eval()
         frozen = None
-        if engine != "eager":
+        if engine != "eager" or bf16:
             example = torch.randn(BACKBONE_BATCH, TTM_CONTEXT, len(self.channels), device=self.input_mean.device)
-            module = _BackboneOutputs(self.backbone).eval()
-            frozen = (torchscript_freeze if engine == "torchscript" else _OnnxBackbone)(module, example)
+            frozen = freeze(_BackboneOutputs(self.backbone), example, engine, bf16)
         # Kept off the module tree, so it never enters a state_dict or a checkpoint.
         object.__setattr__(self, "_frozen_backbone", frozen)
         return self
@@ -400,8 +460,9 @@ def save_checkpoint(path, model: HypotensionModel, cfg: ModelConfig, extra: dict
     save_torch(path, {"config": cfg.to_dict(), "state": trained_state(model), **extra})
 
 
-def load_checkpoint(path, device="cpu"):
-    """Rebuild the trained model from a checkpoint written by `save_checkpoint`, frozen for inference."""
+def load_checkpoint(path, device="cpu", inference: InferenceConfig = InferenceConfig()):
+    """Rebuild the trained model from a checkpoint written by `save_checkpoint`, frozen for inference
+    as `inference` (params.yaml `inference`) says."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"checkpoint {path} not found: run the train stage first (dvc repro train)")
@@ -419,4 +480,4 @@ def load_checkpoint(path, device="cpu"):
             mismatch = [str(err).splitlines()[-1].strip()[:160]]
     if mismatch:
         raise PipelineError(f"checkpoint {path} does not match the model ({mismatch[0]} …); rerun dvc repro -f train")
-    return model.to(device).eval().freeze_for_inference(), ckpt
+    return model.to(device).eval().freeze_for_inference(inference.engine, inference.bf16), ckpt

@@ -2,8 +2,9 @@
 
 For each engine of `freeze_for_inference` (params.yaml `inference`: eager, TorchScript trace +
 freeze, torch.compile/Inductor, ONNX Runtime), in float32 and under bfloat16 autocast
-(`<engine>_bf16`, inference.bf16; `bf16` alone is the eager model), on `--threads` threads: the backbone alone on real windows at backbone batches 64/256/1024; the embed stage's
-path (`embed_windows`: HDF5 read + fit_context + backbone, 3 waveform channels = model.views
+(`<engine>_bf16`, inference.bf16; `bf16` alone is the eager model), on `--threads` threads: the
+backbone alone on real windows at backbone batches 64/256/1024; the embed stage's path
+(`embed_windows`: HDF5 read + fit_context + backbone, 3 waveform channels = model.views
 [waveform]) with and without the reader thread; and evaluate's `predict` of the trained
 checkpoint. Rounds are interleaved across engines and the best round is kept (the CPU is
 shared). Also: the read-only time of the split (what prefetching can hide), the max |diff| of

@@ -62,7 +62,7 @@ class TestPredictions(NamedTuple):
 
 
 def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
-                 inference: InferenceConfig = InferenceConfig()) -> TestPredictions:
+                 inference: InferenceConfig | None = None) -> TestPredictions:
     """The model and the baselines on the test windows: the only place evaluate touches lib.model."""
     dev = pick_device(device_name)
     model, ckpt = load_checkpoint(checkpoint, dev, inference)

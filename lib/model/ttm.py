@@ -460,7 +460,7 @@ def save_checkpoint(path, model: HypotensionModel, cfg: ModelConfig, extra: dict
     save_torch(path, {"config": cfg.to_dict(), "state": trained_state(model), **extra})
 
 
-def load_checkpoint(path, device="cpu", inference: InferenceConfig = InferenceConfig()):
+def load_checkpoint(path, device="cpu", inference: InferenceConfig | None = None):
     """Rebuild the trained model from a checkpoint written by `save_checkpoint`, frozen for inference
     as `inference` (params.yaml `inference`) says."""
     path = Path(path)
@@ -480,4 +480,5 @@ def load_checkpoint(path, device="cpu", inference: InferenceConfig = InferenceCo
             mismatch = [str(err).splitlines()[-1].strip()[:160]]
     if mismatch:
         raise PipelineError(f"checkpoint {path} does not match the model ({mismatch[0]} …); rerun dvc repro -f train")
+    inference = inference or InferenceConfig()
     return model.to(device).eval().freeze_for_inference(inference.engine, inference.bf16), ckpt

@@ -251,3 +251,22 @@ def test_backward_is_na_without_timing_and_statistics_are_na_with_too_few_subjec
         plt.close(fig)
     assert summary["window"]["ttm"]["auroc"] is None and summary["window"]["ttm"]["na_reason"] == "4 subjects (< 10)"
     assert evaluation.headline(summary)["ttm"]["auroc"] is None
+
+
+def test_plot_curves_keep_a_fixed_size_and_the_curve():
+    """dvclive's curves are git-tracked: thinned to PLOT_POINTS whatever the test set, they must still
+    trace the same curve (ends kept, monotone, the same area)."""
+    from sklearn.metrics import auc, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.random(60_000) < 0.05
+    p = 1 / (1 + np.exp(-(rng.normal(size=y.size) + 1.5 * y)))
+    roc = evaluation.curve_points("roc", y, p)
+    pr = evaluation.curve_points("precision_recall", y, p)
+    assert len(roc) <= evaluation.PLOT_POINTS and len(pr) <= evaluation.PLOT_POINTS
+    fpr, tpr = np.array([q["fpr"] for q in roc]), np.array([q["tpr"] for q in roc])
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and (np.diff(fpr) >= 0).all()
+    assert auc(fpr, tpr) == pytest.approx(roc_auc_score(y, p), abs=0.002)
+    assert roc[0]["threshold"] is None   # sklearn's +inf first threshold: JSON null, not Infinity
+    recall = np.array([q["recall"] for q in pr])
+    assert recall[0] == 1 and (np.diff(recall) <= 0).all()

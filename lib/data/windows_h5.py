@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from lib.core.errors import PipelineError
+from lib.core.memory import release_freed_memory
 
 CHUNK_WINDOWS = 256
 DTYPES = ("float32", "float16")   # windows.dtype: how `signals` are stored (always read back as float32)
@@ -188,11 +189,14 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None, name: str = "signa
         data = f[name]
         # float16 signals (windows.dtype) are widened here: every reader sees float32
         cast = (lambda x: x.astype(np.float32)) if name == "signals" and data.dtype != np.float32 else (lambda x: x)
+        # each chunk hands the heap's freed pages back first, so a long stream does not grow the process
         if indices is None:
             for start in range(0, data.shape[0], batch):
+                release_freed_memory()
                 yield start, cast(data[start:start + batch])
         else:
             for pos in range(0, len(indices), batch):
+                release_freed_memory()
                 wanted = np.asarray(indices[pos:pos + batch])
                 first, last = int(wanted[0]), int(wanted[-1]) + 1
                 if last - first <= 2 * len(wanted):

@@ -1,27 +1,39 @@
 """Streaming stages hand freed heap memory back to the OS (lib/core/memory.py)."""
-import numpy as np
-import psutil
+import json
+import subprocess
+import sys
+
 import pytest
 
 from lib.core.memory import release_freed_memory
 
+# The pattern of a stream, in a fresh interpreter (a long-lived process's heap already has holes and
+# a raised mmap threshold, which changes where the chunks land): after one multi-MB chunk is freed,
+# glibc serves the next ones from its heap; freed while later small blocks pin the heap's top, they
+# stay in the process until released.
+STREAM = """
+import json, numpy as np, psutil
+from lib.core.memory import release_freed_memory
+rss = lambda: psutil.Process().memory_info().rss
+first = np.ones(3 << 20, dtype=np.uint8)   # mmapped; its free raises the mmap threshold
+del first
+chunks, pins = [], []
+for _ in range(60):                         # 60 chunks of 2.5 MB from the heap, each pinned above
+    chunks.append(np.ones(5 << 19, dtype=np.uint8))
+    pins.append(np.ones(64, dtype=np.uint8).tobytes() * 100)
+before = rss()
+chunks.clear()
+held = rss()
+release_freed_memory()
+print(json.dumps({"before": before, "held": held, "released": rss()}))
+"""
+
 
 def test_freed_chunks_go_back_to_the_os():
-    """The pattern of a stream: after one multi-MB chunk is freed, glibc serves the next ones from its
-    heap; freed while a later small block pins the heap's top, they stay in the process until released."""
     if not release_freed_memory():
         pytest.skip("the C library has no malloc_trim (not glibc)")
-    rss = lambda: psutil.Process().memory_info().rss  # noqa: E731
-    first = np.ones(3 << 20, dtype=np.uint8)   # mmapped, and its free raises the mmap threshold
-    del first
-    chunks, pins = [], []
-    for _ in range(60):                         # 60 chunks of 2.5 MB from the heap, each pinned above
-        chunks.append(np.ones(5 << 19, dtype=np.uint8))
-        pins.append(np.ones(64, dtype=np.uint8).tobytes() * 100)
-    before = rss()
-    chunks.clear()                              # freed, but held by the heap under the pins
-    held = rss()
-    release_freed_memory()
-    released = rss()
-    assert before - held < 30 << 20             # free() alone returns little of the 150 MB
-    assert held - released > 100 << 20         # the release returns most of it
+    out = json.loads(subprocess.run([sys.executable, "-c", STREAM], capture_output=True, text=True,
+                                    check=True).stdout)
+    mb = 1 << 20
+    assert (out["before"] - out["held"]) < 30 * mb, out      # free() alone returns little of the 150 MB
+    assert (out["held"] - out["released"]) > 100 * mb, out   # the release returns most of it

@@ -6,6 +6,7 @@ of running TTM again. ft mode uses the train split's embeddings to fit the head'
 The test split is not embedded here: evaluate is its only reader. The inputs of `model.views` are
 embedded (the waveform view: all three channels, so that any `model.input_channels` trains from
 the same cache; the trend view: the trend series) and named in the cache's `inputs` attribute.
+`embed.dtype` stores them as float32 or float16 (half the disk; read back as float32).
 
 usage: python stages/embed.py <windows_dir> <embeddings_dir>
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lib.core.atomic import atomic_dir
-from lib.core.config import EmbeddingConfig, InferenceConfig, device, read_params
+from lib.core.config import EmbedConfig, EmbeddingConfig, InferenceConfig, device, read_params
 from lib.core.errors import run_stage
 from lib.data import windows_h5
 from lib.data.embeddings import write_embeddings
@@ -25,11 +26,13 @@ from lib.model.ttm import embedding_model
 class Config(NamedTuple):
     embedding: EmbeddingConfig
     inference: InferenceConfig
+    store: EmbedConfig
     device: str
 
 
 def config(params) -> Config:
-    return Config(EmbeddingConfig.from_params(params), InferenceConfig.from_params(params), device(params))
+    return Config(EmbeddingConfig.from_params(params), InferenceConfig.from_params(params),
+                  EmbedConfig.from_params(params), device(params))
 
 
 def main(argv):
@@ -44,7 +47,7 @@ def main(argv):
             path = windows_dir / f"{split}.h5"
             n, started = windows_h5.count(path), time.perf_counter()
             write_embeddings(tmp / f"{split}.h5", path, n, (len(model.channels), model.d_model + 2),
-                             embed_windows(model, path, dev), attrs)
+                             embed_windows(model, path, dev), attrs, cfg.store.dtype)
             print(f"embed {split}: {n} windows, {n / max(time.perf_counter() - started, 1e-9):,.0f} windows/s")
 
 

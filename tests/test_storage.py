@@ -106,5 +106,5 @@ def test_a_value_that_overflows_float16_is_an_error_naming_split_and_case(tmp_pa
     monkeypatch.setattr(windowing, "process_case", loud_ecg)
     path, _ = write(tmp_path, "float32", cases)   # float32 holds it
     assert np.nanmax(read_all(path)) == pytest.approx(7e4)
-    with pytest.raises(PipelineError, match=r"split train, case 8: 1 signal values .*70000.* windows\.dtype=float16"):
+    with pytest.raises(PipelineError, match=r"split train, case 8: 1 values .*70000.* windows\.dtype=float16"):
         write(tmp_path, "float16", cases)

@@ -1,20 +1,24 @@
 """Cached embeddings read on demand (lib.data.embeddings.CachedEmbeddings): a split, the head's
 input scaling and the training loop hold one batch of them in memory, never the whole cache, and
-train exactly as on the same embeddings in memory."""
+train exactly as on the same embeddings in memory; a float16 cache (embed.dtype) reads back as
+float32 and trains as the float32 one within float16's rounding."""
+import re
 from dataclasses import replace
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from model_helpers import model_config
 from sklearn.preprocessing import StandardScaler
 
-from lib.core.config import LoopConfig
+from lib.core.config import EmbedConfig, LoopConfig
 from lib.core.errors import PipelineError
 from lib.core.schema import CHANNELS
 from lib.data import windows_h5
 from lib.data.dataset import Split, subset
 from lib.data.embeddings import CachedEmbeddings, read_embeddings, write_embeddings
+from lib.model.inference import predict
 from lib.model.loop import train_model
 from lib.model.training import fit_scalers
 from lib.model.ttm import build_model
@@ -41,6 +45,16 @@ def cache(tmp_path_factory):
     embeddings[:, 0, 192] = rng.normal(80, 12, size=N)
     path = tmp / "emb.h5"
     write_embeddings(path, windows, N, (4, 194), [(s, embeddings[s:s + 700]) for s in range(0, N, 700)], KEY)
+    return windows, path, embeddings
+
+
+@pytest.fixture(scope="module")
+def cache16(cache, tmp_path_factory):
+    """The same embeddings stored with embed.dtype=float16."""
+    windows, _, embeddings = cache
+    path = tmp_path_factory.mktemp("streaming16") / "emb.h5"
+    write_embeddings(path, windows, N, (4, 194), [(s, embeddings[s:s + 700]) for s in range(0, N, 700)], KEY,
+                     "float16")
     return windows, path, embeddings
 
 
@@ -139,3 +153,45 @@ def test_a_fold_of_a_lazy_split_is_a_view(cache, rows):
     fold = subset(train, np.arange(0, len(train), 3))
     assert isinstance(fold.embeddings, CachedEmbeddings) and len(fold.embeddings) == len(fold)
     np.testing.assert_array_equal(fold.inputs([2, 0]).numpy(), cache[2][fold.indices[[2, 0]]][:, :3])
+
+
+def test_a_float16_cache_stores_half_and_reads_back_float32(cache, cache16):
+    with h5py.File(cache[1], "r") as f32, h5py.File(cache16[1], "r") as f16:
+        assert f32["embeddings"].dtype == np.float32 and f16["embeddings"].dtype == np.float16
+        assert f16["embeddings"].id.get_storage_size() * 2 == f32["embeddings"].id.get_storage_size()
+    rows = np.array([2399, 0, 7, 8, 1500])
+    half = CachedEmbeddings.open(cache16[1], cache16[0], rows, KEY)[np.arange(5)]
+    full = cache[2][rows]
+    assert half.dtype == np.float32 and not np.array_equal(half, full)   # really stored at half precision
+    np.testing.assert_allclose(half, full, rtol=2 ** -11, atol=2 ** -24)   # float16's rounding, no more
+
+
+def test_training_on_a_float16_cache_matches_float32(cache, cache16, rows):
+    results = []
+    for stored in (cache, cache16):
+        train, val = split_of(stored, rows[0], 0, lazy=True), split_of(stored, rows[1], 1, lazy=True)
+        torch.manual_seed(0)
+        model = build_model(model_config())
+        fit_scalers(model, train)
+        results.append((train_model(model, train, val, LOOP, CPU), predict(model, val, CPU)))
+    (s32, p32), (s16, p16) = results
+    assert s32["best_val_auroc"] > 0.75  # the task is learnt, so the comparison means something
+    assert abs(s16["best_val_auroc"] - s32["best_val_auroc"]) <= 0.002
+    assert not np.array_equal(p16, p32) and np.abs(p16 - p32).max() <= 0.02   # measured 0.002
+
+
+def test_an_embedding_beyond_float16_range_is_refused_naming_the_param(cache, tmp_path):
+    windows, _, embeddings = cache
+    loud = embeddings[:700].copy()
+    loud[5, 0, 192] = 7e4   # finite, beyond float16's 65504
+    path = tmp_path / "emb.h5"
+    with pytest.raises(PipelineError, match=r"emb\.h5: windows 0-699: 1 values .*70000.* embed\.dtype=float16"):
+        write_embeddings(path, windows, N, (4, 194), [(0, loud)], KEY, "float16")
+    write_embeddings(path, windows, N, (4, 194), [(0, loud)], KEY)   # float32 holds it
+
+
+@pytest.mark.parametrize("section, message", [({"dtype": "bfloat16"}, "embed.dtype='bfloat16': expected one of"),
+                                              ({}, "embed.dtype is missing")])
+def test_embed_dtype_is_checked_with_one_line(section, message):
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        EmbedConfig.from_params({"embed": section})

@@ -538,6 +538,22 @@ class InferenceConfig:
         return cls(engine=engine, bf16=i["bf16"])
 
 
+@dataclass(frozen=True)
+class EmbedConfig:
+    """params.yaml `embed`: how the embed stage stores its cache (float32, or float16: half the disk
+    and the bytes train reads; read back as float32). Only the embed stage reads it: train and the
+    CV folds see a float32 cache either way, and DVC reruns them when the cache changes."""
+
+    dtype: str = "float32"
+    KEYS = ("dtype",)
+    DTYPES = ("float32", "float16")
+
+    @classmethod
+    def from_params(cls, params) -> "EmbedConfig":
+        e = section(params, "embed", cls.KEYS)
+        return cls(dtype=_one_of("embed.dtype", e["dtype"], cls.DTYPES))
+
+
 def device(params) -> str:
     """train.device: auto | cpu | cuda[:n] (not a dependency: outputs do not depend on it)."""
     return str(params["train"]["device"])
@@ -646,7 +662,7 @@ class CVConfig:
         return cls(enabled=bool(c["enabled"]), n_folds=n_folds, folds=tuple(c["folds"]), seed=int(c["seed"]))
 
 
-ALL = (DataConfig, DemoConfig, SplitsConfig, WindowsConfig, ModelConfig, InferenceConfig, TrainConfig,
+ALL = (DataConfig, DemoConfig, SplitsConfig, WindowsConfig, ModelConfig, InferenceConfig, EmbedConfig, TrainConfig,
        CalibrateConfig, BaselinesConfig, EvaluateConfig, CVConfig)
 
 
@@ -656,6 +672,6 @@ def validate(params) -> None:
     for cls in ALL:
         cls.from_params(params)
     unknown = sorted(set(params) - {"data", "demo", "splits", "windows", "trend", "model", "finetune", "lora", "head",
-                                    "inference", "train", "calibrate", "baselines", "evaluate", "cv"})
+                                    "inference", "embed", "train", "calibrate", "baselines", "evaluate", "cv"})
     if unknown:
         raise PipelineError(f"params.yaml: unknown section {unknown[0]}")

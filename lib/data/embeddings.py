@@ -1,7 +1,8 @@
 """The embed stage's cache: the frozen backbone's embeddings of every window of a windows file.
 
-One HDF5 file per windows file: `embeddings` (n, inputs, d_model + 2) float32 in the windows
-file's row order, and attributes naming the windows file, its window count, the inputs embedded
+One HDF5 file per windows file: `embeddings` (n, inputs, d_model + 2) in the windows file's row
+order, stored as `embed.dtype` (float32, or float16 for half the disk and read bytes; always read
+back as float32), and attributes naming the windows file, its window count, the inputs embedded
 (`inputs`, comma-separated names from INPUTS: those of model.views) and the settings the
 embeddings depend on (EmbeddingConfig.cache_key()). DVC reruns the embed stage when the windows
 or the code change; the attributes guard against a cache used with other windows or settings.
@@ -13,8 +14,9 @@ import h5py
 import numpy as np
 
 from lib.core.errors import PipelineError
+from lib.core.memory import release_freed_memory
 from lib.core.schema import INPUTS
-from lib.data.windows_h5 import CHUNK_WINDOWS, count, set_attrs
+from lib.data.windows_h5 import CHUNK_WINDOWS, count, set_attrs, storable
 
 # HDF5's chunk cache per open cache file. The cache is written unfiltered, so a row read bypasses
 # the chunk cache whenever a chunk is larger than it: a small cache means that reading one row
@@ -22,17 +24,20 @@ from lib.data.windows_h5 import CHUNK_WINDOWS, count, set_attrs
 CHUNK_CACHE_BYTES = 0
 
 
-def write_embeddings(path, windows_path, n_windows: int, shape, chunks, attrs: dict) -> None:
-    """Stream the embeddings of every window of `windows_path` into `path`.
+def write_embeddings(path, windows_path, n_windows: int, shape, chunks, attrs: dict,
+                     dtype: str = "float32") -> None:
+    """Stream the embeddings of every window of `windows_path` into `path`, stored as `dtype`.
 
     `chunks` yields (start, array of `shape` per window); rows follow the windows file's order.
     `attrs`: the cache key and anything else worth recording (e.g. the weights directory).
+    A finite value beyond float16's range is an error (one line), never a silent inf.
     """
     with h5py.File(path, "w") as f:
-        data = f.create_dataset("embeddings", shape=(n_windows, *shape), dtype=np.float32,
+        data = f.create_dataset("embeddings", shape=(n_windows, *shape), dtype=np.dtype(dtype),
                                 chunks=(min(CHUNK_WINDOWS, max(n_windows, 1)), *shape))
         for start, array in chunks:
-            data[start:start + len(array)] = array
+            data[start:start + len(array)] = storable(array, dtype, f"{path}: windows {start}-{start + len(array) - 1}",
+                                                      "embed.dtype")
         set_attrs(f, {"windows_file": str(windows_path), "windows_count": n_windows, **attrs})
 
 
@@ -102,7 +107,8 @@ class CachedEmbeddings:
         return len(self.rows)
 
     def __getitem__(self, positions) -> np.ndarray:
-        """float32 (len(positions), channels, d) of the view's windows at `positions`, in that order."""
+        """float32 (len(positions), channels, d) of the view's windows at `positions`, in that order
+        (a float16 cache is widened here: every reader sees float32)."""
         rows = self.rows[positions]
         if rows.ndim != 1:
             raise TypeError(f"CachedEmbeddings takes a slice or 1-d positions, not {positions!r}")
@@ -149,6 +155,7 @@ class CachedEmbeddings:
     def chunks(self, batch: int):
         """Yield (start, float32 (≤ batch, channels, d)) over the view in order."""
         for start in range(0, len(self), batch):
+            release_freed_memory()   # the last chunk's freed buffers go back to the OS (lib/core/memory.py)
             yield start, self[start:start + batch]
 
     def subset(self, positions) -> "CachedEmbeddings":

@@ -127,9 +127,10 @@ def check_room(path, nbytes: int) -> None:
         raise OSError(code, os.strerror(code), str(path))
 
 
-def storable(signals: np.ndarray, dtype, where: str) -> np.ndarray:
+def storable(signals: np.ndarray, dtype, where: str, param: str = "windows.dtype") -> np.ndarray:
     """`signals` cast to the storage `dtype`; a finite value that the cast would turn into inf
-    (beyond float16's +-65504) is an error naming `where`, never a silent inf. NaN (masked) stays NaN."""
+    (beyond float16's +-65504) is an error naming `where` and the `param` that chose the dtype,
+    never a silent inf. NaN (masked) stays NaN."""
     signals = np.asarray(signals)
     with np.errstate(over="ignore"):   # checked below
         out = signals.astype(dtype, copy=False)
@@ -137,9 +138,9 @@ def storable(signals: np.ndarray, dtype, where: str) -> np.ndarray:
         overflow = np.isinf(out) & np.isfinite(signals)
         if overflow.any():
             bad = signals[overflow]
-            raise PipelineError(f"{where}: {int(overflow.sum())} signal values (e.g. {float(bad[0]):g}) overflow "
-                                f"windows.dtype={np.dtype(dtype).name} (max {float(np.finfo(dtype).max):g}); "
-                                "use windows.dtype=float32")
+            raise PipelineError(f"{where}: {int(overflow.sum())} values (e.g. {float(bad[0]):g}) overflow "
+                                f"{param}={np.dtype(dtype).name} (max {float(np.finfo(dtype).max):g}); "
+                                f"use {param}=float32")
     return out
 
 

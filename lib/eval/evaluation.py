@@ -118,11 +118,13 @@ def classification_report(y, probabilities: dict, thresholds: dict, ids: TestWin
     and `reference`'s gain over every other scorer."""
     y = np.asarray(y, dtype=np.float64)
     others = [name for name in probabilities if name != reference]
+    rankings = {name: metrics.Ranking(y, p) for name, p in probabilities.items()}   # one sort per scorer
 
     def metric_fn(weights):
         out = {}
         for name, p in probabilities.items():
-            for key, value in metrics.weighted_classification(y, p, thresholds[name], weights, n_bins).items():
+            for key, value in metrics.weighted_classification(y, p, thresholds[name], weights, n_bins,
+                                                              rankings[name]).items():
                 if key in metrics.CLF_METRICS:
                     out[f"{name}/{key}"] = value
         for other in others:
@@ -176,17 +178,24 @@ def _sex(table: pd.DataFrame) -> pd.Series:
 
 
 def subgroups(clinical: pd.DataFrame, caseids, age_bands) -> dict:
-    """{attribute: array of group labels per window} for sex, age band and ASA class (per case);
-    'unknown' where the clinical table does not say."""
-    table = clinical.set_index("caseid").reindex(np.asarray(caseids))
+    """{attribute: group label per window (a pandas Categorical, categories sorted)} for sex, age band
+    and ASA class (per case); 'unknown' where the clinical table does not say. Worked out once per
+    case, then spread to the windows as category codes (memory: a byte per window, not a table row)."""
+    cases, inverse = np.unique(np.asarray(caseids), return_inverse=True)
+    table = clinical.set_index("caseid").reindex(cases)
     edges = [-np.inf, *age_bands, np.inf]
     names = [f"<{age_bands[0]:g}", *[f"{a:g}-{b - 1:g}" for a, b in zip(age_bands[:-1], age_bands[1:])],
              f">={age_bands[-1]:g}"]
     age = pd.cut(_numbers(table, "age"), edges, right=False, labels=names)
     asa = _numbers(table, "asa")
     asa_class = np.where(np.isnan(asa), "unknown", np.where(asa >= 3, "3+", np.nan_to_num(asa).astype(int).astype(str)))
-    return {"sex": _sex(table).fillna("unknown").astype(str).to_numpy(),
-            "age": pd.Series(age).astype(object).fillna("unknown").astype(str).to_numpy(), "asa": asa_class}
+    per_case = {"sex": _sex(table).fillna("unknown").astype(str).to_numpy(),
+                "age": pd.Series(age).astype(object).fillna("unknown").astype(str).to_numpy(), "asa": asa_class}
+    out = {}
+    for attribute, labels in per_case.items():
+        categories, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+        out[attribute] = pd.Categorical.from_codes(codes.reshape(-1)[inverse.reshape(-1)], categories)
+    return out
 
 
 def subgroup_report(y, p, threshold: float, groups: dict, ids: TestWindows, boot: Bootstrap, n_bins: int,
@@ -196,16 +205,19 @@ def subgroup_report(y, p, threshold: float, groups: dict, ids: TestWindows, boot
     y = np.asarray(y, dtype=np.float64)
     out = {}
     for attribute, labels in groups.items():
-        for group in sorted(set(labels)):
-            mask = labels == group
+        labels = pd.Categorical(labels)   # categories sorted; a window's group is its code
+        for code, group in enumerate(labels.categories):
+            mask = labels.codes == code
             sub = TestWindows(ids.caseid[mask], ids.subjectid[mask], ids.t_end[mask], ids.window_s)
+            y_group, p_group = y[mask], np.asarray(p)[mask]
+            ranking = metrics.Ranking(y_group, p_group)
 
-            def metric_fn(weights, mask=mask):
-                m = metrics.weighted_classification(y[mask], p[mask], threshold, weights, n_bins)
+            def metric_fn(weights, y_group=y_group, p_group=p_group, ranking=ranking):
+                m = metrics.weighted_classification(y_group, p_group, threshold, weights, n_bins, ranking)
                 return {k: m[k] for k in SUBGROUP_METRICS}
 
-            group_counts = counts(y[mask], sub)
-            reason = metrics.na_reason(sub.subjectid, y[mask], min_subjects, min_positive_subjects)
+            group_counts = counts(y_group, sub)
+            reason = metrics.na_reason(sub.subjectid, y_group, min_subjects, min_positive_subjects)
             stats = metrics.with_ci(metric_fn, int(mask.sum()), sub.subjectid, boot.n, boot.seed, boot.level)
             out[f"{attribute}={group}"] = {**group_counts, **(stats if reason is None else
                                                               metrics.blank(stats, reason))}
@@ -353,6 +365,7 @@ def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, c
         voted_scores, voted_thresholds = voted(probabilities, thresholds, ids, cfg.voting)
         summary["voted"] = gated(classification_report(y, voted_scores, voted_thresholds, ids, boot, bins, reference),
                                  reason)
+        del voted_scores   # a probability per window and scorer: not held through the levels below
     summary["backward"] = backward_report(probabilities, thresholds, ids, cfg, horizon_min, reference)
     groups = subgroups(clinical, ids.caseid, list(cfg.age_bands))
     summary["subgroups"] = subgroup_report(y, probabilities[reference], model.threshold, groups, ids, boot, bins,

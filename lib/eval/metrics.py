@@ -15,10 +15,10 @@ from lib.core.memory import release_freed_memory
 CLF_METRICS = ("auroc", "auprc", "accuracy", "sensitivity", "specificity", "ppv", "f1", "brier", "ece", "ece_mass")
 REG_METRICS = ("mae", "me", "sd")
 BOOTSTRAP_BLOCK = 100      # replicates per weight matrix ...
-BOOTSTRAP_ELEMENTS = 8_000_000   # ... and at most this many replicates x windows in it: ranking_metrics'
-# temporaries are several such matrices, so its memory stays ~1 GB at most whatever the test set
-# size (measured at 160,000 windows: 1,176 MB peak with 100 replicates per block, 329 MB with 25).
-# Test sets up to 80,000 windows keep blocks of 100, so their replicates are unchanged.
+BOOTSTRAP_ELEMENTS = 4_000_000   # ... and at most this many replicates x windows in it: ranking_metrics'
+# temporaries are several such matrices (about 0.5 GB in all at this cap), so their memory does not
+# grow with the test set (measured at 160,000 windows: 1,176 MB peak with 100 replicates per block,
+# 329 MB with 25). Test sets up to 40,000 windows (the default demo's 39,865) keep blocks of 100.
 
 
 def _ratio(a, b):
@@ -26,11 +26,23 @@ def _ratio(a, b):
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
-def ranking_metrics(y, scores, weights):
-    """Weighted AUROC and average precision, one per row of `weights` (replicates, windows)."""
-    order = np.argsort(scores, kind="mergesort")
-    s, y, w = scores[order], y[order].astype(np.float64), weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])          # groups of tied scores, ascending
+class Ranking:
+    """The windows sorted by score (stable) and the groups of tied scores: sorted once per scorer,
+    then used by every bootstrap block (`ranking_metrics(..., ranking=...)`)."""
+
+    def __init__(self, y, scores):
+        index = np.int32 if len(scores) < 2**31 else np.int64   # compact: one is kept per scorer
+        self.order = np.argsort(scores, kind="mergesort").astype(index)
+        s = np.asarray(scores)[self.order]
+        self.labels = np.asarray(y)[self.order].astype(np.int8)
+        self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]).astype(index)   # tied scores' groups, ascending
+
+
+def ranking_metrics(y, scores, weights, ranking: Ranking | None = None):
+    """Weighted AUROC and average precision, one per row of `weights` (replicates, windows).
+    `ranking`: Ranking(y, scores), when the caller has it (the bootstrap: one sort for all blocks)."""
+    ranking = ranking or Ranking(y, scores)
+    y, w, starts = ranking.labels.astype(np.float64), weights[:, ranking.order], ranking.starts
     pos = np.add.reduceat(w * y, starts, axis=1)
     neg = np.add.reduceat(w * (1 - y), starts, axis=1)
     n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
@@ -65,14 +77,15 @@ def calibration_error(y, p, weights, n_bins: int = 15, strategy: str = "width"):
     return _ratio(gap, weights.sum(axis=1))
 
 
-def weighted_classification(y, p, threshold: float, weights, n_bins: int = 15) -> dict:
-    """Every metric of CLF_METRICS per row of `weights`, plus the weighted confusion counts."""
+def weighted_classification(y, p, threshold: float, weights, n_bins: int = 15, ranking: Ranking | None = None) -> dict:
+    """Every metric of CLF_METRICS per row of `weights`, plus the weighted confusion counts
+    (`ranking`: Ranking(y, p), as ranking_metrics takes it)."""
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     predicted = (p >= threshold).astype(np.float64)
     tp, fp = weights @ (y * predicted), weights @ ((1 - y) * predicted)
     fn, tn = weights @ (y * (1 - predicted)), weights @ ((1 - y) * (1 - predicted))
     total = tp + fp + fn + tn
-    auroc, auprc = ranking_metrics(y, p, weights)
+    auroc, auprc = ranking_metrics(y, p, weights, ranking)
     return {"auroc": auroc, "auprc": auprc, "accuracy": _ratio(tp + tn, total), "sensitivity": _ratio(tp, tp + fn),
             "specificity": _ratio(tn, tn + fp), "ppv": _ratio(tp, tp + fp), "f1": _ratio(2 * tp, 2 * tp + fp + fn),
             "brier": _ratio(weights @ (p - y) ** 2, total), "ece": calibration_error(y, p, weights, n_bins),

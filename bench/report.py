@@ -129,6 +129,57 @@ def engine_sections(results: Path) -> list:
     return lines + [""]
 
 
+def memory_sections(results: Path) -> list:
+    """Bytes per window of the steps that see every window (bench/memory_per_window.py)."""
+    path = results / "memory_per_window.json"
+    if not path.exists():
+        return []
+    m = json.loads(path.read_text())
+    full = m["full_vitaldb_windows"]
+    lines = ["## Memory per window: fm training and evaluate's statistics", "",
+             "`python bench/memory_per_window.py`: each step in a fresh interpreter on synthetic windows at two "
+             "sizes, peak RSS by getrusage. What grows between the sizes is what a larger cohort adds; libraries, "
+             "the bootstrap's blocks and one batch do not grow. Projected to the full VitalDB selection's windows "
+             f"(train {full['train']:,}, val {full['val']:,}, test {full['test']:,}, per signal hour as at 4×):", "",
+             "| step | windows | peak RSS (MB) | bytes per window | windows at full VitalDB | peak RSS projected (MB) "
+             "| ≤ 2 GB |",
+             "|---|---|---|---|---|---|---|"]
+    for step, r in m["steps"].items():
+        small, large = r["runs"]
+        verdict = "pass" if r["projected_full_mb"] <= RSS_LIMIT_MB else "**fail**"
+        lines.append(f"| {step} | {small['windows']:,} / {large['windows']:,} | {small['peak_rss_mb']:,} / "
+                     f"{large['peak_rss_mb']:,} | {r['bytes_per_window']:,} | {r['windows_at_full']:,} | "
+                     f"{r['projected_full_mb']:,} | {verdict} |")
+    return lines + [""]
+
+
+STORAGE_VARIANTS = {"float16": "windows.dtype and embed.dtype float16", "embed16": "embed.dtype float16"}
+
+
+def storage_sections(results: Path) -> list:
+    """float16 storage against the default float32 (bench/variant_metrics.py): outputs and metrics."""
+    checks = {name: json.loads((results / f"{name}_metrics.json").read_text())
+              for name in STORAGE_VARIANTS if (results / f"{name}_metrics.json").exists()}
+    if not checks:
+        return []
+    lines = ["## Storage: float16 windows and embeddings", "",
+             "`python bench/variant_metrics.py NAME -S ...` on the default demo (same test split): the outputs of "
+             "the windows and embed stages (dvc.lock sizes) and the reported metrics (metrics/evaluate/metrics.json) "
+             "against the default float32.", "",
+             "| variant | windows outputs (MB) | embeddings (MB) | metrics unchanged at 3 decimals | largest change "
+             "| changed at 3 decimals (default → variant) |",
+             "|---|---|---|---|---|---|"]
+    for name, c in checks.items():
+        before, after = c["outs_mb"]["default"], c["outs_mb"][name]
+        changed = "; ".join(f"{k} {c['metrics'][k]['default']:.4f} → {c['metrics'][k][name]:.4f}"
+                            for k in c["changed_at_3_decimals"]) or "none"
+        lines.append(f"| `{c['command'].split(' (')[0]}` ({STORAGE_VARIANTS[name]}) | {before['windows']:,.0f} → "
+                     f"{after['windows']:,.0f} | {before['embed']:,.0f} → {after['embed']:,.0f} | "
+                     f"{len(c['metrics']) - len(c['changed_at_3_decimals'])} of {len(c['metrics'])} | "
+                     f"{c['max_abs_change']:.1e} | {changed} |")
+    return lines + [""]
+
+
 def gpu_sections(results: Path, proj: dict | None, rows: list) -> list:
     """The whole pipeline measured on a lent GPU machine (bench/gpu_pipeline.sh)."""
     runs = sorted(results.glob("gpu_pipeline_*.json"))
@@ -202,7 +253,7 @@ def scale_sections(s: dict, png: str) -> list:
     lines += [
         "| scale | cases | signal (h) | windows train / val / test | wall (s) | s per signal hour | "
         "peak RSS, process tree (MB) | largest process, `time -v` (MB) | ≤ 2 GB | outputs (MB) | "
-        "outputs, windows.dtype float16 (MB) | DVC cache (MB) |",
+        "outputs, windows.dtype and embed.dtype float16 (MB) | DVC cache (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -274,7 +325,10 @@ def projection_sections(proj: dict, rows: list) -> list:
         f"{a['gpu_speedup']:g} for the stages that run TTM or the CNN (embed, train, calibrate, baselines, "
         "evaluate); the other stages are left as measured. Largest-process RSS: its peak at the largest scale plus "
         "its least-squares growth per signal hour over the scales (never negative) for the remaining hours; "
-        "a growth fitted on small scales is mostly noise, which this extrapolation multiplies.",
+        "a growth fitted on small scales is mostly noise, which this extrapolation multiplies. It also takes "
+        "growth that stops for growth that goes on: evaluate's bootstrap blocks grow with the test set up to "
+        "their cap (4 M replicates × windows) and not beyond it. The section *Memory per window* measures what "
+        "does go on growing, per window, at sizes beyond that cap.",
         "",
         "| stage | s per signal hour | slope | linear, 2 cores (h) | power law, 2 cores (h) | "
         f"**2 cores (h)** | assumed speed-up | **{a['cores']} cores + 1 GPU, projected (h)** | "
@@ -288,8 +342,9 @@ def projection_sections(proj: dict, rows: list) -> list:
         f"**{proj['total']['gpu_machine_h']:,.1f}** | | {proj['total']['rss_largest_mb']:,} |",
         "",
         f"Disk at {target['hours']:,} h (linear in signal hours): outputs **{proj['disk_gb']['outs_mb']:,.1f} GB** "
-        f"with windows.dtype float32, **{proj['disk_gb']['outs_float16_mb']:,.1f} GB** with float16 (the "
-        "windows files' `signals` block halves; trend view, labels and the rest stay), plus the DVC cache's copy "
+        f"with windows.dtype and embed.dtype float32, **{proj['disk_gb']['outs_float16_mb']:,.1f} GB** with both "
+        "float16 (the windows files' `signals` block and the embeddings cache halve; trend view, labels and the "
+        "rest stay), plus the DVC cache's copy "
         f"(**{proj['disk_gb']['dvc_cache_mb']:,.1f} GB** at float32 as measured; none with a link cache.type).",
         "",
         "Assumptions and limits of the projection:",
@@ -320,6 +375,8 @@ def write_results(f: dict, path: Path, png: Path | None = None) -> None:
         "",
         *default_sections(f),
         *engine_sections(png.parent),
+        *storage_sections(png.parent),
+        *memory_sections(png.parent),
     ]
     if "scale" in f:
         lines += scale_sections(f["scale"], os.path.relpath(png, path.parent))

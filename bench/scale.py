@@ -163,9 +163,17 @@ def run_scale(scale: float, sets: list | None = None) -> dict:
     channels, length = len(params["data"]["tracks"]), params["windows"]["length"]
     signals_mb = sum(row["windows"].values()) * channels * length * 4 / 2**20
     row["signals_float32_mb"] = round(signals_mb, 1)
-    row["outs_float16_mb"] = round(row["outs_mb"] - signals_mb / 2, 1) if params["windows"]["dtype"] == "float32" \
-        else row["outs_mb"]
+    row["outs_float16_mb"] = float16_outputs_mb(row, params)
     return row
+
+
+def float16_outputs_mb(row: dict, params: dict) -> float:
+    """The run's outputs with windows.dtype and embed.dtype float16: the windows files' `signals`
+    block and the embeddings cache halve (the trend view, labels and the rest stay)."""
+    saved = row["signals_float32_mb"] / 2 if params["windows"]["dtype"] == "float32" else 0.0
+    if params.get("embed", {}).get("dtype", "float32") == "float32":
+        saved += row["stages"].get("embed", {}).get("outs_mb", 0.0) / 2
+    return round(row["outs_mb"] - saved, 1)
 
 
 def slope(hours, values) -> float | None:

@@ -8,7 +8,8 @@ Each measurement runs in a fresh interpreter and reports its peak RSS (getrusage
   of `train_model`, val scored every epoch) on synthetic windows files and caches of N train and
   N/3 val windows (3 inputs x 194, as the default waveform view);
 * evaluate: `evaluate_classifier` (window, voted, backward and subgroup levels, subject-bootstrap
-  CIs) on N synthetic test windows of 400 subjects scored by 8 scorers (the default run has 6).
+  CIs) on N synthetic test windows of 400 subjects scored by 8 scorers (the default run has 6),
+  with large blocks mmapped as the evaluate stage has them after inference.
 The growth between the two sizes, in bytes per window, is what a larger cohort adds: the fixed part
 (libraries, the bootstrap's blocks, one batch) does not grow. The JSON also projects each step's peak
 to the full VitalDB selection's window counts (per signal hour as in the 4x scale run).
@@ -88,6 +89,7 @@ def evaluate_step(n: int, bootstrap: int) -> dict:
     from test_evaluation import SCORERS, event_timing, scored_split, windows
 
     from lib.core.config import EvaluateConfig
+    from lib.core.memory import map_large_blocks, release_freed_memory
     from lib.eval import evaluation
     from lib.eval.calibration import Calibration
 
@@ -104,6 +106,8 @@ def evaluate_step(n: int, bootstrap: int) -> dict:
                              "age": rng.integers(20, 90, 400), "sex": rng.choice(["M", "F"], 400),
                              "asa": rng.integers(1, 5, 400)})
     before = peak_mb()
+    release_freed_memory()   # as the evaluate stage does after inference
+    map_large_blocks()
     evaluation.evaluate_classifier(y, logits, calibrations, ids, EvaluateConfig(bootstrap=bootstrap), clinical,
                                    horizon_min=5.0)
     return {"windows": len(y), "scorers": len(logits), "peak_rss_mb": peak_mb(), "peak_rss_before_mb": before}

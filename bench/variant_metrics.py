@@ -36,18 +36,27 @@ def outs_mb(lock: dict) -> dict:
             for name, stage in lock["stages"].items() if stage.get("outs")}
 
 
+def experiments() -> list:
+    """`dvc exp show` rows of the last commits (an experiment belongs to the commit it started from)."""
+    revs = subprocess.run(["git", "log", "--format=%h", "-20"], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.split()
+    return dvc.api.exp_show(repo=str(ROOT), revs=revs)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("-S", dest="sets", action="append", required=True, metavar="KEY=VALUE")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--compare-only", action="store_true", help="the experiment NAME exists: compare only")
     args = parser.parse_args(argv)
     command = ["dvc", "exp", "run", "--temp", "-n", args.name, *(x for s in args.sets for x in ("-S", s))]
-    if any(r["Experiment"] == args.name for r in dvc.api.exp_show(repo=str(ROOT))):
-        subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", args.name], cwd=ROOT, check=True)   # rerun
-    print(" ".join(command), flush=True)
-    subprocess.run([sys.executable, "-m", *command], cwd=ROOT, check=True)
-    rows = dvc.api.exp_show(repo=str(ROOT))
+    if not args.compare_only:
+        if any(r["Experiment"] == args.name for r in experiments()):
+            subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", args.name], cwd=ROOT, check=True)   # rerun
+        print(" ".join(command), flush=True)
+        subprocess.run([sys.executable, "-m", *command], cwd=ROOT, check=True)
+    rows = experiments()
     base = next(r for r in rows if r["rev"] == "workspace")
     variant = next(r for r in rows if r["Experiment"] == args.name)
     ours, theirs = headline(base), headline(variant)

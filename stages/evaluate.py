@@ -30,6 +30,7 @@ from dvclive import Live
 from lib.core.atomic import atomic_dir, write_json
 from lib.core.config import EvaluateConfig, InferenceConfig, device, read_params
 from lib.core.errors import run_stage
+from lib.core.memory import map_large_blocks, release_freed_memory
 from lib.core.schema import map_ahead_column
 from lib.data import windows_h5
 from lib.data.dataset import checkpoint_split
@@ -92,6 +93,10 @@ def main(argv):
     cfg = config(read_params())
     test_h5 = Path(windows_dir) / "test.h5"
     run = predict_test(checkpoint, baselines_dir, test_h5, cfg.device, cfg.inference)
+    # Inference is done: from here on, arrays per window and bootstrap blocks come and go, and memory
+    # per window stays at what they hold with their blocks mmapped (lib/core/memory.py).
+    release_freed_memory()
+    map_large_blocks()
     clinical = evaluation.read_clinical(clinical_csv)
     ids = evaluation.read_test_windows(test_h5, run.indices)
     calibration = {}

@@ -129,6 +129,13 @@ def engine_sections(results: Path) -> list:
     return lines + [""]
 
 
+def commits(rows: list, default: str) -> str:
+    """The commit of the scale runs, or per scale where a row records its own (a scale added later)."""
+    if all(r.get("commit", default) == default for r in rows):
+        return default
+    return ", ".join(f"{r.get('commit', default)} ({times(r['scale'])})" for r in rows)
+
+
 def memory_sections(results: Path) -> list:
     """Bytes per window of the steps that see every window (bench/memory_per_window.py)."""
     path = results / "memory_per_window.json"
@@ -241,7 +248,8 @@ def scale_sections(s: dict, png: str) -> list:
         f"## Scale: {title} the default demo",
         "",
         f"`python bench/run_all.py --only scale --scales {' '.join(f'{x:g}' for x in scales)}` at commit "
-        f"{s['commit']}: per scale, a fresh clone and `/usr/bin/time -v dvc exp run --temp -S demo.n_cases=N "
+        f"{commits(rows, s['commit'])}: per scale, a fresh clone and "
+        "`/usr/bin/time -v dvc exp run --temp -S demo.n_cases=N "
         f"-S splits.fasttrack=false` (N = scale × the default {s['default_cases']} cases; whole train and val, "
         "no fasttrack cap). Wall time per stage runs between dvc's \"Running stage\" lines (DVC's hashing and "
         "caching of the outputs included); RSS is sampled every 0.2 s over the whole process tree (dvc, the "

@@ -35,42 +35,22 @@ def peak_mb() -> int:
 def train_step(n: int, folder: Path) -> dict:
     """Peak RSS of fm training on n train and n // 3 val synthetic windows."""
     sys.path.insert(0, str(ROOT / "tests"))
-    import numpy as np
     import torch
     from model_helpers import model_config
+    from stream_embeddings import KEY, write_split  # bench/: the synthetic windows files and caches
 
     from lib.core.config import LoopConfig
-    from lib.core.schema import CHANNELS
-    from lib.data import windows_h5
     from lib.data.dataset import load_split
-    from lib.data.embeddings import write_embeddings
     from lib.model.loop import train_model
     from lib.model.training import fit_scalers
     from lib.model.ttm import build_model
 
-    key = {"input_scaling": "revin", "context_length": 512}
-    columns = ("map", "map_slope", "hr", "pp", "ppg_observed", "ecg_observed")
-
-    def write(name: str, count: int):
-        rng = np.random.default_rng(len(name))
-        windows, cache = folder / f"{name}.h5", folder / f"{name}_emb.h5"
-        schema = {"label_5min": np.int8, **dict.fromkeys(columns, np.float32)}
-        with windows_h5.WindowWriter(windows, CHANNELS, 8, schema, {}) as writer:
-            for start in range(0, count, 50_000):
-                m = min(50_000, count - start)
-                case = (np.arange(start, start + m) // 300).astype(np.int32)
-                writer.append({"signals": np.zeros((m, 3, 8), np.float32), "caseid": case, "subjectid": case,
-                               "label_5min": (rng.random(m) < 0.1).astype(np.int8),
-                               **{c: rng.normal(70, 10, m).astype(np.float32) for c in columns}})
-        write_embeddings(cache, windows, count, (3, 194),
-                         ((s, rng.normal(size=(min(4096, count - s), 3, 194)).astype(np.float32))
-                          for s in range(0, count, 4096)), key)
-        return windows, cache
-
-    files = [write("train", n), write("val", n // 3)]
+    for name, count, seed in (("train", n, 1), ("val", n // 3, 2)):
+        write_split(folder, name, count, seed, inputs=3)
+    files = [(folder / f"{name}.h5", folder / f"{name}_emb.h5") for name in ("train", "val")]
     before = peak_mb()   # writing the synthetic files is not the step
     model = build_model(model_config())   # the default waveform view, level-aware linear head (fm)
-    train, val = (load_split(w, "clf", 5, model.channels, model.context, e, key, for_training=True) for w, e in files)
+    train, val = (load_split(w, "clf", 5, model.channels, model.context, e, KEY, for_training=True) for w, e in files)
     fit_scalers(model, train)
     loop = LoopConfig(epochs=2, batch_size=256, grad_accum_steps=1, lr=1e-3, weight_decay=0.0, grad_clip=1.0,
                       schedule="cosine", warmup_frac=0.1, early_stopping_patience=0, monitor="val_auroc", amp="auto",

@@ -23,27 +23,29 @@ KEY = {"input_scaling": "revin", "context_length": 512}
 CONTEXT = ("map", "map_slope", "hr", "pp", "ppg_observed", "ecg_observed")
 
 
-def write_split(folder: Path, name: str, n: int, seed: int) -> None:
-    """A windows file of n windows (tiny signals; labels and context columns) and its 6-input cache."""
+def write_split(folder: Path, name: str, n: int, seed: int, inputs: int = 6) -> None:
+    """A windows file of n windows (tiny signals; labels and context columns) and its cache of
+    `inputs` series per window, written 50,000 windows at a time (memory bounded at any n)."""
     from lib.core.schema import CHANNELS
     from lib.data import windows_h5
     from lib.data.embeddings import write_embeddings
     rng = np.random.default_rng(seed)
     loc = rng.normal(80, 12, n).astype(np.float32)
     columns = {"label_5min": np.int8, **{c: np.float32 for c in CONTEXT}}
-    arrays = {"signals": np.zeros((n, 3, 8), np.float32), "label_5min": (loc < 65).astype(np.int8),
-              "caseid": np.arange(n) // 500, "subjectid": np.arange(n) // 500, "map": loc,
-              "map_slope": rng.normal(size=n), "hr": rng.normal(70, 10, n), "pp": rng.normal(45, 8, n),
-              "ppg_observed": np.ones(n), "ecg_observed": np.ones(n)}
     with windows_h5.WindowWriter(folder / f"{name}.h5", CHANNELS, 8, columns, {}) as writer:
-        writer.append(arrays)
+        for start in range(0, n, 50_000):
+            m, case = min(50_000, n - start), np.arange(start, min(n, start + 50_000)) // 500
+            writer.append({"signals": np.zeros((m, 3, 8), np.float32), "caseid": case, "subjectid": case,
+                           "label_5min": (loc[start:start + m] < 65).astype(np.int8), "map": loc[start:start + m],
+                           "map_slope": rng.normal(size=m), "hr": rng.normal(70, 10, m), "pp": rng.normal(45, 8, m),
+                           "ppg_observed": np.ones(m), "ecg_observed": np.ones(m)})
 
     def chunks():
         for start in range(0, n, 8192):
-            x = rng.normal(size=(min(8192, n - start), 6, 194)).astype(np.float32)
+            x = rng.normal(size=(min(8192, n - start), inputs, 194)).astype(np.float32)
             x[:, 0, 192] = loc[start:start + len(x)]
             yield start, x
-    write_embeddings(folder / f"{name}_emb.h5", folder / f"{name}.h5", n, (6, 194), chunks(), KEY)
+    write_embeddings(folder / f"{name}_emb.h5", folder / f"{name}.h5", n, (inputs, 194), chunks(), KEY)
 
 
 def worker(mode: str, folder: Path, epochs: int) -> dict:

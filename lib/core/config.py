@@ -546,7 +546,7 @@ class EmbedConfig:
 
     dtype: str = "float32"
     KEYS = ("dtype",)
-    DTYPES = ("float32", "float16")
+    DTYPES = WindowsConfig.DTYPES   # float16 storage is read back as float32 alike
 
     @classmethod
     def from_params(cls, params) -> "EmbedConfig":

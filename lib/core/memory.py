@@ -13,23 +13,20 @@ import ctypes.util
 import sys
 
 
-def _malloc_trim():
+def _glibc():
+    """The C library when it is glibc (the one with malloc_trim and mallopt), else None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    return getattr(libc, "malloc_trim", None)   # glibc only (not musl)
+    return libc if hasattr(libc, "malloc_trim") else None   # glibc only (not musl)
 
 
-_MALLOC_TRIM = _malloc_trim()
-
-
-def _mallopt():
-    if _MALLOC_TRIM is None:   # glibc only
-        return None
-    return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "mallopt", None)
+_LIBC = _glibc()
+_MALLOC_TRIM = _LIBC and _LIBC.malloc_trim
+_MALLOPT = _LIBC and getattr(_LIBC, "mallopt", None)
 
 
 M_MMAP_THRESHOLD = -3          # glibc's mallopt parameter
@@ -48,16 +45,15 @@ def map_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> bool:
     windows, 2 cores) took 95-100 s without it and 105-108 s with it, at the same peak RSS. Not for
     model inference: every backbone call would mmap its buffers (3x slower, see above). False where
     the C library has no mallopt."""
-    mallopt = _mallopt()
-    if mallopt is None:
+    if not _MALLOPT:
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    return bool(_MALLOPT(M_MMAP_THRESHOLD, int(threshold)))
 
 
 def release_freed_memory() -> bool:
     """Return the heap's free pages to the OS (glibc `malloc_trim(0)`, about a millisecond); False
     where the C library has no such call (macOS, musl), where memory is left as it is."""
-    if _MALLOC_TRIM is None:
+    if not _MALLOC_TRIM:
         return False
     _MALLOC_TRIM(0)
     return True

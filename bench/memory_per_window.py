@@ -6,7 +6,7 @@ usage: python bench/memory_per_window.py [--train 100000 400000] [--test 200000 
 Each measurement runs in a fresh interpreter and reports its peak RSS (getrusage):
 * train: the train stage's path (`load_split` with the embeddings cache, `fit_scalers`, 2 fm epochs
   of `train_model`, val scored every epoch) on synthetic windows files and caches of N train and
-  N/3 val windows (3 inputs x 194, as the default waveform view);
+  N/3 val windows (3 inputs x 194, as the default waveform view), written here;
 * evaluate: `evaluate_classifier` (window, voted, backward and subgroup levels, subject-bootstrap
   CIs) on N synthetic test windows of 400 subjects scored by 8 scorers (the default run has 6),
   with large blocks mmapped as the evaluate stage has them after inference.
@@ -22,7 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+KEY = {"input_scaling": "revin", "context_length": 512}   # the embeddings cache's model key
+CONTEXT = ("map", "map_slope", "hr", "pp", "ppg_observed", "ecg_observed")
 FULL_HOURS = 13123
 # windows per signal hour at 4x the default demo (bench/RESULTS.md scale table: 659.2 h)
 PER_HOUR = {"train": 244990 / 659.18, "val": 83461 / 659.18, "test": 160430 / 659.18}
@@ -32,24 +36,52 @@ def peak_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
+def write_split(folder: Path, name: str, n: int, seed: int) -> None:
+    """A windows file of n synthetic windows (tiny signals; labels and context columns) and its cache of
+    3 inputs x 194 per window, written 50,000 windows at a time (memory bounded at any n)."""
+    from lib.core.schema import CHANNELS
+    from lib.data import windows_h5
+    from lib.data.embeddings import write_embeddings
+    rng = np.random.default_rng(seed)
+    loc = rng.normal(80, 12, n).astype(np.float32)
+    columns = {"label_5min": np.int8, **{c: np.float32 for c in CONTEXT}}
+    with windows_h5.WindowWriter(folder / f"{name}.h5", CHANNELS, 8, columns, {}) as writer:
+        for start in range(0, n, 50_000):
+            m, case = min(50_000, n - start), np.arange(start, min(n, start + 50_000)) // 500
+            writer.append({"signals": np.zeros((m, 3, 8), np.float32), "caseid": case, "subjectid": case,
+                           "label_5min": (loc[start:start + m] < 65).astype(np.int8), "map": loc[start:start + m],
+                           "map_slope": rng.normal(size=m), "hr": rng.normal(70, 10, m), "pp": rng.normal(45, 8, m),
+                           "ppg_observed": np.ones(m), "ecg_observed": np.ones(m)})
+
+    def chunks():
+        for start in range(0, n, 8192):
+            x = rng.normal(size=(min(8192, n - start), 3, 194)).astype(np.float32)
+            x[:, 0, 192] = loc[start:start + len(x)]
+            yield start, x
+    write_embeddings(folder / f"{name}_emb.h5", folder / f"{name}.h5", n, (3, 194), chunks(), KEY)
+
+
 def train_step(n: int, folder: Path) -> dict:
     """Peak RSS of fm training on n train and n // 3 val synthetic windows."""
-    sys.path.insert(0, str(ROOT / "tests"))
     import torch
-    from model_helpers import model_config
-    from stream_embeddings import KEY, write_split  # bench/: the synthetic windows files and caches
+    import yaml
 
-    from lib.core.config import LoopConfig
+    from lib.core.config import LoopConfig, ModelConfig
     from lib.data.dataset import load_split
     from lib.model.loop import train_model
     from lib.model.training import fit_scalers
     from lib.model.ttm import build_model
 
     for name, count, seed in (("train", n, 1), ("val", n // 3, 2)):
-        write_split(folder, name, count, seed, inputs=3)
+        write_split(folder, name, count, seed)
     files = [(folder / f"{name}.h5", folder / f"{name}_emb.h5") for name in ("train", "val")]
     before = peak_mb()   # writing the synthetic files is not the step
-    model = build_model(model_config())   # the default waveform view, level-aware linear head (fm)
+    from lib.core.memory import keep_heap_bounded
+    keep_heap_bounded()   # as the train stage does
+    weights = ROOT / yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["weights_dir"]
+    model = build_model(ModelConfig(   # the default waveform view, level-aware linear head (fm)
+        weights_dir=str(weights), channels=("abp", "ppg", "ecg"), level_features=True, input_scaling="revin",
+        context_length=512, unfreeze_last_n_blocks=0, lora=None, hidden_dims=(256, 128), dropout=0.2, task="clf"))
     train, val = (load_split(w, "clf", 5, model.channels, model.context, e, KEY, for_training=True) for w, e in files)
     fit_scalers(model, train)
     loop = LoopConfig(epochs=2, batch_size=256, grad_accum_steps=1, lr=1e-3, weight_decay=0.0, grad_clip=1.0,
@@ -59,25 +91,45 @@ def train_step(n: int, folder: Path) -> dict:
     return {"windows": n + n // 3, "peak_rss_mb": peak_mb(), "peak_rss_before_mb": before}
 
 
+def test_windows(n_subjects: int, per_subject: int, seed: int):
+    """Synthetic test windows: labels (30 % positive), ids 2.048 s apart, and 4 scorers' logits
+    (a model, a weak baseline, two that rank backwards)."""
+    from lib.eval import evaluation
+    rng = np.random.default_rng(seed)
+    subjects = np.repeat(np.arange(n_subjects), per_subject)
+    ids = evaluation.TestWindows(caseid=subjects + 100, subjectid=subjects,
+                                 t_end=np.tile(np.arange(per_subject) * 2.048 + 4.096, n_subjects), window_s=4.096)
+    y = (rng.random(len(subjects)) < 0.3).astype(float)
+    signal, noise = 2.5 * (y - 0.3), lambda sd: rng.normal(0, sd, len(y))
+    logits = {"ttm": signal + noise(1), "map_lr": 0.5 * signal + noise(1.5), "backwards": -signal + noise(1),
+              "val_backwards": -signal + noise(1)}
+    return y, ids, logits, rng
+
+
+def event_timing(y, rng) -> dict:
+    """The windows' event timing columns: positives end 4-5 min before an onset; negatives are near an
+    event, far from one, or in a recording without any; MAP around 80 mmHg."""
+    n = len(y)
+    near = rng.random(n) < 0.4
+    onset = np.where(y == 1, rng.uniform(240, 300, n), np.where(near, rng.uniform(400, 1000, n), np.nan))
+    distance = np.where(np.isfinite(onset), onset, np.where(rng.random(n) < 0.5, np.nan, rng.uniform(1200, 3000, n)))
+    return {"next_onset_s": onset, "event_distance_s": distance, "map_now": rng.normal(82, 6, n)}
+
+
 def evaluate_step(n: int, bootstrap: int) -> dict:
-    """Peak RSS of evaluate_classifier on n synthetic test windows (tests/test_evaluation.py's scorers)."""
+    """Peak RSS of evaluate_classifier on n synthetic test windows of 400 subjects, 8 scorers."""
     import matplotlib
     matplotlib.use("Agg")
-    sys.path.insert(0, str(ROOT / "tests"))
-    import numpy as np
     import pandas as pd
-    from test_evaluation import SCORERS, event_timing, scored_split, windows
 
-    from lib.core.config import EvaluateConfig
-    from lib.core.memory import map_large_blocks, release_freed_memory
+    from lib.core.memory import keep_heap_bounded, map_large_blocks, release_freed_memory
+    from lib.core.params import Evaluate
     from lib.eval import evaluation
     from lib.eval.calibration import Calibration
 
-    y_val, _, rng = windows(12, 40, seed=1)
-    val = scored_split(None, y_val, rng)
-    fitted = {name: Calibration.fit(val[name], y_val, "platt", "youden", 0.8, {"split": "val"}) for name in SCORERS}
-    y, ids, rng = windows(400, n // 400, seed=2)
-    scored = scored_split(ids, y, rng)
+    y_val, _, val, _ = test_windows(12, 40, seed=1)
+    fitted = {name: Calibration.fit(z, y_val, "platt", "youden", 0.8, {"split": "val"}) for name, z in val.items()}
+    y, ids, scored, rng = test_windows(400, n // 400, seed=2)
     logits = {("ttm" if (name, i) == ("ttm", 0) else f"{name}{i}"): z for i in range(2) for name, z in scored.items()}
     calibrations = {("ttm" if (name, i) == ("ttm", 0) else f"{name}{i}"): c for i in range(2)
                     for name, c in fitted.items()}
@@ -86,9 +138,10 @@ def evaluate_step(n: int, bootstrap: int) -> dict:
                              "age": rng.integers(20, 90, 400), "sex": rng.choice(["M", "F"], 400),
                              "asa": rng.integers(1, 5, 400)})
     before = peak_mb()
+    keep_heap_bounded()   # as the evaluate stage does at its start and after inference:
     release_freed_memory()   # as the evaluate stage does after inference
     map_large_blocks()
-    evaluation.evaluate_classifier(y, logits, calibrations, ids, EvaluateConfig(bootstrap=bootstrap), clinical,
+    evaluation.evaluate_classifier(y, logits, calibrations, ids, Evaluate(bootstrap=bootstrap), clinical,
                                    horizon_min=5.0)
     return {"windows": len(y), "scorers": len(logits), "peak_rss_mb": peak_mb(), "peak_rss_before_mb": before}
 

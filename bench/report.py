@@ -5,11 +5,12 @@ usage: python bench/report.py [--results bench/results] [--out bench/RESULTS.md]
 import argparse
 import json
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOAL_WINDOWS_PER_S = 3000   # issue: embed and evaluate >= 3,000 windows/s on 2 cores
+GOAL_WINDOWS_PER_S = 3000   # goal: embed and evaluate >= 3,000 windows/s on 2 cores
 RSS_LIMIT_MB = 2048   # bench/scale.py's RSS_LIMIT_MB (not imported: report.py runs without bench/ on the path)
 GLYPHS = {Fraction(1, 4): "¼", Fraction(1, 2): "½", Fraction(3, 4): "¾"}
 
@@ -102,7 +103,7 @@ def engine_sections(results: Path) -> list:
         "",
         f"`python bench/inference_engines.py` on {e['threads']} threads, torch {e['torch']}: the embed stage's "
         f"path over {e['windows']:,} val windows and evaluate's `predict` over {e['predict_windows']:,} (HDF5 "
-        "reads on a prefetch thread), best of interleaved rounds on the shared 2-core machine; max |difference| "
+        "reads on a prefetch thread), best of interleaved rounds on a 2-core CPU; max |difference| "
         "from eager float32 and the val AUROC from each engine's logits:",
         "",
         "| engine | embed windows/s | predict windows/s | max \\|diff\\| embeddings / logits | val AUROC |",
@@ -187,49 +188,69 @@ def storage_sections(results: Path) -> list:
     return lines + [""]
 
 
+def filter_sections(results: Path) -> list:
+    """The windows files' `signals`: dtype x HDF5 filter (bench/storage.py)."""
+    path = results / "storage.json"
+    if not path.exists():
+        return []
+    st = json.loads(path.read_text())
+    return ["## Windows files: dtype and HDF5 filter", "",
+            f"`python bench/storage.py` on {st['windows']:,} simulated demo windows (files in the page cache): "
+            "MB of `signals` per 1,000 windows, write, sequential read (as inference reads) and random "
+            "64-window batches (as training reads), windows/s. lib/data/windows_h5.py's SIGNAL_FILTER follows it.",
+            "", "| dtype | filter | MB per 1,000 | write | sequential read | random batches |",
+            "|---|---|---|---|---|---|",
+            *[f"| {r['dtype']} | {r['filter']} | {r['mb_per_1000']:.2f} | {r['write_windows_s']:,.0f} | "
+              f"{r['seq_windows_s']:,.0f} | {r['random_windows_s']:,.0f} |" for r in st["rows"]], ""]
+
+
 def gpu_sections(results: Path, proj: dict | None, rows: list) -> list:
-    """The whole pipeline measured on a lent GPU machine (bench/gpu_pipeline.sh)."""
-    runs = sorted(results.glob("gpu_pipeline_*.json"))
+    """The whole pipeline measured on a GPU host (bench/gpu.py; gpu_pipeline_*.json: an earlier version of it)."""
+    runs = sorted(results.glob("gpu_*.json"),
+                  key=lambda p: (not p.name.startswith("gpu_pipeline_"), int(re.sub(r"\D", "", p.stem))))
     if not runs:
         return []
     g = json.loads(runs[-1].read_text())
     gpu = g["environment"]["torch"]
     hours, target = g["signal_hours"], (proj or {}).get("target", {"hours": 13123})["hours"]
     cpu_embed = rows[-1]["stages"]["embed"]["rss_largest_mb"]
+    how = (f"`{g['command']}`, with " if "stage_runs" not in g else
+           f"an earlier version of `python bench/gpu.py --cases {g['n_cases']}` that ran every stage's `cmd` from "
+           "dvc.yaml in order without dvc, with ")
     lines = [
-        f"### Measured on a GPU machine: {gpu.get('device', 'GPU')}, {g['host']['cpus']} cores",
+        f"### Measured on one {gpu.get('device', 'GPU')} GPU with {g['host']['cpus']} cores",
         "",
-        f"`bash bench/gpu_pipeline.sh {g['n_cases']}` (`{runs[-1].relative_to(ROOT)}`): every stage's `cmd` from "
-        "dvc.yaml in order, without dvc (not installed there), with "
+        f"`{runs[-1].relative_to(ROOT)}`: {how}"
         + ", ".join(f"`{k}={v}`" for k, v in g["overrides"].items())
-        + f"; torch {gpu.get('version', '?')} there. {g['cases']} cases, {hours:,.1f} h, windows "
+        + f"; torch {gpu.get('version', '?')}. {g['cases']} cases, {hours:,.1f} h, windows "
         f"{g['windows']['train']:,} / {g['windows']['val']:,} / {g['windows']['test']:,}.",
         "",
         "| stage | wall (s) | CPU (s) | s per signal hour | largest process RSS (MB) | GPU memory (MB) |",
         "|---|---|---|---|---|---|",
-        *[f"| {name} | {st['wall_s']:.1f} | {st['cpu_s']:.0f} | {st['wall_s'] / hours:.3f} | "
+        *[f"| {name} | {st['wall_s']:.1f} | {n(st.get('cpu_s'))} | {st['wall_s'] / hours:.3f} | "
           f"{st['rss_largest_mb']:,} | {st.get('gpu_mem_mb', 'n/a')} |" for name, st in g["stages"].items()],
         f"| **total** | **{g['stages_wall_s']:.0f}** | | **{g['s_per_signal_hour']:.2f}** | | |",
         "",
-        f"Embed on the GPU: {g['throughput']['embed']['val']['windows_per_s']:,} windows/s (val). Test AUROC "
-        "there: " + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in g["evaluate"].items() if "auroc" in v)
+        (f"Embed on the GPU: {g['throughput']['embed']['val']['windows_per_s']:,} windows/s (val). "
+         if "throughput" in g else "") + "Test AUROC: "
+        + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in g["evaluate"].items() if "auroc" in v)
         + " (CUDA kernels and bf16 training autocast: close to the CPU figures, not bit-identical).",
         "",
         f"Linear in signal hours from this one run, {target:,} h take "
         f"**{g['s_per_signal_hour'] * target / 3600:.1f} h** "
-        "on this machine: an upper bound, since the 2-core runs scale better than linearly and this run's "
+        "on this GPU host: an upper bound, since the 2-core runs scale better than linearly and this run's "
         "per-stage fixed costs (process start, CUDA init, imports: seconds per stage) are priced per hour here. "
         "Most of it is CPU work the GPU does not take: evaluate (bootstrap CIs, subgroups, report) and the "
         "cohort and windows stages.",
         "",
-        f"Host memory there: the CUDA runtime adds about {g['stages']['embed']['rss_largest_mb'] - cpu_embed:,} MB to "
-        f"each process that touches the GPU (embed's largest process, against {cpu_embed:,} MB on the 2-core CPU "
-        "machine, whose embed RSS does not grow with the cohort), so "
+        f"Host memory: the CUDA runtime adds about {g['stages']['embed']['rss_largest_mb'] - cpu_embed:,} MB to "
+        f"each process that touches the GPU (embed's largest process, against {cpu_embed:,} MB on the 2-core CPU, "
+        "where embed's RSS does not grow with the cohort), so "
         f"evaluate's largest process reached {g['stages']['evaluate']['rss_largest_mb']:,} MB at this size: the "
         f"{RSS_LIMIT_MB:,}-MB limit is "
-        + ("met on the CPU machine (table above), not with CUDA loaded."
+        + ("met on the CPU (table above), not with CUDA loaded."
            if rows[-1]["time_v_max_rss_mb"] <= RSS_LIMIT_MB
-           else "not met there, nor on the CPU machine at the largest scale (table above)."),
+           else "not met with CUDA loaded, nor on the CPU at the largest scale (table above)."),
     ]
     if proj:
         lines += ["", f"The assumption-based 16-core + 1 GPU projection above says "
@@ -378,12 +399,14 @@ def write_results(f: dict, path: Path, png: Path | None = None) -> None:
         "# Performance figures",
         "",
         "Written whole by `python bench/run_all.py` (one command; raw numbers in `bench/results/run_all.json`, "
-        f"`--only SECTION` remeasures one) at commit {f['commit']} on the dev machine: {f['cpu']}, no GPU, torch "
-        f"on {f['torch_threads']} threads. Timings on a shared 2-core VM vary by about ±10 % between runs.",
+        f"`--only SECTION` remeasures one) at commit {f['commit']} on a CPU with {f['cpu']}, no GPU, torch "
+        f"on {f['torch_threads']} threads. Timings on a 2-core CPU shared with other work vary by about ±10 % "
+        "between runs.",
         "",
         *default_sections(f),
         *engine_sections(png.parent),
         *storage_sections(png.parent),
+        *filter_sections(png.parent),
         *memory_sections(png.parent),
     ]
     if "scale" in f:
@@ -395,7 +418,7 @@ def write_results(f: dict, path: Path, png: Path | None = None) -> None:
         calibration = json.loads((png.parent / "demo_calibration.json").read_text())
     if calibration:
         lines += ["## Demo simulator against published figures", "",
-                  "`python bench/demo_calibration.py` (fast path: 1-Hz MAP only; the same check as "
+                  "`python bench/run_all.py --only calibration` (fast path: 1-Hz MAP only; the same check as "
                   "tests/test_demo_calibration.py):", "", calibration["markdown"], ""]
     path.write_text("\n".join(lines))
 

@@ -13,7 +13,8 @@ scale (bench/scale.py): `/usr/bin/time -v dvc exp run --temp -S demo.n_cases=N -
    in a fresh clone per scale (N = scale x the default demo.n_cases): per-stage wall time, peak RSS
    of the process tree and of the largest process, outputs' size, cost per signal hour, log-log
    slopes, the projection to the full VitalDB selection (13,123 h) and the PNG.
-calibration: bench/demo_calibration.py, the simulator against published figures.
+calibration: the demo simulator against published figures (lib.data.demo.calibration_figures, fast
+   path, 300 cases per seed; the check tests/test_demo_calibration.py makes).
 With --only, the sections not named keep their figures from run_all.json. Raw figures go to
 bench/results/*.json; the profile to bench/results/profile_<stage>.txt.
 """
@@ -143,11 +144,31 @@ def profile(clone: Path, stage: str) -> str:
     return f"{time.perf_counter() - started:.1f}"
 
 
-def demo_calibration(results: Path, out: Path) -> dict:
-    """bench/demo_calibration.py (the simulator against published figures), its JSON kept in `results`."""
-    sh([sys.executable, str(ROOT / "bench/demo_calibration.py"), "--out", str(results / "demo_calibration.json"),
-        "--results-md", str(out)], ROOT)
-    return json.loads((results / "demo_calibration.json").read_text())
+PUBLISHED = {"5": 0.932, "10": 0.929, "15": 0.932}   # MAP alone, forward analysis (Anesthesiology 2024;141:443)
+
+
+def demo_calibration(seeds=(1, 2), cases: int = 300) -> dict:
+    """The simulator against published figures: per seed, AUROC and coefficient of LR on the current MAP
+    per horizon, positive rate, share of cases with IOH and of first events post-induction; a table."""
+    from lib.core.params import Demo
+    from lib.data import demo
+    from lib.data.cohort import DEMO_CRITERIA, load_clinical
+    from lib.data.vitaldb_source import select_cases
+
+    cfg = Demo.from_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    rows = select_cases(load_clinical(ROOT / "data" / "vitaldb" / "clinical_information.csv"), DEMO_CRITERIA)[0]
+    runs = [demo.calibration_figures(rows, cases, seed, cfg.ioh_fraction) for seed in seeds]
+    lines = ["| seed | cases | AUROC MAP 5 / 10 / 15 min | coef 5 / 10 / 15 | positive rate 5 / 10 / 15 | "
+             "cases with IOH | first event post-induction |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        cells = {key: " / ".join(f"{v[key]:.3f}" for v in r["horizons"].values())
+                 for key in ("auroc", "coef", "positive_rate")}
+        lines.append(f"| {r['seed']} | {r['cases']} | {cells['auroc']} | {cells['coef']} | {cells['positive_rate']} "
+                     f"| {r['event_share']:.0%} | {r['post_induction_share']:.0%} |")
+    lines.append(f"| published | 2,022 | {' / '.join(f'{v:.3f}' for v in PUBLISHED.values())} | < 0 | | 30-70 % "
+                 "(see the test) | >= 20 % |")
+    return {"ioh_fraction": cfg.ioh_fraction, "published_map_auroc": PUBLISHED, "runs": runs,
+            "markdown": "\n".join(lines)}
 
 
 def default_run(figures: dict) -> None:
@@ -196,7 +217,7 @@ def main():
                             "projection": project(rows), "commit": figures["commit"]}
         plot(rows, args.results / "scaling.png")
     if "calibration" in args.only:
-        figures["demo_calibration"] = demo_calibration(args.results, args.out)
+        figures["demo_calibration"] = demo_calibration()
     path.write_text(json.dumps(figures, indent=2) + "\n")
     from report import write_results  # bench/ is on sys.path: the script runs from it
     write_results(figures, args.out, args.results / "scaling.png")

@@ -15,6 +15,7 @@ and the size of the stage's outputs (dvc.lock of the experiment). Per scale: sig
 `project` turns the rows into cost per signal hour, log-log slopes and a projection to the full
 VitalDB default selection; `plot` draws the PNG. bench/run_all.py calls all three
 (`python bench/run_all.py --only scale [--scales 0.25 1 4]`); bench/report.py writes the section.
+bench/gpu.py runs the same measurement (`run_cases`) on a GPU host.
 """
 import contextlib
 import json
@@ -34,20 +35,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_VITALDB = {"hours": 13123, "cases": 3313}   # VitalDB's default selection (data.select), whole
-RSS_LIMIT_MB = 2048                                # the issue's limit for the largest process
+RSS_LIMIT_MB = 2048                                # memory budget of the largest process (2 GB)
 CPU_STAGES = ("cohort", "windows")                 # spread over data.workers / windows.workers processes
 GPU_STAGES = ("embed", "train", "calibrate", "baselines", "evaluate")   # TTM / CNN forward and backward
 ASSUMED = {"cores": 16, "cpu_efficiency": 0.8, "gpu_speedup": 10}
-ASSUMED_WHY = {
-    "cpu_efficiency": "share of ideal speed-up when cohort and windows go from 2 to 16 worker processes "
-                      "(data.workers, windows.workers = 16); their cases are independent, so assumed close "
-                      "to linear, not measured",
-    "gpu_speedup": "for the stages that run TTM or the CNN: measured CPU TTM inference reaches a few tens of "
-                   "GFLOP/s (inference section: windows/s x GFLOP/window); one datacentre GPU sustaining "
-                   "0.5 TFLOP/s or more on TTM's small matmuls is >= 10x that; the stages' HDF5 reads, "
-                   "bootstrap and LR fits stay on the CPU, so 10x for the whole stage is an assumption, "
-                   "not measured",
-}
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
        # the stages import lib/ from the experiment's own copy, not from wherever the venv was installed
        "PYTHONPATH": os.pathsep.join(filter(None, [".", os.environ.get("PYTHONPATH")]))}
@@ -138,18 +129,24 @@ def du_mb(path: Path) -> float:
 
 
 def run_scale(scale: float, sets: list | None = None) -> dict:
-    """One scale: clone, `dvc exp run --temp`, then the experiment's metrics and dvc.lock."""
-    n_cases = max(1, round(default_cases() * scale))
+    """One scale: round(scale x demo.n_cases) cases, measured by `run_cases`."""
+    return {"scale": scale, **run_cases(max(1, round(default_cases() * scale)), sets)}
+
+
+def run_cases(n_cases: int, sets: list | None = None) -> dict:
+    """Clone, `dvc exp run --temp` with n_cases, then the experiment's metrics and dvc.lock."""
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        row = {"scale": scale, "n_cases": n_cases, **exp_run(clone, n_cases, sets or [])}
+        row = {"n_cases": n_cases, **exp_run(clone, n_cases, sets or [])}
         ref = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=clone,
                              capture_output=True, text=True, check=True).stdout.split()[-1]
         cohort = json.loads(git_show(clone, ref, "metrics/cohort.json"))
         windows = json.loads(git_show(clone, ref, "metrics/windows.json"))
         lock = yaml.safe_load(git_show(clone, ref, "dvc.lock"))["stages"]
         params = yaml.safe_load(git_show(clone, ref, "params.yaml"))
+        scored = json.loads(git_show(clone, ref, "metrics/evaluate/metrics.json"))
+        row["auroc"] = {k: v["auroc"] for k, v in scored.items() if isinstance(v, dict) and "auroc" in v}
         for name, stage in lock.items():
             group = row["stages"].get(stage_group(name))
             if group is not None:
@@ -187,7 +184,7 @@ def slope(hours, values) -> float | None:
 
 def project(rows: list, assumed: dict = ASSUMED, target: dict = FULL_VITALDB) -> dict:
     """Per stage: cost per signal hour at the largest scale, log-log slope, and the time at `target` hours
-    on this machine (linear from the largest scale, and the fitted power law) and on a 16-core + 1 GPU
+    on the measuring machine (linear from the largest scale, and the fitted power law) and on a 16-core + 1 GPU
     machine (projected, not measured: `assumed`). RSS: the largest process's peak at the largest scale plus
     the least-squares growth per hour over the scales (never negative) times the hours still to go."""
     rows = sorted(rows, key=lambda r: r["signal_hours"])

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.core.config import WindowSpec  # noqa: E402
+from lib.core.params import Windows  # noqa: E402
 from lib.core.schema import CHANNELS  # noqa: E402
 from lib.data import demo, windows_h5  # noqa: E402
 from lib.data.vital_io import write_vital  # noqa: E402
@@ -45,7 +45,7 @@ def simulated_windows(n: int, seed: int = 0) -> np.ndarray:
             sim = demo.simulate_case(40 * 60, 100.0, bool(case % 2), rng)
             path = Path(tmp) / f"{case}.vital"
             write_vital(path, sim.signals, srate=sim.srate, dtstart=1_600_000_000.0, units=demo.UNITS)
-            signals = process_case(path, ALIASES, WindowSpec())["signals"]
+            signals = process_case(path, ALIASES, Windows()).arrays["signals"]
             parts.append(signals)
             total += len(signals)
             if total >= n:

@@ -9,5 +9,6 @@ Packages, bottom to top (a package imports only from those below it, tests/test_
 * `lib.model`  – TTM backbone and head, the training loop, the baselines;
 * `lib.eval`   – calibration, metrics with subject-bootstrap CIs, evaluation, the report.
 
-`lib` never reads `params.yaml`; stages build `lib.core.config` objects and pass them.
+`lib` never reads `params.yaml`; stages build `lib.core.params` sections (and `lib.core.config`
+objects made of them) and pass them.
 """

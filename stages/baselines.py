@@ -1,5 +1,6 @@
-"""Stage baselines: logistic regression on current MAP, on the context features, and a 1-D CNN on
-the raw windows, trained on train and calibrated on val exactly like the model (test is not read).
+"""Stage baselines: every scorer of the registry (lib.model.scorers.REGISTRY: logistic regressions,
+a 1-D CNN on the raw windows, TTM MAP forecasters), trained on train and calibrated on val exactly
+like the model (test is not read). calibration.json records what each was fitted on (its horizon).
 
 usage: python stages/baselines.py <windows_dir> <out_dir> <metrics_json>
 """
@@ -9,24 +10,27 @@ from typing import NamedTuple
 import torch
 
 from lib.core.atomic import atomic_dir, write_json
-from lib.core.config import BaselinesConfig, CalibrateConfig, read_params
+from lib.core.config import BaselinesConfig
 from lib.core.errors import run_stage
+from lib.core.memory import keep_heap_bounded
+from lib.core.params import Calibrate, read_params
 from lib.data import windows_h5
 from lib.eval.calibration import fit_on_val
-from lib.model import baselines
+from lib.model import baselines, scorers
 from lib.model.inference import pick_device
 
 
 class Config(NamedTuple):
     baselines: BaselinesConfig
-    calibrate: CalibrateConfig
+    calibrate: Calibrate
 
 
 def config(params) -> Config:
-    return Config(BaselinesConfig.from_params(params), CalibrateConfig.from_params(params))
+    return Config(BaselinesConfig.from_params(params), Calibrate.from_params(params))
 
 
 def main(argv):
+    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     windows_dir, out_dir, metrics_path = Path(argv[0]), argv[1], argv[2]
     cfg = config(read_params())
     b = cfg.baselines
@@ -38,8 +42,8 @@ def main(argv):
         torch.use_deterministic_algorithms(True, warn_only=True)
         train, val = baselines.load_baseline_splits(windows_dir, b)
         stats = windows_h5.attrs(windows_dir / "train.h5")["normalisation"]
-        fitted, val_logits, summary = baselines.train_baselines(train, val, b, stats, pick_device(b.device))
-        baselines.save_baselines(tmp, fitted)
+        fitted, val_logits, summary = scorers.fit_scorers(train, val, b, stats, pick_device(b.device))
+        scorers.save_scorers(tmp, fitted)
         fitted_on = {"split": "val", "windows": int(len(val)), "horizon_min": b.horizon_min}
         calibrations = {}
         for name, logits in val_logits.items():

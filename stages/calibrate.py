@@ -5,8 +5,9 @@ usage: python stages/calibrate.py <checkpoint> <val_h5> <calibrator_json> <metri
 from typing import NamedTuple
 
 from lib.core.atomic import write_json
-from lib.core.config import CalibrateConfig, InferenceConfig, device, read_params
 from lib.core.errors import run_stage
+from lib.core.memory import keep_heap_bounded
+from lib.core.params import Calibrate, Inference, Train, read_params
 from lib.data.dataset import checkpoint_split
 from lib.eval.calibration import fit_on_val
 from lib.model.inference import pick_device, predict
@@ -14,16 +15,17 @@ from lib.model.ttm import load_checkpoint
 
 
 class Config(NamedTuple):
-    calibrate: CalibrateConfig
-    inference: InferenceConfig
+    calibrate: Calibrate
+    inference: Inference
     device: str
 
 
 def config(params) -> Config:
-    return Config(CalibrateConfig.from_params(params), InferenceConfig.from_params(params), device(params))
+    return Config(Calibrate.from_params(params), Inference.from_params(params), Train.pick(params, "device"))
 
 
 def main(argv):
+    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     checkpoint, val_h5, calibrator_path, metrics_path = argv
     cfg = config(read_params())
     dev = pick_device(cfg.device)

@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lib.core.atomic import atomic_dir, write_json
-from lib.core.config import DataConfig, DemoConfig, read_params, validate
 from lib.core.errors import run_stage
+from lib.core.params import Data, Demo, read_params, validate
 from lib.data import cohort
 
 
 class Config(NamedTuple):
-    data: DataConfig
-    demo: DemoConfig
+    data: Data
+    demo: Demo
 
 
 def config(params) -> Config:
-    return Config(DataConfig.from_params(params), DemoConfig.from_params(params))
+    return Config(Data.from_params(params), Demo.from_params(params))
 
 
 def main(argv):

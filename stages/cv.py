@@ -12,8 +12,8 @@ from typing import NamedTuple
 import numpy as np
 
 from lib.core.atomic import write_json
-from lib.core.config import read_params
 from lib.core.errors import PipelineError, run_stage
+from lib.core.params import CV, read_params
 
 # clf folds report the first four, reg folds the last three.
 SUMMARISED = ("auroc", "auprc", "brier", "ece", "sbp_mae", "dbp_mae", "map_mae")
@@ -25,7 +25,7 @@ class Config(NamedTuple):
 
 
 def config(params) -> Config:
-    return Config(bool(params["cv"]["enabled"]), tuple(params["cv"]["folds"]))
+    return Config(*CV.pick(params, "enabled", "folds"))
 
 
 def summarise(folds: list) -> dict:

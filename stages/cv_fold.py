@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from lib.core.atomic import write_json
-from lib.core.config import CalibrateConfig, CVConfig, EmbeddingConfig, ModelConfig, TrainConfig, read_params
+from lib.core.config import EmbeddingConfig, ModelConfig, TrainConfig
 from lib.core.errors import run_stage
+from lib.core.memory import keep_heap_bounded
+from lib.core.params import CV, Calibrate, read_params
 from lib.core.schema import REG_TARGETS
 from lib.data import windows_h5
 from lib.data.dataset import Split, load_split, subset
@@ -30,16 +32,16 @@ from lib.model.training import fit
 
 
 class Config(NamedTuple):
-    cv: CVConfig
+    cv: CV
     model: ModelConfig
     embedding: EmbeddingConfig
     train: TrainConfig
-    calibrate: CalibrateConfig
+    calibrate: Calibrate
 
 
 def config(params) -> Config:
-    return Config(CVConfig.from_params(params), ModelConfig.from_params(params), EmbeddingConfig.from_params(params),
-                  TrainConfig.from_params(params), CalibrateConfig.from_params(params))
+    return Config(CV.from_params(params), ModelConfig.from_params(params), EmbeddingConfig.from_params(params),
+                  TrainConfig.from_params(params), Calibrate.from_params(params))
 
 
 def pooled_split(windows_dir: Path, embeddings_dir: Path, tmp: Path, task: str, horizon_min: float, model,
@@ -60,7 +62,7 @@ def run_fold(model, data: Split, subjects, fold: int, cfg: Config, device) -> di
     """Train on the folds other than `fold` and `fold + 1`, early-stop and calibrate on `fold + 1`,
     score `fold`. Returns the fold's metrics."""
     t, n_folds = cfg.train, cfg.cv.n_folds
-    strata = data.targets if t.task == "clf" else np.zeros(len(data))
+    strata = data.targets if t.train.task == "clf" else np.zeros(len(data))
     folds = fold_of_each_window(strata, subjects, n_folds, cfg.cv.seed)
     inner = (fold + 1) % n_folds
     held_out, val = subset(data, np.flatnonzero(folds == fold)), subset(data, np.flatnonzero(folds == inner))
@@ -71,7 +73,7 @@ def run_fold(model, data: Split, subjects, fold: int, cfg: Config, device) -> di
               "train_subjects": int(len(np.unique(subjects[np.isin(folds, [fold, inner], invert=True)]))),
               "held_out_subjects": int(len(np.unique(subjects[folds == fold]))),
               "held_out_windows": int(len(held_out)), "best_epoch": summary["best_epoch"]}
-    if t.task == "clf":
+    if t.train.task == "clf":
         calibration, _ = fit_on_val(predict(model, val, device), val.targets, cfg.calibrate,
                                     {"split": f"cv fold {inner}", "windows": int(len(val))})
         probabilities = calibration.predict_proba(outputs)
@@ -85,19 +87,20 @@ def run_fold(model, data: Split, subjects, fold: int, cfg: Config, device) -> di
 
 
 def main(argv):
+    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     fold, windows_dir, embeddings_dir, metrics_path = int(argv[0]), Path(argv[1]), Path(argv[2]), argv[3]
     cfg = config(read_params())
     if not cfg.cv.enabled:
         write_json(metrics_path, {"enabled": False, "fold": fold})
         return
-    torch.manual_seed(cfg.train.loop.seed)
+    torch.manual_seed(cfg.train.train.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    device = pick_device(cfg.train.device)
+    device = pick_device(cfg.train.train.device)
     model = ttm.build_model(cfg.model)
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
     with tempfile.TemporaryDirectory() as tmp:
-        data, subjects = pooled_split(windows_dir, embeddings_dir, Path(tmp), cfg.train.task, cfg.train.horizon_min,
-                                      model, cfg.embedding.cache_key())
+        data, subjects = pooled_split(windows_dir, embeddings_dir, Path(tmp), cfg.train.train.task,
+                                      cfg.train.train.horizon_min, model, cfg.embedding.cache_key())
         result = run_fold(model, data, subjects, fold, cfg, device)
     write_json(metrics_path, result)
 

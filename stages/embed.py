@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lib.core.atomic import atomic_dir
-from lib.core.config import EmbedConfig, EmbeddingConfig, InferenceConfig, device, read_params
+from lib.core.config import EmbeddingConfig
 from lib.core.errors import run_stage
+from lib.core.memory import keep_heap_bounded
+from lib.core.params import Embed, Inference, Train, read_params
 from lib.data import windows_h5
 from lib.data.embeddings import write_embeddings
 from lib.model.inference import embed_windows, pick_device
@@ -25,17 +27,18 @@ from lib.model.ttm import embedding_model
 
 class Config(NamedTuple):
     embedding: EmbeddingConfig
-    inference: InferenceConfig
-    store: EmbedConfig
+    inference: Inference
+    store: Embed
     device: str
 
 
 def config(params) -> Config:
-    return Config(EmbeddingConfig.from_params(params), InferenceConfig.from_params(params),
-                  EmbedConfig.from_params(params), device(params))
+    return Config(EmbeddingConfig.from_params(params), Inference.from_params(params),
+                  Embed.from_params(params), Train.pick(params, "device"))
 
 
 def main(argv):
+    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     windows_dir, out_dir = Path(argv[0]), argv[1]
     cfg = config(read_params())
     dev = pick_device(cfg.device)

@@ -1,7 +1,8 @@
 """Stage evaluate: the only stage that reads the test split, once.
 
-The model and the three baselines predict every labelled test window; each is calibrated and
-thresholded with what its own fit on val chose (lib.eval.evaluation has the science). Writes
+The model and every scorer the baselines stage fitted (lib.model.scorers) predict every labelled
+test window; each is calibrated and thresholded with what its own fit on val chose (lib.eval.evaluation
+has the science). Writes
 
 * `<live_dir>/metrics.json`: the headline numbers DVC tracks (per scorer AUROC with CI, AUPRC,
   Brier, ECE, backward AUROC; test subjects, windows, positives; null where n/a), by dvclive, with
@@ -28,27 +29,27 @@ import torch
 from dvclive import Live
 
 from lib.core.atomic import atomic_dir, write_json
-from lib.core.config import EvaluateConfig, InferenceConfig, device, read_params
 from lib.core.errors import run_stage
-from lib.core.memory import map_large_blocks, release_freed_memory
+from lib.core.memory import keep_heap_bounded, map_large_blocks, release_freed_memory
+from lib.core.params import Evaluate, Inference, Train, read_params
 from lib.core.schema import map_ahead_column
 from lib.data import windows_h5
 from lib.data.dataset import checkpoint_split
 from lib.eval import evaluation, report
 from lib.eval.calibration import Calibration, read_calibrations
-from lib.model.baselines import baseline_logits
 from lib.model.inference import pick_device, predict
+from lib.model.scorers import MODEL, score_saved
 from lib.model.ttm import load_checkpoint
 
 
 class Config(NamedTuple):
-    evaluate: EvaluateConfig
-    inference: InferenceConfig
+    evaluate: Evaluate
+    inference: Inference
     device: str
 
 
 def config(params) -> Config:
-    return Config(EvaluateConfig.from_params(params), InferenceConfig.from_params(params), device(params))
+    return Config(Evaluate.from_params(params), Inference.from_params(params), Train.pick(params, "device"))
 
 
 class TestPredictions(NamedTuple):
@@ -63,7 +64,7 @@ class TestPredictions(NamedTuple):
 
 
 def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
-                 inference: InferenceConfig | None = None) -> TestPredictions:
+                 inference: Inference | None = None) -> TestPredictions:
     """The model and the baselines on the test windows: the only place evaluate touches lib.model."""
     dev = pick_device(device_name)
     model, ckpt = load_checkpoint(checkpoint, dev, inference)
@@ -74,8 +75,8 @@ def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
     forecasts = {}
     if model.task == "clf":
         horizons = windows_h5.attrs(test_h5)["params"]["horizons_min"]
-        logits, forecasts = baseline_logits(baselines_dir, test_h5, horizon, dev, horizons)
-        predictions = {"ttm": outputs, **logits}
+        logits, forecasts = score_saved(baselines_dir, test_h5, horizon, dev, horizons)
+        predictions = {MODEL: outputs, **logits}
     else:
         predictions = model.to_mmhg(torch.from_numpy(outputs)).numpy()
     return TestPredictions(model.task, horizon, test.indices, test.targets, predictions, forecasts,
@@ -89,6 +90,7 @@ def cohort_source(clinical: pd.DataFrame) -> str:
 
 
 def main(argv):
+    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     checkpoint, calibrator_path, baselines_dir, windows_dir, clinical_csv, live_dir, report_path = argv
     cfg = config(read_params())
     test_h5 = Path(windows_dir) / "test.h5"
@@ -101,20 +103,20 @@ def main(argv):
     ids = evaluation.read_test_windows(test_h5, run.indices)
     calibration = {}
     if run.task == "clf":
-        calibrations = {"ttm": Calibration.load(calibrator_path),
+        calibrations = {MODEL: Calibration.load(calibrator_path),
                         **read_calibrations(Path(baselines_dir) / "calibration.json")}
-        calibration = calibrations["ttm"].to_dict()
+        calibration = calibrations[MODEL].to_dict()
         summary, figures = evaluation.evaluate_classifier(run.targets, run.predictions, calibrations, ids,
                                                           cfg.evaluate, clinical, horizon_min=run.horizon_min)
     else:
         summary, figures = evaluation.evaluate_regressor(run.targets, run.predictions, ids, cfg.evaluate)
-    details = {"horizon_min": run.horizon_min, "mode": run.train_summary.get("mode", "?"), **summary,
-               "cohort": evaluation.read_cohort_table(windows_dir, clinical, run.horizon_min),
-               "masking": evaluation.read_masking(windows_dir)}
+    details = dataclasses.replace(summary, horizon_min=run.horizon_min, mode=run.train_summary.get("mode", "?"),
+                                  cohort=evaluation.read_cohort_table(windows_dir, clinical, run.horizon_min),
+                                  masking=evaluation.read_masking(windows_dir))
     if run.forecasts:
         minutes = sorted({m for per_minute in run.forecasts.values() for m in per_minute})
         actual = windows_h5.read_columns(test_h5, [map_ahead_column(m) for m in minutes])
-        details["forecast"] = {
+        details.forecast = {
             name: evaluation.forecast_report(per_minute, {m: actual[map_ahead_column(m)][run.indices] for m in minutes},
                                              ids.subjectid, cfg.evaluate)
             for name, per_minute in run.forecasts.items()}
@@ -129,7 +131,7 @@ def main(argv):
         images = report.write_figures(live, figures, Path(live.plots_dir) / "images", link_dir)
         live.summary = evaluation.headline(details)
         live.end()
-        write_json(tmp / "details.json", details)
+        write_json(tmp / "details.json", details.to_dict())
     report.write_report(report_path, details, provenance, images)
 
 

@@ -5,13 +5,13 @@ usage: python stages/splits.py <cases_csv> <splits_json> <metrics_json>
 import pandas as pd
 
 from lib.core.atomic import write_json
-from lib.core.config import SplitsConfig, read_params
 from lib.core.errors import run_stage
+from lib.core.params import Splits, read_params
 from lib.data import splits
 
 
-def config(params) -> SplitsConfig:
-    return SplitsConfig.from_params(params)
+def config(params) -> Splits:
+    return Splits.from_params(params)
 
 
 def main(argv):

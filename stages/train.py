@@ -20,8 +20,10 @@ import torch.distributed as dist
 from dvclive import Live
 
 from lib.core.atomic import atomic_dir
-from lib.core.config import EmbeddingConfig, ModelConfig, TrainConfig, read_params
+from lib.core.config import EmbeddingConfig, ModelConfig, TrainConfig
 from lib.core.errors import run_stage
+from lib.core.memory import keep_heap_bounded
+from lib.core.params import read_params
 from lib.data import windows_h5
 from lib.data.dataset import load_split
 from lib.model import ttm
@@ -63,23 +65,25 @@ def distributed(device_name: str):
 
 
 def main(argv):
+    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     windows_dir, embeddings_dir, checkpoint, live_dir = Path(argv[0]), Path(argv[1]), Path(argv[2]), argv[3]
     cfg = config(read_params())
     t = cfg.train
-    torch.manual_seed(t.loop.seed)
+    torch.manual_seed(t.train.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    rank, world_size, device = distributed(t.device)
+    rank, world_size, device = distributed(t.train.device)
 
     model = ttm.build_model(cfg.model)
     # The train split's per-channel statistics (used when model.input_scaling is train_zscore).
     model.set_input_stats(windows_h5.attrs(windows_dir / "train.h5")["normalisation"])
-    splits = {name: load_split(windows_dir / f"{name}.h5", t.task, t.horizon_min, model.channels, model.context,
-                               embeddings_dir / f"{name}.h5", cfg.embedding.cache_key(), for_training=True)
+    splits = {name: load_split(windows_dir / f"{name}.h5", t.train.task, t.train.horizon_min, model.channels,
+                               model.context, embeddings_dir / f"{name}.h5", cfg.embedding.cache_key(),
+                               for_training=True)
               for name in ["train", "val"]}
     n_trainable = sum(x.numel() for x in ttm.trainable_parameters(model).values())
     n_total = sum(x.numel() for x in model.parameters())
     if rank == 0:
-        print(f"mode {t.finetune.mode}, task {t.task}: trainable parameters {n_trainable:,} of {n_total:,}"
+        print(f"mode {t.finetune.mode}, task {t.train.task}: trainable parameters {n_trainable:,} of {n_total:,}"
               f" ({100 * n_trainable / n_total:.1f} %); {world_size} process(es) on {device}")
 
     inputs = [windows_dir / "train.h5", windows_dir / "val.h5", embeddings_dir / "train.h5", embeddings_dir / "val.h5"]
@@ -98,8 +102,8 @@ def main(argv):
                       fingerprint=fingerprint(cfg, inputs, world_size), log_epoch=log_epoch if rank == 0 else None,
                       rank=rank, world_size=world_size)
         if rank == 0:
-            summary.update(mode=t.finetune.mode, task=t.task, trainable_parameters=n_trainable,
-                           total_parameters=n_total, horizon_min=t.horizon_min,
+            summary.update(mode=t.finetune.mode, task=t.train.task, trainable_parameters=n_trainable,
+                           total_parameters=n_total, horizon_min=t.train.horizon_min,
                            context_features=",".join(model.context) or "none")
             # Wall time is printed, not logged: metrics must be identical across identical runs.
             print(f"train: {time.time() - started:.1f} s, best epoch {summary['best_epoch']} of "
@@ -107,7 +111,8 @@ def main(argv):
             for key, value in summary.items():
                 live.summary[key] = value
             live.end()
-            ttm.save_checkpoint(checkpoint, model.cpu(), cfg.model, {"summary": summary, "horizon_min": t.horizon_min})
+            ttm.save_checkpoint(checkpoint, model.cpu(), cfg.model,
+                                {"summary": summary, "horizon_min": t.train.horizon_min})
     if rank == 0:
         resume_path.unlink(missing_ok=True)
         resume_path.with_suffix(".warmup.resume").unlink(missing_ok=True)

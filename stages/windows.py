@@ -5,7 +5,6 @@ with. Test windows overlap by evaluate.overlap, so evaluate can vote over overla
 
 usage: python stages/windows.py <cases_csv> <splits_json> <out_dir> <metrics_json> <report_dir>
 """
-import dataclasses
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -14,43 +13,49 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from lib.core.atomic import atomic_dir, write_json
-from lib.core.config import WindowsConfig, read_params, track_aliases
 from lib.core.errors import run_stage
+from lib.core.params import Data, Evaluate, Trend, Windows, read_params
 from lib.data.quality_report import QualityReport
 from lib.data.splits import SPLITS
 from lib.data.windowing import normalisation_stats, write_split
 
 
 class Config(NamedTuple):
-    windows: WindowsConfig
+    windows: Windows   # train and val windows
+    test: Windows      # test windows: overlapping by evaluate.overlap, for voting
+    trend: Trend       # the trend view stored with every window (its step_s and context)
     tracks: dict
 
 
 def config(params) -> Config:
-    return Config(WindowsConfig.from_params(params), track_aliases(params["data"]["tracks"]))
+    windows = Windows.from_params(params)
+    step_s, context = Trend.pick(params, "step_s", "context")
+    return Config(windows, windows.for_test(Evaluate.pick(params, "overlap")), Trend(step_s=step_s, context=context),
+                  Data.pick(params, "tracks"))
 
 
 def main(argv):
     cases_csv, splits_json, out_dir, metrics_path, report_dir = argv
     cfg = config(read_params())
-    spec = cfg.windows.spec
+    spec = cfg.windows
     table = pd.read_csv(cases_csv, keep_default_na=False).set_index("caseid")
     case_lists = json.loads(Path(splits_json).read_text())
     cases = {s: [(c, int(table.loc[c, "subjectid"]), table.loc[c, "path"]) for c in case_lists[s]] for s in SPLITS}
-    attrs = {"fs": spec.fs, "params": dataclasses.asdict(spec), "tracks": cfg.tracks}
+    attrs = {"fs": spec.fs, "params": {**spec.to_attrs(), "label_duration_s": spec.LABEL_DURATION_S,
+                                                  "trend": cfg.trend.to_attrs()}, "tracks": cfg.tracks}
     report = QualityReport(spec)
     summary = {}
     with atomic_dir(out_dir) as tmp:
         stats = StandardScaler()
-        summary["train"] = write_split("train", cases["train"], tmp / "train.h5", spec, cfg.tracks, attrs, report,
-                                       cfg.windows.workers, stats)
+        summary["train"] = write_split("train", cases["train"], tmp / "train.h5", spec, cfg.trend, cfg.tracks, attrs,
+                                       report, spec.workers, stats)
         normalisation = normalisation_stats(stats)
         write_json(tmp / "normalisation.json", normalisation)
         for split in ("val", "test"):
-            split_spec = cfg.windows.test_spec if split == "test" else spec
-            summary[split] = write_split(split, cases[split], tmp / f"{split}.h5", split_spec, cfg.tracks,
+            split_spec = cfg.test if split == "test" else spec
+            summary[split] = write_split(split, cases[split], tmp / f"{split}.h5", split_spec, cfg.trend, cfg.tracks,
                                          {**attrs, "stride": split_spec.stride, "normalisation": normalisation},
-                                         report, cfg.windows.workers)
+                                         report, spec.workers)
     report.write(report_dir)
     write_json(metrics_path, {split: s.to_dict() for split, s in summary.items()})
 

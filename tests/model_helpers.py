@@ -2,9 +2,10 @@
 channel, level features, the shipped weights)."""
 from conftest import WEIGHTS
 
-from lib.core.config import LoraConfig, ModelConfig
+from lib.core.config import ModelConfig
+from lib.core.params import Lora
 
-LORA = LoraConfig(r=8, alpha=16, dropout=0.1, target_modules=("fc1", "fc2", "attn_layer"))
+LORA = Lora(r=8, alpha=16, dropout=0.1, target_modules=("fc1", "fc2", "attn_layer"))
 DEFAULTS = dict(weights_dir=str(WEIGHTS), channels=("abp", "ppg", "ecg"), level_features=True, input_scaling="revin",
                 context_length=512, unfreeze_last_n_blocks=0, lora=None, hidden_dims=(256, 128), dropout=0.2,
                 task="clf")

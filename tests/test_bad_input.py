@@ -203,8 +203,9 @@ def test_10_single_class_train_split_stops_with_one_line(tiny_pipeline, tmp_path
 
 @pytest.mark.parametrize("section, values, message", [
     ("windows", {"lenght": 512}, "params.yaml: unknown key windows.lenght"),
-    ("windows", {"horizons_min": [5, -1]}, "windows.horizons_min=[5, -1]: must be a non-empty list of minutes > 0"),
-    ("windows", {"length": 1024}, "windows.length=1024: must be 1-512 (TTM's context length is 512)"),
+    ("windows", {"horizons_min": [5, -1]},
+     "params.yaml: windows.horizons_min=[5, -1]: must be a non-empty list of minutes > 0"),
+    ("windows", {"length": 1024}, "params.yaml: windows.length=1024: must be an integer 1-512"),
 ])
 def test_11_invalid_window_params_stop_with_one_line(local_cohort, tmp_path, section, values, message):
     work, _, _ = local_cohort
@@ -217,7 +218,7 @@ def test_11_split_ratios_not_summing_to_one_stop_with_one_line(local_cohort, tmp
     work, _, _ = local_cohort
     params_file(tmp_path, splits={"train": 0.7, "val": 0.2, "test": 0.2})
     result = stage("splits", tmp_path, work / "cohort/cases.csv", "splits.json", "s.json")
-    one_line_error(result, "splits.train/val/test must be >= 0 and sum to 1")
+    one_line_error(result, "params.yaml: splits.train/val/test must sum to 1")
     assert not (tmp_path / "splits.json").exists()
 
 
@@ -227,7 +228,7 @@ def test_11_model_context_longer_than_the_window_stops_with_one_line(tiny_pipeli
     params["model"]["context_length"] = 600
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = stage("embed", tmp_path, tiny_pipeline / "data/windows", tmp_path / "emb")
-    one_line_error(result, "model.context_length=600")
+    one_line_error(result, "params.yaml: model.context_length=600")
     assert not (tmp_path / "emb").exists()
 
 

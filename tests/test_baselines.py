@@ -8,7 +8,8 @@ from sklearn.metrics import roc_auc_score
 from lib.core.config import BaselinesConfig, ForecastFinetune, LoopConfig
 from lib.core.schema import CHANNELS, CONTEXT, MAP_NOW, OBSERVED, TREND_BLOCK
 from lib.data import windows_h5
-from lib.model import baselines
+from lib.eval.calibration import Calibration
+from lib.model import baselines, scorers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,9 +40,9 @@ def test_baselines_stage_trains_on_train_and_calibrates_on_val(tiny_pipeline):
     work = tiny_pipeline
     summary = json.loads((work / "metrics/baselines.json").read_text())
     calibrations = json.loads((work / "models/baselines/calibration.json").read_text())
-    default = set(baselines.BASELINES) - {"ttm_finetuned"}   # trend.finetune is off by default
+    default = set(scorers.REGISTRY) - {"ttm_finetuned"}   # trend.finetune is off by default
     assert set(summary) == set(calibrations) == default
-    assert all(c["fitted_on"]["split"] == "val" for c in calibrations.values())
+    assert all(c["fitted_on"]["split"] == "val" and c["fitted_on"]["horizon_min"] > 0 for c in calibrations.values())
     assert summary["cnn"]["epochs_run"] >= 1 and summary["cnn"]["n_train_windows"] > 0
     for name in ["map_lr.joblib", "context_lr.joblib", "cnn.pt"]:
         assert (work / "models/baselines" / name).stat().st_size > 0
@@ -71,6 +72,14 @@ def write_windows(path, n, seed):
         writer.append(arrays)
 
 
+def write_calibrations(directory, val_logits: dict, y, horizon_min: float) -> None:
+    """calibration.json as the baselines stage writes it (each scorer calibrated on val, at the horizon)."""
+    fitted_on = {"split": "val", "windows": len(y), "horizon_min": horizon_min}
+    states = {name: Calibration.fit(z, y, "platt", "youden", 0.8, fitted_on).to_dict()
+              for name, z in val_logits.items()}
+    (Path(directory) / "calibration.json").write_text(json.dumps(states))
+
+
 def test_every_baseline_trains_on_train_and_scores_val(tmp_path):
     write_windows(tmp_path / "train.h5", 300, 0)
     write_windows(tmp_path / "val.h5", 100, 1)
@@ -80,17 +89,19 @@ def test_every_baseline_trains_on_train_and_scores_val(tmp_path):
                           forecast_finetune=ForecastFinetune(enabled=True, windows=128, epochs=1))
     train, val = baselines.load_baseline_splits(tmp_path, cfg)
     stats = {"fitted_on": "train", "channels": list(CHANNELS), "mean": [80.0, 0.0, 0.0], "std": [12.0, 1.0, 1.0]}
-    fitted, val_logits, summaries = baselines.train_baselines(train, val, cfg, stats, torch.device("cpu"))
-    assert set(fitted) == set(val_logits) == set(summaries) == set(baselines.BASELINES)
+    fitted, val_logits, summaries = scorers.fit_scorers(train, val, cfg, stats, torch.device("cpu"))
+    assert list(fitted) == list(val_logits) == list(summaries) == list(scorers.REGISTRY)
     assert all(len(z) == len(val) for z in val_logits.values())
     for name in ("map_lr", "trend_lr", "ttm_zeroshot", "ttm_finetuned"):   # low pressure now / forecast → soon
         assert roc_auc_score(val.targets, val_logits[name]) > 0.9, name
     assert summaries["ttm_zeroshot"]["trained"] is False
     assert summaries["ttm_finetuned"]["train_pairs"] > 0 and summaries["ttm_finetuned"]["epochs_run"] == 1
     assert summaries["cnn"]["epochs_run"] == 1 and summaries["map_lr"] == {}
-    baselines.save_baselines(tmp_path, fitted)
-    again, forecasts = baselines.baseline_logits(tmp_path, tmp_path / "val.h5", 5.0, "cpu", [5, 15])
-    for name in baselines.BASELINES:   # the fine-tuned weights too: saved and loaded, not the zero-shot ones
+    scorers.save_scorers(tmp_path, fitted)
+    write_calibrations(tmp_path, val_logits, val.targets, cfg.horizon_min)
+    again, forecasts = scorers.score_saved(tmp_path, tmp_path / "val.h5", 5.0, "cpu", [5, 15])
+    assert list(again) == list(scorers.REGISTRY)
+    for name in scorers.REGISTRY:   # the fine-tuned weights too: saved and loaded, not the zero-shot ones
         np.testing.assert_array_equal(again[name], val_logits[name])
     assert set(forecasts) == {"ttm_zeroshot", "ttm_finetuned"}
     for per_minute in forecasts.values():

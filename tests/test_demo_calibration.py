@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.core.config import DemoConfig
+from lib.core.params import Demo
 from lib.data import demo
 from lib.data.cohort import DEMO_CRITERIA
 from lib.data.vitaldb_source import select_cases
@@ -31,7 +31,7 @@ N_CASES = 300
 
 @pytest.fixture(scope="module")
 def demo_cfg():
-    return DemoConfig.from_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    return Demo.from_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -54,12 +54,12 @@ def test_default_demo_test_split_is_not_decided_by_a_few_cases(clinical, demo_cf
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from lib.core.config import SplitsConfig
+    from lib.core.params import Splits
     from lib.data.splits import subject_splits
     from lib.signal import labels
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    splits_cfg = SplitsConfig.from_params(params)
+    splits_cfg = Splits.from_params(params)
     cases = demo.select_demo_cases(select_cases(clinical, DEMO_CRITERIA)[0], demo_cfg.n_cases,
                                    demo_cfg.n_multi_case_subjects, demo_cfg.seed)
     durations = np.round(np.random.default_rng(demo_cfg.seed).uniform(

@@ -8,7 +8,8 @@
   `lib.core.config.NOT_DEPENDENCIES`), declared keys must be read whole, and a path-valued key
   (the clinical table, the TTM weights) must also be a dep.
 
-`python tests/test_dvc_graph.py` prints each stage's derived deps and params, to paste into dvc.yaml.
+`python tests/test_dvc_graph.py` prints each stage's derived deps and params, to paste into dvc.yaml;
+a failing check prints its stage's.
 """
 import ast
 import importlib.util
@@ -176,7 +177,7 @@ def within(key: str, prefixes) -> bool:
 
 
 def params_problems(name, st, params) -> list:
-    from lib.core.config import NOT_DEPENDENCIES
+    from lib.core.params import NOT_DEPENDENCIES
 
     reads = keys_read(entry_script(st["cmd"]), params)
     declared = param_keys(st)
@@ -210,12 +211,14 @@ def params():
 
 @pytest.mark.parametrize("name", list(stages()))
 def test_stage_depends_on_exactly_the_code_it_runs(name):
-    assert code_problems(name, stages()[name]) == []
+    problems = code_problems(name, stages()[name])
+    assert problems == [], "\n".join([*problems, f"paste into dvc.yaml, stage {name}:", stage_yaml(name)])
 
 
 @pytest.mark.parametrize("name", list(stages()))
 def test_stage_declares_exactly_the_params_it_reads(name, params):
-    assert params_problems(name, stages()[name], params) == []
+    problems = params_problems(name, stages()[name], params)
+    assert problems == [], "\n".join([*problems, f"paste into dvc.yaml, stage {name}:", stage_yaml(name)])
 
 
 def test_params_are_read_only_through_a_stage_config():
@@ -225,7 +228,7 @@ def test_params_are_read_only_through_a_stage_config():
         assert source.count("read_params()") == 1 and "config(read_params())" in source.replace(
             "params = read_params()", "config(read_params())"), script.name
     for module in (ROOT / "lib").rglob("*.py"):
-        if module.name != "config.py":
+        if module.relative_to(ROOT).as_posix() != "lib/core/params.py":
             assert "read_params" not in module.read_text() and "params.yaml\")" not in module.read_text(), module
 
 
@@ -253,21 +256,46 @@ def compress(files: set) -> list:
     return sorted(out + sorted(files))
 
 
-def derived() -> str:
-    """Each stage's derived code deps and params keys, as YAML to paste into dvc.yaml."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    from lib.core.config import NOT_DEPENDENCIES
+def declared_params(reads: set, params: dict, prefix: str = "") -> list:
+    """The read keys as dvc.yaml names them: a section or sub-mapping whole when every key in it is read."""
+    from lib.core.params import NOT_DEPENDENCIES
 
-    out = {}
-    for name, st in stages().items():
-        script = entry_script(st["cmd"])
-        reads = sorted(r for r in keys_read(script, params) if not within(r, NOT_DEPENDENCIES))
-        out[name] = {"code": compress(code_closure(script)), "params": reads}
-    return yaml.safe_dump(out, sort_keys=False)
+    out = []
+    for key in (params if not prefix else leaves_value(params, prefix)):
+        path = f"{prefix}.{key}" if prefix else key
+        if not any(within(r, [path]) for r in reads) or within(path, NOT_DEPENDENCIES):
+            continue
+        inside = leaves(params, path)
+        if all(within(leaf, reads) for leaf in inside) and not any(within(leaf, NOT_DEPENDENCIES) for leaf in inside):
+            out.append(path)
+        else:
+            out += declared_params(reads, params, path)
+    return out
+
+
+def stage_yaml(name: str) -> str:
+    """The stage's `deps:` and `params:` as they belong in dvc.yaml, derived from the code: its code
+    deps, then the data deps it declares today, and every params key its `config` reads."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    st = stages()[name]
+    script = entry_script(st["cmd"])
+    code = compress(code_closure(script))
+    data = [d for d in dep_paths(st) if d.split("/")[0] not in CODE_DIRS]
+    order = sorted(code, key=lambda d: (not d.startswith("stages/"), d.count("/") == 1 and not d.endswith(".py"), d))
+    lines = ["    deps:", *(f"      - {d}" for d in [*order, *data])]
+    keys = declared_params(keys_read(script, params), params)
+    lines.append("    params: [")
+    for key in keys:   # wrapped as dvc.yaml keeps them
+        if len(lines[-1]) + len(key) + 2 > 118:
+            lines.append("             ")
+        lines[-1] += key + ", "
+    lines[-1] = lines[-1].rstrip(", ") + "]"
+    return "\n".join(line.rstrip() for line in lines)
 
 
 if __name__ == "__main__":
-    print(derived())
+    for stage in stages():
+        print(f"  {stage}:\n{stage_yaml(stage)}")
 
 
 FLOORS = ("core", "signal", "data", "model", "eval")

@@ -1,10 +1,12 @@
+import dataclasses
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib.core.config import EvaluateConfig
 from lib.core.errors import PipelineError
+from lib.core.params import Evaluate
 from lib.core.schema import REG_TARGETS
 from lib.eval import backward, evaluation, metrics, report
 from lib.eval.calibration import Calibration
@@ -102,7 +104,7 @@ def classifier():
     logits = scored_split(ids, y, rng)
     ids.timing = event_timing(y, rng)
     clinical = pd.DataFrame({"caseid": np.unique(ids.caseid), "subjectid": np.unique(ids.subjectid)})
-    cfg = EvaluateConfig(bootstrap=100, ece_bins=10)
+    cfg = Evaluate(bootstrap=100, ece_bins=10)
     summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, ids, cfg, clinical, horizon_min=5.0)
     yield y, ids, logits, calibrations, cfg, summary, figures
     for fig in figures.images.values():
@@ -111,28 +113,31 @@ def classifier():
 
 def test_evaluate_classifier_scores_every_scorer_as_its_val_fit_chose(classifier):
     y, ids, logits, calibrations, cfg, summary, figures = classifier
-    assert summary["task"] == "clf" and summary["counts"] == evaluation.counts(y, ids)
-    assert set(summary["window"]) == {*SCORERS, "gain_over_map_lr", "gain_over_backwards",
+    assert summary.task == "clf" and summary.counts == evaluation.counts(y, ids)
+    assert set(summary.window) == {*SCORERS, "gain_over_map_lr", "gain_over_backwards",
                                       "gain_over_val_backwards"}
     for name in SCORERS:
         point = metrics.classification_metrics(y, calibrations[name].predict_proba(logits[name]),
                                                calibrations[name].threshold, cfg.ece_bins)
-        stats = summary["window"][name]
+        stats = summary.window[name]
         for key in metrics.CLF_METRICS:
             assert stats[key] == pytest.approx(point[key], abs=1e-12, nan_ok=True)
         for key in ("auroc", "brier", "accuracy"):   # means over subjects (ECE's bootstrap is biased upwards)
             assert stats[f"{key}_ci_low"] <= stats[key] <= stats[f"{key}_ci_high"]
     raw = metrics.classification_metrics(y, 1 / (1 + np.exp(-logits["ttm"])), 0.5, cfg.ece_bins)
-    assert summary["ece_before"] == raw["ece"] and summary["threshold"] == calibrations["ttm"].threshold
-    assert summary["window"]["ttm"]["auroc"] > 0.8 and summary["window"]["backwards"]["auroc_ci_high"] < 0.5
+    assert summary.ece_before == raw["ece"] and summary.threshold == calibrations["ttm"].threshold
+    assert summary.window["ttm"]["auroc"] > 0.8 and summary.window["backwards"]["auroc_ci_high"] < 0.5
     # ranking val backwards is recorded, and the kept negative Platt slope inverts the scorer on test
-    assert summary["val_ranking"]["val_backwards"]["ranks_backwards"]
-    assert summary["val_ranking"]["val_backwards"]["slope"] < 0 < summary["val_ranking"]["backwards"]["slope"]
-    assert not summary["val_ranking"]["ttm"]["ranks_backwards"] and summary["window"]["val_backwards"]["auroc"] > 0.8
-    assert 0.5 < summary["window"]["ttm"]["calibration_slope"] < 2   # calibrated on val of the same distribution
-    assert summary["window"]["ttm"]["auroc_ci_dropped"] == 0 and summary["counts"]["positive_subjects"] == 16
-    assert set(summary["voted"]) == set(summary["window"])
-    assert set(summary["subgroups"]) == {"sex=unknown", "age=unknown", "asa=unknown"}
+    assert summary.val_ranking["val_backwards"]["ranks_backwards"]
+    assert summary.val_ranking["val_backwards"]["slope"] < 0 < summary.val_ranking["backwards"]["slope"]
+    assert not summary.val_ranking["ttm"]["ranks_backwards"] and summary.window["val_backwards"]["auroc"] > 0.8
+    assert 0.5 < summary.window["ttm"]["calibration_slope"] < 2   # calibrated on val of the same distribution
+    assert summary.window["ttm"]["auroc_ci_dropped"] == 0 and summary.counts.positive_subjects == 16
+    assert set(summary.voted) == set(summary.window)
+    assert set(summary.subgroups) == {"sex=unknown", "age=unknown", "asa=unknown"}
+    assert list(summary.to_dict()) == ["horizon_min", "mode", "task", "counts", "bootstrap", "voting", "overlap",
+                                       "threshold", "calibration", "ece_before", "ece_mass_before", "brier_before",
+                                       "val_ranking", "window", "voted", "backward", "subgroups", "cohort", "masking"]
     assert set(figures.images) == {"ROC", "Reliability before and after calibration"}
     assert {p.name for p in figures.plots} >= {f"roc_{n}" for n in SCORERS} | {"confusion", "score_histogram"}
 
@@ -141,8 +146,8 @@ def test_no_voting_leaves_the_voted_level_out(classifier):
     y, ids, logits, calibrations, cfg, _, _ = classifier
     clinical = pd.DataFrame({"caseid": [], "subjectid": []})
     summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, ids,
-                                                      EvaluateConfig(bootstrap=10, voting="none"), clinical)
-    assert "voted" not in summary and summary["voting"] == "none"
+                                                      Evaluate(bootstrap=10, voting="none"), clinical)
+    assert summary.voted is None and summary.voting == "none" and "voted" not in summary.to_dict()
     for fig in figures.images.values():
         plt.close(fig)
 
@@ -154,10 +159,11 @@ def test_headline_holds_the_few_numbers_dvc_tracks(classifier):
     for name in SCORERS:
         assert set(head[name]) == ({"auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece", "auroc_backward"}
                                    if name == "ttm" else {"auroc", "auroc_ci_low", "auroc_ci_high", "auroc_backward"})
-        assert head[name]["auroc_backward"] == summary["backward"]["window"][name]["auroc"]
+        assert head[name]["auroc_backward"] == summary.backward["window"][name]["auroc"]
         assert {k: v for k, v in head[name].items() if k != "auroc_backward"} == \
-            {k: summary["window"][name][k] for k in head[name] if k != "auroc_backward"}
-    assert head["test"] == {k: summary["counts"][k] for k in ("subjects", "windows", "positives")}
+            {k: summary.window[name][k] for k in head[name] if k != "auroc_backward"}
+    assert head["test"] == {"subjects": summary.counts.subjects, "windows": summary.counts.windows,
+                            "positives": summary.counts.positives}
     assert sum(len(v) for v in head.values()) == 7 + 3 * 4 + 3
 
 
@@ -165,22 +171,25 @@ def test_evaluate_regressor_and_its_headline():
     _, ids, rng = windows(20, 10)
     targets = np.stack([rng.normal(m, 10, len(ids.caseid)) for m in (120, 70, 85)], axis=1)
     estimates = targets + rng.normal(2, 4, targets.shape)
-    summary, figures = evaluation.evaluate_regressor(targets, estimates, ids, EvaluateConfig(bootstrap=50))
+    summary, figures = evaluation.evaluate_regressor(targets, estimates, ids, Evaluate(bootstrap=50))
     plt.close(figures.images["Bland-Altman"])
-    assert summary["task"] == "reg" and set(summary["window"]) == set(REG_TARGETS) == set(summary["voted"])
+    assert summary.task == "reg" and set(summary.window) == set(REG_TARGETS) == set(summary.voted)
+    assert list(summary.to_dict()) == ["horizon_min", "mode", "task", "counts", "bootstrap", "voting", "overlap",
+                                       "window", "voted", "cohort", "masking"]   # no clf-only keys
     errors = estimates[:, 2] - targets[:, 2]
-    assert summary["window"]["map"]["me"] == pytest.approx(errors.mean())
-    assert summary["window"]["map"]["mae"] == pytest.approx(np.abs(errors).mean())
+    assert summary.window["map"]["me"] == pytest.approx(errors.mean())
+    assert summary.window["map"]["mae"] == pytest.approx(np.abs(errors).mean())
     head = evaluation.headline(summary)
     assert set(head) == {*REG_TARGETS, "test"} and set(head["test"]) == {"subjects", "windows"}
     assert all(len(head[t]) == 9 for t in REG_TARGETS)
     assert [p.name for p in figures.plots] == [f"bland_altman_{t}" for t in REG_TARGETS]
     n_subjects = len(np.unique(ids.subjectid))
     few, figures = evaluation.evaluate_regressor(targets, estimates, ids,
-                                                 EvaluateConfig(bootstrap=50, min_subjects=n_subjects + 1))
+                                                 Evaluate(bootstrap=50, min_subjects=n_subjects + 1))
     plt.close(figures.images["Bland-Altman"])
     for level in ("window", "voted"):   # too few subjects: every error statistic is n/a, with the reason
-        assert all(few[level][t]["mae"] is None and "min_subjects" in few[level][t]["na_reason"] for t in REG_TARGETS)
+        stats = getattr(few, level)
+        assert all(stats[t]["mae"] is None and "min_subjects" in stats[t]["na_reason"] for t in REG_TARGETS)
 
 
 def test_report_shows_what_produced_the_model_and_who_ranks_backwards(classifier, tmp_path):
@@ -188,7 +197,7 @@ def test_report_shows_what_produced_the_model_and_who_ranks_backwards(classifier
     clinical = pd.DataFrame({"caseid": np.unique(ids.caseid), "subjectid": np.unique(ids.subjectid)})
     cohort = evaluation.cohort_table({"test": {"caseid": ids.caseid, "subjectid": ids.subjectid, "label_5min": y}},
                                      clinical, 5)
-    details = {"horizon_min": 5.0, "mode": "fm", **summary, "cohort": cohort}
+    details = dataclasses.replace(summary, horizon_min=5.0, mode="fm", cohort=cohort)
     rule = {"map_threshold": 60.0, "label_min_valid": 0.9, "label_duration_s": 120, "length": 512}
     provenance = report.Provenance(source="local", window_s=4.096,
                                    model={"channels": ["ppg", "ecg"], "context_length": 256, "level_features": False},
@@ -234,22 +243,22 @@ def test_backward_is_na_without_timing_and_statistics_are_na_with_too_few_subjec
     plain = evaluation.TestWindows(ids.caseid, ids.subjectid, ids.t_end, ids.window_s)
     clinical = pd.DataFrame({"caseid": np.unique(ids.caseid), "subjectid": np.unique(ids.subjectid),
                              "sex": ["F"] + ["M"] * 15})
-    cfg = EvaluateConfig(bootstrap=20, voting="none", min_subjects=10, min_positive_subjects=5)
+    cfg = Evaluate(bootstrap=20, voting="none", min_subjects=10, min_positive_subjects=5)
     summary, figures = evaluation.evaluate_classifier(y, logits, calibrations, plain, cfg, clinical, horizon_min=5.0)
     for fig in figures.images.values():
         plt.close(fig)
-    assert summary["backward"]["na_reason"] == backward.NO_TIMING and "window" not in summary["backward"]
+    assert summary.backward["na_reason"] == backward.NO_TIMING and "window" not in summary.backward
     assert all(v["auroc_backward"] is None for k, v in evaluation.headline(summary).items() if k != "test")
-    one = summary["subgroups"]["sex=F"]   # one subject: no zero-width CI, a reason instead
+    one = summary.subgroups["sex=F"]   # one subject: no zero-width CI, a reason instead
     assert one["auroc"] is None and one["auroc_ci_low"] is None and one["na_reason"].startswith("1 subject ")
-    assert one["subjects"] == 1 and summary["subgroups"]["sex=M"]["auroc"] is not None
+    assert one["subjects"] == 1 and summary.subgroups["sex=M"]["auroc"] is not None
     few = windows(4, 40)
     summary, figures = evaluation.evaluate_classifier(
         few[0], scored_split(None, few[0], few[2]), calibrations, few[1], cfg,
         pd.DataFrame({"caseid": [], "subjectid": []}))
     for fig in figures.images.values():
         plt.close(fig)
-    assert summary["window"]["ttm"]["auroc"] is None and summary["window"]["ttm"]["na_reason"] == "4 subjects (< 10)"
+    assert summary.window["ttm"]["auroc"] is None and summary.window["ttm"]["na_reason"] == "4 subjects (< 10)"
     assert evaluation.headline(summary)["ttm"]["auroc"] is None
 
 

@@ -1,4 +1,4 @@
-"""Inference engines (ttm.freeze_for_inference) and the embed stage's per-view cache."""
+"""Inference engines (lib.model.engines, via ttm.freeze_for_inference) and the embed stage's per-view cache."""
 import re
 
 import h5py
@@ -9,10 +9,10 @@ import yaml
 from test_model import build
 from test_train_stage import train
 
-from lib.core.config import InferenceConfig
 from lib.core.errors import PipelineError
+from lib.core.params import Inference
 from lib.data.embeddings import input_positions, write_embeddings
-from lib.model.ttm import BF16_TOLERANCE, ENGINE_TOLERANCE
+from lib.model.engines import BF16_TOLERANCE, ENGINE_TOLERANCE
 
 
 def test_onnxruntime_embeddings_equal_eager_within_the_tolerance_with_masked_channels():
@@ -101,4 +101,4 @@ def test_bf16_inference_is_applied_and_stays_within_its_tolerance():
 ])
 def test_inference_params_are_checked_with_one_line(section, message):
     with pytest.raises(PipelineError, match=re.escape(message)):
-        InferenceConfig.from_params({"inference": section})
+        Inference.from_params({"inference": section})

@@ -7,8 +7,9 @@ from conftest import WEIGHTS
 from model_helpers import LORA, model_config
 from transformers import PreTrainedModel
 
-from lib.core.config import LoraConfig, ModelConfig, _views
+from lib.core.config import ModelConfig
 from lib.core.errors import PipelineError
+from lib.core.params import Lora, Model
 from lib.core.schema import TREND_INPUTS
 from lib.model.ttm import build_model, load_checkpoint, load_ttm, mixer_layer_names, save_checkpoint
 
@@ -192,7 +193,7 @@ def test_shorter_context_is_zero_padded_and_masked_the_granite_tsfm_way():
 def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
     """freeze_for_inference("torchscript") (trace + freeze) is an inference speed-up, never a new model."""
     windows = torch.randn(150, 3, 512) * torch.tensor([20.0, 1.0, 0.5])[:, None] + torch.tensor([90.0, 0, 0])[:, None]
-    for config in [{}, {"context_length": 300}, {"lora": LoraConfig(r=4, alpha=8, dropout=0.1,
+    for config in [{}, {"context_length": 300}, {"lora": Lora(r=4, alpha=8, dropout=0.1,
                                                                      target_modules=("fc1", "fc2"))}]:
         model = build(hidden_dims=[16], **config).eval()
         keys = set(model.state_dict())
@@ -253,7 +254,9 @@ def test_views_choose_the_inputs_and_round_trip_through_the_checkpoint(tmp_path,
 
 
 def test_the_trend_view_needs_revin_scaling():
+    model = {"weights_dir": "w", "input_channels": ["abp"], "level_features": True, "input_scaling": "train_zscore",
+             "context_length": 512, "views": ["trend"]}
     with pytest.raises(PipelineError, match="needs model.input_scaling=revin"):
-        _views(["trend"], "train_zscore")
-    with pytest.raises(PipelineError, match="model.views"):
-        _views(["waveform", "spectrum"], "revin")
+        Model.from_params({"model": model})
+    with pytest.raises(PipelineError, match=r"model\.views"):
+        Model.from_params({"model": {**model, "input_scaling": "revin", "views": ["waveform", "spectrum"]}})

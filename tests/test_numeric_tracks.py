@@ -8,7 +8,7 @@ tests/test_past_only.py.)
 import numpy as np
 import pytest
 
-from lib.core.config import WindowSpec
+from lib.core.params import Windows
 from lib.core.schema import TREND, TREND_BLOCK
 from lib.data import demo, vital_io, windowing
 from lib.data.windowing import SplitSummary
@@ -33,8 +33,8 @@ def demo_cases(tmp_path_factory):
         case = demo.simulate_case(25 * 60, 100, seed % 2 == 0, np.random.default_rng(seed))
         path = root / f"{seed}.vital"
         vital_io.write_vital(path, case.signals, 100, DTSTART, demo.UNITS, case.numerics)
-        out.append((case, path, windowing.process_case(path, ALIASES, WindowSpec()),
-                    windowing.process_case(path, WAVES, WindowSpec())))
+        out.append((case, path, windowing.process_case(path, ALIASES, Windows()),
+                    windowing.process_case(path, WAVES, Windows())))
     return out
 
 
@@ -44,19 +44,19 @@ def test_numeric_and_waveform_trends_agree_on_the_demo(demo_cases):
     what the written waveform says (e.g. computed from the simulator's truth instead of the recorded ABP)."""
     diffs = {name: [] for name in TOLERANCE}
     for _, _, numeric, waveform in demo_cases:
-        assert numeric["trend_source"] == {"map": "numeric", "hr": "numeric"}
-        np.testing.assert_array_equal(numeric["t_end_s"], waveform["t_end_s"])
+        assert numeric.trend_source == {"map": "numeric", "hr": "numeric"}
+        np.testing.assert_array_equal(numeric.arrays["t_end_s"], waveform.arrays["t_end_s"])
         for name in TOLERANCE:
             row = TREND.index(name)
-            a, b = (x[TREND_BLOCK][:, row].astype(np.float64) for x in (numeric, waveform))
+            a, b = (x.arrays[TREND_BLOCK][:, row].astype(np.float64) for x in (numeric, waveform))
             both = np.isfinite(a) & np.isfinite(b)
             assert both.sum() > 0.8 * np.isfinite(b).sum(), f"{name}: numeric path misses bins the waveform has"
             diffs[name].append(np.abs(a - b)[both])
         # features and labels stay waveform-derived: only the trend view changes source
         for column in ("map", "map_now", "hr", "label_5min"):
-            np.testing.assert_array_equal(numeric[column], waveform[column])
-        np.testing.assert_array_equal(numeric[TREND_BLOCK][:, TREND.index("pp")],
-                                      waveform[TREND_BLOCK][:, TREND.index("pp")])
+            np.testing.assert_array_equal(numeric.arrays[column], waveform.arrays[column])
+        np.testing.assert_array_equal(numeric.arrays[TREND_BLOCK][:, TREND.index("pp")],
+                                      waveform.arrays[TREND_BLOCK][:, TREND.index("pp")])
     for name, (median_max, p95_max) in TOLERANCE.items():
         d = np.concatenate(diffs[name])
         assert np.median(d) <= median_max and np.percentile(d, 95) <= p95_max, \
@@ -85,9 +85,9 @@ def test_a_recording_without_numeric_tracks_uses_the_waveform(demo_cases, tmp_pa
     case, _, numeric, waveform = demo_cases[0]
     path = tmp_path / "plain.vital"
     vital_io.write_vital(path, case.signals, 100, DTSTART, demo.UNITS)
-    plain = windowing.process_case(path, ALIASES, WindowSpec())
-    assert plain["trend_source"] == {"map": "waveform", "hr": "waveform"}
-    np.testing.assert_array_equal(plain[TREND_BLOCK], waveform[TREND_BLOCK])
+    plain = windowing.process_case(path, ALIASES, Windows())
+    assert plain.trend_source == {"map": "waveform", "hr": "waveform"}
+    np.testing.assert_array_equal(plain.arrays[TREND_BLOCK], waveform.arrays[TREND_BLOCK])
     summary = SplitSummary.empty(2, ["5", "10", "15"])
     summary.add(plain)
     summary.add(numeric)
@@ -103,12 +103,12 @@ def test_implausible_numeric_samples_are_left_out(demo_cases, tmp_path):
     path = tmp_path / "zero.vital"
     vital_io.write_vital(path, case.signals, 100, DTSTART, demo.UNITS,
                          {demo.MAP_NUMERIC: (times, np.zeros_like(values))})
-    zero = windowing.process_case(path, ALIASES, WindowSpec())
-    assert zero["trend_source"]["map"] == "waveform"
-    np.testing.assert_array_equal(zero[TREND_BLOCK][:, 0], waveform[TREND_BLOCK][:, 0])
+    zero = windowing.process_case(path, ALIASES, Windows())
+    assert zero.trend_source["map"] == "waveform"
+    np.testing.assert_array_equal(zero.arrays[TREND_BLOCK][:, 0], waveform.arrays[TREND_BLOCK][:, 0])
     spiked = np.where(np.arange(len(values)) % 3 == 0, 300.0, values)   # flush readings in between
     vital_io.write_vital(path, case.signals, 100, DTSTART, demo.UNITS, {demo.MAP_NUMERIC: (times, spiked)})
-    rows = windowing.process_case(path, ALIASES, WindowSpec())[TREND_BLOCK][:, 0].astype(float)
+    rows = windowing.process_case(path, ALIASES, Windows()).arrays[TREND_BLOCK][:, 0].astype(float)
     assert np.nanmax(rows) < 200
 
 

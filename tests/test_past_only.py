@@ -19,7 +19,7 @@ import pytest
 from test_windowing import TRACKS, synthetic_signals
 
 import lib.data.windowing as windowing
-from lib.core.config import WindowSpec
+from lib.core.params import Windows
 from lib.core.schema import BEAT_PRESSURES, CONTEXT, MAP_NOW, OBSERVED, TREND_BLOCK
 from lib.data import demo
 from lib.data.vital_io import write_vital
@@ -27,7 +27,7 @@ from lib.data.vital_io import write_vital
 # every measured context feature; the OBSERVED flags are gate outcomes (docs/data.md gives their look-ahead bound)
 FEATURES = tuple(dict.fromkeys((*(c for c in CONTEXT if c not in OBSERVED.values()), MAP_NOW, *BEAT_PRESSURES)))
 RAW_FS = 100
-# WindowSpec: 512 samples at 125 Hz, stride 512 -> windows end at 4.096 k s; every 5th end is a whole raw sample.
+# Windows: 512 samples at 125 Hz, stride 512 -> windows end at 4.096 k s; every 5th end is a whole raw sample.
 ENDS_S = (20.48 * 30, 20.48 * 45, 20.48 * 60)   # 614.4 s, 921.6 s (inside the episode), 1228.8 s
 
 
@@ -56,11 +56,11 @@ def _features(tmp_path, name, signals, end_s, numerics=None):
     write_vital(path, signals, srate=RAW_FS, dtstart=1_600_000_000.0,
                 units={TRACKS["abp"]: "mmHg", TRACKS["ecg"]: "mV"}, numerics=numerics)
     aliases = {**TRACKS, "map_numeric": demo.MAP_NUMERIC, "hr_numeric": demo.HR_NUMERIC}
-    out = windowing.process_case(path, aliases, WindowSpec())
-    assert out["trend_source"]["map"] == ("numeric" if numerics else "waveform")
-    at = np.flatnonzero(np.isclose(out["t_end_s"], end_s, atol=1e-3))
+    out = windowing.process_case(path, aliases, Windows())
+    assert out.trend_source["map"] == ("numeric" if numerics else "waveform")
+    at = np.flatnonzero(np.isclose(out.arrays["t_end_s"], end_s, atol=1e-3))
     assert len(at) == 1, f"no window ends at {end_s} s"
-    return {f: out[f][at[0]] for f in (*FEATURES, TREND_BLOCK)}
+    return {f: out.arrays[f][at[0]] for f in (*FEATURES, TREND_BLOCK)}
 
 
 def _assert_same(a, b, what):

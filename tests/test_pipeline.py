@@ -112,7 +112,7 @@ def test_report_is_built_from_the_details_and_the_artifacts(pipeline):
     for scorer in SCORERS:
         assert f"| {report.SCORER_NAMES[scorer]} | {report._fmt(details['window'][scorer], 'auroc')} |" in text
     rule = windows_h5.attrs(work / "data/windows/test.h5")["params"]
-    assert report.label_rule(details, {"params": rule}) in text
+    assert report.label_rule(details["horizon_min"], {"params": rule}) in text
     ckpt = torch.load(work / "models/model.pt", map_location="cpu", weights_only=False)
     assert f"best_epoch: {ckpt['summary']['best_epoch']}" in text and "weights_dir: " in text
     assert "clinical_csv" not in text   # params.yaml is no longer dumped

@@ -10,7 +10,7 @@ from lib.signal.quality import (
     CHANNEL_GATES,
     GATE_ORDER,
     WINDOW_GATES,
-    QualityLimits,
+    Windows,
     channel_masks,
     gate_checks,
     ppg_skewness_sqi,
@@ -30,7 +30,7 @@ def recording(seconds=40):
             "invalid": {c: np.zeros(seconds * FS, dtype=bool) for c in ("abp", "ppg", "ecg")}}
 
 
-DEFAULT_LIMITS = QualityLimits()
+DEFAULT_LIMITS = Windows()
 
 
 def reasons_of(rec, limits=DEFAULT_LIMITS):

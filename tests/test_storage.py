@@ -9,8 +9,8 @@ from conftest import ROOT
 from sklearn.preprocessing import StandardScaler
 from test_windowing import TRACKS, write_case
 
-from lib.core.config import WindowsConfig, WindowSpec
 from lib.core.errors import PipelineError
+from lib.core.params import Trend, Windows
 from lib.core.schema import CHANNELS
 from lib.data import windowing, windows_h5
 from lib.data.dataset import Split
@@ -24,8 +24,8 @@ class NoReport:
 def write(tmp_path, dtype: str, cases) -> tuple:
     """(path, summary) of a train split of `cases` written with windows.dtype=`dtype`, statistics fitted."""
     path = tmp_path / f"train_{dtype}.h5"
-    spec = WindowSpec(dtype=dtype)
-    summary = windowing.write_split("train", cases, path, spec, TRACKS, {"fs": spec.fs}, NoReport(), workers=1,
+    spec = Windows(dtype=dtype)
+    summary = windowing.write_split("train", cases, path, spec, Trend(), TRACKS, {"fs": spec.fs}, NoReport(), workers=1,
                                     stats=StandardScaler())
     return path, summary
 
@@ -84,23 +84,23 @@ def test_float16_keeps_nan_of_masked_channels(tmp_path):
 @pytest.mark.parametrize("value", ["float64", "int16", 16])
 def test_windows_dtype_other_than_float32_or_float16_is_refused(value):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert WindowsConfig.from_params(params).spec.dtype == "float32"
+    assert Windows.from_params(params).dtype == "float32"
     bad = copy.deepcopy(params)
     bad["windows"]["dtype"] = value
     with pytest.raises(PipelineError, match=r"windows\.dtype") as err:
-        WindowsConfig.from_params(bad)
+        Windows.from_params(bad)
     assert "\n" not in str(err.value)
     bad["windows"]["dtype"] = "float16"
-    assert WindowsConfig.from_params(bad).test_spec.dtype == "float16"
+    assert Windows.from_params(bad).for_test(0.5).dtype == "float16"
 
 
 def test_a_value_that_overflows_float16_is_an_error_naming_split_and_case(tmp_path, cases, monkeypatch):
     real = windowing.process_case
 
-    def loud_ecg(path, aliases, spec):
-        result = real(path, aliases, spec)
+    def loud_ecg(path, aliases, spec, trend_spec):
+        result = real(path, aliases, spec, trend_spec)
         if path.stem == "8":
-            result["signals"][1, CHANNELS.index("ecg"), 10] = 7e4   # finite, beyond float16's 65504
+            result.arrays["signals"][1, CHANNELS.index("ecg"), 10] = 7e4   # finite, beyond float16's 65504
         return result
 
     monkeypatch.setattr(windowing, "process_case", loud_ecg)

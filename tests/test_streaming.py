@@ -12,8 +12,9 @@ import torch
 from model_helpers import model_config
 from sklearn.preprocessing import StandardScaler
 
-from lib.core.config import EmbedConfig, LoopConfig
+from lib.core.config import LoopConfig
 from lib.core.errors import PipelineError
+from lib.core.params import Embed
 from lib.core.schema import CHANNELS
 from lib.data import windows_h5
 from lib.data.dataset import Split, subset
@@ -194,4 +195,4 @@ def test_an_embedding_beyond_float16_range_is_refused_naming_the_param(cache, tm
                                               ({}, "embed.dtype is missing")])
 def test_embed_dtype_is_checked_with_one_line(section, message):
     with pytest.raises(PipelineError, match=re.escape(message)):
-        EmbedConfig.from_params({"embed": section})
+        Embed.from_params({"embed": section})

@@ -1,5 +1,6 @@
 """lib/model/loop.py and training.py on synthetic cached embeddings: the loop learns, accumulates,
 stops early, schedules, resumes."""
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from lib.core.config import LoopConfig
 from lib.core.errors import PipelineError
 from lib.data.dataset import Split
 from lib.model.loop import EarlyStopping, make_schedule, train_model
-from lib.model.training import fit_scalers
+from lib.model.training import fit, fit_scalers
 from lib.model.ttm import build_model
 
 LOOP = LoopConfig(epochs=4, batch_size=64, grad_accum_steps=1, lr=1e-2, weight_decay=0.0, grad_clip=1.0,
@@ -113,6 +114,25 @@ def test_a_single_class_split_cannot_train_a_classifier(data):
                       train.embeddings)
     with pytest.raises(PipelineError, match="train split has only one class"):
         train_model(fm_model(train), one_class, val, LOOP, CPU)
+
+
+@pytest.mark.parametrize("engine, bf16", [("torchscript", False), ("eager", True)])
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_training_refuses_a_model_run_by_an_inference_engine(data, engine, bf16):
+    train, val = data
+    model = fm_model(train).freeze_for_inference(engine, bf16)
+    label = f"{engine}+bf16" if bf16 else engine
+    scaler = model.feature_mean.clone()
+    with pytest.raises(PipelineError, match=f"run by the inference engine {re.escape(label)} .*needs the eager model"):
+        fit(model, train, val, None, CPU)   # refused before the scalers are refitted
+    assert torch.equal(model.feature_mean, scaler)
+    with pytest.raises(PipelineError, match=f"inference engine {re.escape(label)} "):
+        train_model(model, train, val, LOOP, CPU)
+    with pytest.raises(PipelineError, match="inference engine torchscript "):   # a TorchScript module itself
+        train_model(torch.jit.script(torch.nn.Linear(2, 1)), train, val, LOOP, CPU)
+    model.freeze_for_inference("eager")   # back to the eager model: it trains
+    assert model.inference_engine == "eager"
+    assert train_model(model, train, val, replace(LOOP, epochs=1), CPU)["epochs_run"] == 1
 
 
 def test_early_stopping_keeps_the_best_record_and_state_and_counts_bad_epochs():

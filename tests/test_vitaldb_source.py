@@ -8,30 +8,30 @@ import time
 import numpy as np
 import pytest
 
-from lib.core.config import DataConfig, read_params
 from lib.core.errors import PipelineError
+from lib.core.params import Data, read_params
 from lib.data import splits, vital_io, vitaldb_source
-from lib.data.vitaldb_source import Criteria, VitalDBCache
+from lib.data.vitaldb_source import Select, VitalDBCache
 
 ALIASES = {"abp": ["SNUADC/ART"], "ppg": ["SNUADC/PLETH"]}
 
 
 def test_adult_general_anaesthesia_cases_with_a_radial_line(clinical):
-    rows, excluded = vitaldb_source.select_cases(clinical, Criteria())
+    rows, excluded = vitaldb_source.select_cases(clinical, Select())
     assert len(clinical) == 6388
     # VitalDB: 6,331 adults; 6,043 general anaesthesia; aline1 "Right/Left radial" on 3,357 cases.
     assert len(rows) == 3313 and rows["subjectid"].nunique() == 3211
     assert excluded == {"age": 57, "anaesthesia": 342, "arterial_line": 2676, "case_length": 0}
     assert (rows["age"] >= 18).all() and (rows["ane_type"] == "General").all()
     assert rows["aline1"].str.contains("radial", case=False).all()
-    any_line, _ = vitaldb_source.select_cases(clinical, Criteria(aline_sites=()))
+    any_line, _ = vitaldb_source.select_cases(clinical, Select(aline_sites=()))
     assert len(any_line) == 3411   # radial, dorsalis pedis, femoral, other sites
-    long_cases, excluded = vitaldb_source.select_cases(clinical, Criteria(min_case_minutes=240))
+    long_cases, excluded = vitaldb_source.select_cases(clinical, Select(min_case_minutes=240))
     assert excluded["case_length"] > 0 and len(long_cases) == 3313 - excluded["case_length"]
 
 
 def test_sampling_takes_whole_subjects_and_is_deterministic(clinical):
-    rows, _ = vitaldb_source.select_cases(clinical, Criteria())
+    rows, _ = vitaldb_source.select_cases(clinical, Select())
     sample = vitaldb_source.sample_subjects(rows, 300, seed=3)
     assert len(sample) <= 300 and len(sample) > 290
     for subject in sample["subjectid"].unique():   # every eligible case of a drawn subject is in
@@ -42,7 +42,7 @@ def test_sampling_takes_whole_subjects_and_is_deterministic(clinical):
 
 
 def test_subjects_with_several_cases_stay_in_one_split(clinical):
-    rows, _ = vitaldb_source.select_cases(clinical, Criteria())
+    rows, _ = vitaldb_source.select_cases(clinical, Select())
     multi = rows["subjectid"].value_counts()
     assert (multi > 1).sum() == 81   # subjects with 2+ eligible cases
     cases = rows[["caseid", "subjectid"]].assign(has_hypotension=rows["caseid"] % 3 == 0)
@@ -242,12 +242,12 @@ def test_parallel_downloads_overlap(tmp_path, many):
 
 def test_download_workers_is_validated_with_one_line():
     params = read_params()
-    assert DataConfig.from_params(params).download_workers == params["data"]["download"]["workers"] >= 1
+    assert Data.from_params(params).download.workers == params["data"]["download"]["workers"] >= 1
     for bad in (0, 1.5, "4"):
         params["data"]["download"]["workers"] = bad
         with pytest.raises(PipelineError, match=r"^params.yaml: data.download.workers") as err:
-            DataConfig.from_params(params)
+            Data.from_params(params)
         assert "\n" not in str(err.value)
     del params["data"]["download"]["workers"]
     with pytest.raises(PipelineError, match="data.download.workers is missing"):
-        DataConfig.from_params(params)
+        Data.from_params(params)

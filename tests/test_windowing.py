@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from test_beats import gauss
 
-from lib.core.config import WindowSpec
 from lib.core.errors import CaseError
+from lib.core.params import Windows
 from lib.core.schema import CHANNELS
 from lib.data.vital_io import write_vital
 from lib.data.windowing import process_case, window_columns
@@ -37,27 +37,28 @@ def write_case(path, **kwargs):
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     path = write_case(tmp_path_factory.mktemp("case") / "1.vital")
-    return process_case(path, TRACKS, WindowSpec(label_rule="at"))
+    return process_case(path, TRACKS, Windows(label_rule="at"))
 
 
 @pytest.fixture(scope="module")
 def forward(tmp_path_factory):
     path = write_case(tmp_path_factory.mktemp("forward") / "1.vital")
-    return process_case(path, TRACKS, WindowSpec())   # label_rule 'within', post-event gap 10 min
+    return process_case(path, TRACKS, Windows())   # label_rule 'within', post-event gap 10 min
 
 
 def test_windows_have_signals_and_every_column(case):
-    n = len(case["signals"])
-    assert case["signals"].shape == (n, len(CHANNELS), 512) and case["signals"].dtype == np.float32
-    for name in window_columns(WindowSpec()):
-        assert len(case[name]) == n, name
-    assert case["n_windows"] == (25 * 60 * 125 - 512) // 512 + 1
-    assert "kept" in case["examples"] and case["examples"]["kept"].shape == (3, 512)
+    n = len(case.arrays["signals"])
+    assert case.arrays["signals"].shape == (n, len(CHANNELS), 512) and case.arrays["signals"].dtype == np.float32
+    for name in window_columns(Windows()):
+        assert len(case.arrays[name]) == n, name
+    assert case.n_windows == (25 * 60 * 125 - 512) // 512 + 1
+    assert "kept" in case.examples and case.examples["kept"].shape == (3, 512)
 
 
 def test_labels_at_each_horizon_follow_the_episode(case):
-    t_end = case["t_end_s"]
-    for horizon, label in [(5, case["label_5min"]), (10, case["label_10min"]), (15, case["label_15min"])]:
+    t_end = case.arrays["t_end_s"]
+    for horizon in (5, 10, 15):
+        label = case.arrays[f"label_{horizon}min"]
         lead = horizon * 60
         inside = (t_end >= EPISODE[0] - lead + 5) & (t_end <= EPISODE[1] - lead - 65)
         outside = (t_end < EPISODE[0] - lead - 70) | (t_end > EPISODE[1] - lead + 5)
@@ -68,66 +69,66 @@ def test_labels_at_each_horizon_follow_the_episode(case):
 
 
 def test_forward_labels_follow_the_event_onset(forward):
-    t_end, onset = forward["t_end_s"], EPISODE[0]
+    t_end, onset = forward.arrays["t_end_s"], EPISODE[0]
     for horizon in (5, 10, 15):
-        label, lead = forward[f"label_{horizon}min"], horizon * 60
+        label, lead = forward.arrays[f"label_{horizon}min"], horizon * 60
         known = label >= 0
         before = (t_end > onset - lead + 3) & (t_end < onset - 3) & (t_end + lead + 60 <= 25 * 60)
         assert before.any() and (label[before] == 1).all(), horizon
         assert (label[known & (t_end < onset - lead - 3)] == 0).all(), horizon
         assert not (known & (t_end > onset + 3)).any(), horizon   # in the event, then the 10-min gap, then the end
-    assert forward["reasons"].get("already_hypotensive", 0) > 0
-    assert (forward["label_5min"] == 0).sum() > 0 and (forward["label_15min"] == 1).sum() > 0
+    assert forward.reasons.get("already_hypotensive", 0) > 0
+    assert (forward.arrays["label_5min"] == 0).sum() > 0 and (forward.arrays["label_15min"] == 1).sum() > 0
 
 
 def test_event_timing_columns(tmp_path):
-    forward = process_case(write_case(tmp_path / "4.vital"), TRACKS, WindowSpec(post_event_gap_min=0))
-    t_end = forward["t_end_s"]
-    assert forward["next_onset_s"].dtype == np.float32 and forward["event_distance_s"].dtype == np.float32
+    forward = process_case(write_case(tmp_path / "4.vital"), TRACKS, Windows(post_event_gap_min=0))
+    t_end = forward.arrays["t_end_s"]
+    assert forward.arrays["next_onset_s"].dtype == np.float32 and forward.arrays["event_distance_s"].dtype == np.float32
     early = t_end < EPISODE[0] - 5
-    np.testing.assert_allclose(forward["next_onset_s"][early], EPISODE[0] - t_end[early], atol=3)
-    np.testing.assert_allclose(forward["event_distance_s"][early], EPISODE[0] - t_end[early], atol=3)
+    np.testing.assert_allclose(forward.arrays["next_onset_s"][early], EPISODE[0] - t_end[early], atol=3)
+    np.testing.assert_allclose(forward.arrays["event_distance_s"][early], EPISODE[0] - t_end[early], atol=3)
     late = t_end > EPISODE[1] + 5
-    assert late.any() and np.isnan(forward["next_onset_s"][late]).all()
-    np.testing.assert_allclose(forward["event_distance_s"][late], t_end[late] - EPISODE[1], atol=3)
-    assert (forward["label_5min"][late] == 0).all()   # no post-event gap: labelled negative right after the event
+    assert late.any() and np.isnan(forward.arrays["next_onset_s"][late]).all()
+    np.testing.assert_allclose(forward.arrays["event_distance_s"][late], t_end[late] - EPISODE[1], atol=3)
+    assert (forward.arrays["label_5min"][late] == 0).all()   # no post-event gap: negative right after the event
 
 
 def test_already_hypotensive_windows_are_dropped(case):
-    assert (case["map_now"] >= 65).all()
-    during = (case["t_end_s"] > EPISODE[0] + 5) & (case["t_end_s"] < EPISODE[1])
+    assert (case.arrays["map_now"] >= 65).all()
+    during = (case.arrays["t_end_s"] > EPISODE[0] + 5) & (case.arrays["t_end_s"] < EPISODE[1])
     assert not during.any()
-    assert case["reasons"]["already_hypotensive"] > 0
+    assert case.reasons["already_hypotensive"] > 0
 
 
 def test_beat_derived_targets_and_context_features(case):
-    normal = case["t_end_s"] < EPISODE[0] - 10
-    assert np.allclose(case["sbp"][normal], 120, atol=2) and np.allclose(case["dbp"][normal], 80, atol=2)
-    assert np.allclose(case["pp"][normal], 40, atol=3) and np.allclose(case["hr"][normal], 75, atol=1.5)
-    assert (case["map"][normal] > 85).all() and (case["map"][normal] < 100).all()
-    early = case["t_end_s"] < 60
-    assert np.isnan(case["map_slope"][early]).all() and np.isfinite(case["map_slope"][~early]).all()
-    steady = (case["t_end_s"] > 400) & (case["t_end_s"] < EPISODE[0])
-    assert np.allclose(case["map_slope"][steady], 0, atol=0.1)
-    ahead = case["map_5min"][case["label_5min"] == 1]
-    assert (ahead < 65).all() and np.isnan(case["map_5min"][case["label_5min"] == -1]).all()
+    normal = case.arrays["t_end_s"] < EPISODE[0] - 10
+    assert np.allclose(case.arrays["sbp"][normal], 120, atol=2) and np.allclose(case.arrays["dbp"][normal], 80, atol=2)
+    assert np.allclose(case.arrays["pp"][normal], 40, atol=3) and np.allclose(case.arrays["hr"][normal], 75, atol=1.5)
+    assert (case.arrays["map"][normal] > 85).all() and (case.arrays["map"][normal] < 100).all()
+    early = case.arrays["t_end_s"] < 60
+    assert np.isnan(case.arrays["map_slope"][early]).all() and np.isfinite(case.arrays["map_slope"][~early]).all()
+    steady = (case.arrays["t_end_s"] > 400) & (case.arrays["t_end_s"] < EPISODE[0])
+    assert np.allclose(case.arrays["map_slope"][steady], 0, atol=0.1)
+    ahead = case.arrays["map_5min"][case.arrays["label_5min"] == 1]
+    assert (ahead < 65).all() and np.isnan(case.arrays["map_5min"][case.arrays["label_5min"] == -1]).all()
 
 
 def test_fifty_percent_overlap(tmp_path):
     path = write_case(tmp_path / "2.vital", minutes=12)
-    half = process_case(path, TRACKS, WindowSpec(stride=256))
-    full = process_case(path, TRACKS, WindowSpec())
+    half = process_case(path, TRACKS, Windows(stride=256))
+    full = process_case(path, TRACKS, Windows())
     n = 12 * 60 * 125
-    assert half["n_windows"] == (n - 512) // 256 + 1 and full["n_windows"] == (n - 512) // 512 + 1
+    assert half.n_windows == (n - 512) // 256 + 1 and full.n_windows == (n - 512) // 512 + 1
     # Every non-overlapping window is also cut, unchanged, at stride 256.
-    position = {t: i for i, t in enumerate(half["t_end_s"])}
-    same = [position[t] for t in full["t_end_s"]]
-    np.testing.assert_array_equal(half["signals"][same], full["signals"])
-    np.testing.assert_array_equal(half["label_5min"][same], full["label_5min"])
+    position = {t: i for i, t in enumerate(half.arrays["t_end_s"])}
+    same = [position[t] for t in full.arrays["t_end_s"]]
+    np.testing.assert_array_equal(half.arrays["signals"][same], full.arrays["signals"])
+    np.testing.assert_array_equal(half.arrays["label_5min"][same], full.arrays["label_5min"])
 
 
 def test_a_case_shorter_than_window_plus_horizon_is_skipped(tmp_path):
     path = write_case(tmp_path / "3.vital", minutes=5)
     with pytest.raises(CaseError) as err:
-        process_case(path, TRACKS, WindowSpec())
+        process_case(path, TRACKS, Windows())
     assert err.value.reason == "too_short" and "3.vital" in str(err.value)

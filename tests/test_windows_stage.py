@@ -118,4 +118,5 @@ def test_an_empty_split_stops_the_stage_with_one_line(tmp_path):
 def test_invalid_window_params_give_one_line(tmp_path, override, message):
     make_cohort(tmp_path)
     result = run_windows(tmp_path, **override)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith(f"error: params.yaml: {message}")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core.config import Criteria, DataConfig, DemoConfig
 from lib.core.errors import CaseError, PipelineError
 from lib.core.parallel import parallel_map
+from lib.core.params import Data, Demo, Select
 from lib.data import demo, vital_io, vitaldb_source
 from lib.data.vital_io import read_channels, write_vital
 from lib.signal import filters, labels
@@ -22,7 +22,7 @@ REQUIRED_CLINICAL_COLUMNS = ["caseid", "subjectid", "age", "sex", "height", "wei
                              "department", "optype", "casestart", "caseend", "anestart", "aneend",
                              "opstart", "opend", "ane_type", "aline1"]
 # Demo cases: adults under general anaesthesia with an arterial line at any site.
-DEMO_CRITERIA = Criteria(aline_sites=(), min_case_minutes=0)
+DEMO_CRITERIA = Select(aline_sites=(), min_case_minutes=0)
 DEMO_EPOCH = 4102444800.0  # 2100-01-01 UTC: VitalDB's open data shifts dates the same way
 
 
@@ -57,7 +57,7 @@ def _simulate_and_write(job, srate):
     write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo.UNITS, case.numerics)
 
 
-def generate_demo(out_dir, clinical: pd.DataFrame, cfg: DemoConfig, workers: int) -> pd.DataFrame:
+def generate_demo(out_dir, clinical: pd.DataFrame, cfg: Demo, workers: int) -> pd.DataFrame:
     """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
     eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
     cases = demo.select_demo_cases(eligible, cfg.n_cases, cfg.n_multi_case_subjects, cfg.seed)
@@ -113,7 +113,7 @@ def local_files(vital_dir, clinical: pd.DataFrame) -> dict:
     return {int(c): vital_dir / str(f) for c, f in zip(named["caseid"], named["file"])}
 
 
-def materialise(out_dir: Path, final_dir: Path, cfg: DataConfig, demo_cfg: DemoConfig) -> tuple:
+def materialise(out_dir: Path, final_dir: Path, cfg: Data, demo_cfg: Demo) -> tuple:
     """The cohort's recordings and manifest, written into `out_dir` (which becomes `final_dir`).
 
     Returns (manifest, clinical rows of the manifest's cases, download skips {caseid: (reason,

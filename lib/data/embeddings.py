@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 
 from lib.core.errors import PipelineError
-from lib.core.memory import release_freed_memory
 from lib.core.schema import INPUTS
 from lib.data.windows_h5 import CHUNK_WINDOWS, count, set_attrs, storable
 
@@ -155,7 +154,6 @@ class CachedEmbeddings:
     def chunks(self, batch: int):
         """Yield (start, float32 (≤ batch, channels, d)) over the view in order."""
         for start in range(0, len(self), batch):
-            release_freed_memory()   # the last chunk's freed buffers go back to the OS (lib/core/memory.py)
             yield start, self[start:start + batch]
 
     def subset(self, positions) -> "CachedEmbeddings":

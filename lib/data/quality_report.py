@@ -29,25 +29,24 @@ class QualityReport:
         self.examples = {}   # reason -> (caseid, window), the first met in processing order
 
     def add_case(self, split, caseid, subjectid, skip_reason, result=None, label_counts=None) -> None:
-        """One case: skipped (`skip_reason`), or processed (`result` of process_case and
+        """One case: skipped (`skip_reason`), or processed (`result`, lib.data.windowing.CaseWindows and
         `label_counts` {horizon: (labelled, positives)})."""
         row = {"split": split, "caseid": int(caseid), "subjectid": int(subjectid), "skipped": skip_reason or ""}
         if result is None:
             self.rows.append(row)
             return
-        kept = len(result["signals"])
-        row.update(windows_total=result["n_windows"], windows_kept=kept,
-                   usable_fraction=round(kept / max(result["n_windows"], 1), 4))
+        row.update(windows_total=result.n_windows, windows_kept=result.kept,
+                   usable_fraction=round(result.kept / max(result.n_windows, 1), 4))
         # ABP gates and label reasons drop windows; PPG/ECG gates mask that channel in a kept window
-        masked = {reason: n for counts in result["masked"].values() for reason, n in counts.items()}
-        row.update({reason: result["reasons"].get(reason, masked.get(reason, 0))
+        masked = {reason: n for counts in result.masked.values() for reason, n in counts.items()}
+        row.update({reason: result.reasons.get(reason, masked.get(reason, 0))
                     for reason in GATE_ORDER + LABEL_REASONS})
         for h, (labelled, positives) in label_counts.items():
             row[f"labelled_{h}min"] = labelled
             row[f"positives_{h}min"] = positives
             row[f"prevalence_{h}min"] = round(positives / labelled, 4) if labelled else float("nan")
         self.rows.append(row)
-        for reason, window in result["examples"].items():
+        for reason, window in result.examples.items():
             self.examples.setdefault(reason, (int(caseid), window))
 
     def write(self, out_dir) -> None:
@@ -111,8 +110,8 @@ class QualityReport:
     def _rule(self) -> str:
         s = self.spec
         return (f"{s.length}-sample windows at {s.fs} Hz, stride {s.stride}. "
-                + describe_rule(s.map_threshold, s.horizons_min, s.label_duration_s, s.label_min_valid,
+                + describe_rule(s.map_threshold, s.horizons_min, s.LABEL_DURATION_S, s.label_min_valid,
                                 s.label_rule, s.post_event_gap_min)
-                + f" Gates: ECG bSQI >= {s.limits.ecg_sqi_min:g}, PPG sSQI >= "
-                f"{s.limits.ppg_ssqi_min:g}, >= {s.limits.min_beats} beats, MAP {s.limits.map_range}, "
-                f"pulse pressure {s.limits.pp_range} mmHg.")
+                + f" Gates: ECG bSQI >= {s.ecg_sqi_min:g}, PPG sSQI >= "
+                f"{s.ppg_ssqi_min:g}, >= {s.min_beats} beats, MAP {s.map_range}, "
+                f"pulse pressure {s.pulse_pressure_range} mmHg.")

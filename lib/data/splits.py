@@ -6,8 +6,8 @@ patient is ever seen in training and again at test.
 import numpy as np
 import pandas as pd
 
-from lib.core.config import SplitsConfig
 from lib.core.errors import PipelineError
+from lib.core.params import Splits
 
 SPLITS = ("train", "val", "test")
 
@@ -70,7 +70,7 @@ def assert_subject_disjoint(cases: pd.DataFrame, case_lists: dict) -> None:
                 raise PipelineError(f"subject {subject_of[caseid]} is in both {other} and {split}")
 
 
-def split_cases(cases: pd.DataFrame, cfg: SplitsConfig) -> tuple:
+def split_cases(cases: pd.DataFrame, cfg: Splits) -> tuple:
     """({split: caseids}, per-split summary) of the usable cases, as the splits section says."""
     case_lists = subject_splits(cases, cfg.ratios, cfg.seed, cfg.max_cases)
     for name, caseids in case_lists.items():

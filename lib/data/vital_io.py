@@ -13,8 +13,8 @@ import vitaldb
 import wfdb
 
 from lib.core.atomic import atomic_path
-from lib.core.config import track_aliases
 from lib.core.errors import CaseError, PipelineError
+from lib.core.params import track_aliases
 from lib.core.schema import NUMERIC_TRENDS
 
 

@@ -27,8 +27,8 @@ import vitaldb
 from tqdm import tqdm
 
 from lib.core.atomic import atomic_path, write_json
-from lib.core.config import Criteria, DataConfig
 from lib.core.errors import CaseError, PipelineError
+from lib.core.params import Data, Select
 from lib.data.vital_io import read_channels, track_names
 
 VITALDB_HOST = "api.vitaldb.net"
@@ -40,7 +40,7 @@ PERMANENT_SKIPS = ("missing_track", "bad_srate")
 
 
 
-def criteria_masks(clinical: pd.DataFrame, criteria: Criteria) -> dict:
+def criteria_masks(clinical: pd.DataFrame, criteria: Select) -> dict:
     """{criterion: boolean mask of the cases meeting it}, in the order they are applied."""
     age = pd.to_numeric(clinical["age"], errors="coerce")
     aline = clinical["aline1"].fillna("").astype(str).str.strip().str.lower()
@@ -57,7 +57,7 @@ def criteria_masks(clinical: pd.DataFrame, criteria: Criteria) -> dict:
             "case_length": (minutes >= criteria.min_case_minutes).to_numpy()}
 
 
-def select_cases(clinical: pd.DataFrame, criteria: Criteria) -> tuple:
+def select_cases(clinical: pd.DataFrame, criteria: Select) -> tuple:
     """(eligible rows sorted by caseid, {criterion: cases it excluded, applied in order})."""
     keep = np.ones(len(clinical), dtype=bool)
     excluded = {}
@@ -260,12 +260,12 @@ class VitalDBCache:
         return files, skipped
 
 
-def fetch_selected(clinical: pd.DataFrame, cfg: DataConfig) -> tuple:
+def fetch_selected(clinical: pd.DataFrame, cfg: Data) -> tuple:
     """Select eligible cases offline, fetch them through the cache; (files, skipped, selection summary)."""
     eligible, excluded = select_cases(clinical, cfg.select)
     chosen = sample_subjects(eligible, cfg.max_cases, cfg.select.seed)
-    cache = VitalDBCache(cfg.cache_dir, cfg.tracks, retries=cfg.retries, backoff_s=cfg.backoff_s,
-                         workers=cfg.download_workers)
+    cache = VitalDBCache(cfg.cache_dir, cfg.tracks, retries=cfg.download.retries,
+                         backoff_s=cfg.download.backoff_s, workers=cfg.download.workers)
     files, skipped = cache.fetch(chosen["caseid"])
     selection = {"table_cases": len(clinical), "excluded_by": excluded, "eligible": len(eligible),
                  "eligible_subjects": int(eligible["subjectid"].nunique()), "chosen": len(chosen)}

@@ -13,9 +13,9 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lib.core.config import WindowSpec
 from lib.core.errors import CaseError, PipelineError
 from lib.core.parallel import parallel_imap
+from lib.core.params import Trend, Windows
 from lib.core.schema import (
     BEAT_PRESSURES,
     CHANNELS,
@@ -31,8 +31,10 @@ from lib.data.vital_io import read_recording
 from lib.data.windows_h5 import WindowWriter
 from lib.signal import beats, filters, labels, quality, trend
 
+DEFAULT_TREND = Trend()   # the trend view as params.yaml ships it
 
-def window_columns(spec: WindowSpec) -> dict:
+
+def window_columns(spec: Windows) -> dict:
     """Per-window HDF5 columns and their dtypes (besides `signals`, `caseid`, `subjectid`)."""
     cols = {label_column(h): np.int8 for h in spec.horizons_min}
     cols.update({map_ahead_column(h): np.float32 for h in spec.horizons_min})
@@ -41,16 +43,16 @@ def window_columns(spec: WindowSpec) -> dict:
     return cols
 
 
-def window_blocks(spec: WindowSpec) -> dict:
+def window_blocks(trend_spec: Trend) -> dict:
     """Per-window arrays besides `signals`: the trend view, {name: (shape, dtype)}."""
-    return {TREND_BLOCK: ((len(TREND), spec.trend.context), np.float32)}
+    return {TREND_BLOCK: ((len(TREND), trend_spec.context), np.float32)}
 
 
 HR_RANGE, TREND_MAX_AGE_S = (20.0, 250.0), 10.0
 
 
-def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray, spec: WindowSpec,
-               numerics: dict | None = None) -> tuple:
+def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray, spec: Windows,
+               numerics: dict | None = None, trend_spec: Trend = DEFAULT_TREND) -> tuple:
     """The trend view of every window: ((n, len(TREND), context) float16 bin means, NaN where unobserved,
     {row: 'numeric' or 'waveform'}, the source of each row that has a numeric alternative).
 
@@ -64,7 +66,7 @@ def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray
     bin is past-only (`trend.trend_means`).
     """
     grid = starts % spec.length == 0
-    plausible = {"map": spec.limits.map_range, "hr": HR_RANGE, "pp": spec.limits.pp_range}
+    plausible = {"map": spec.map_range, "hr": HR_RANGE, "pp": spec.pulse_pressure_range}
     n_seconds = len(context_map)
 
     def held(times, values, lo, hi):   # plausible samples as a past-only 1-Hz trace
@@ -84,7 +86,7 @@ def trend_view(context_map, columns: dict, starts: np.ndarray, t_end: np.ndarray
             trace = held(t_end[grid], columns[name][grid], lo, hi)
         if name in NUMERIC_TRENDS:
             sources.setdefault(name, "waveform")
-        rows.append(trend.trend_means(trace, t_end, spec.trend.step_s, spec.trend.context))
+        rows.append(trend.trend_means(trace, t_end, trend_spec.step_s, trend_spec.context))
     return np.stack(rows, axis=1).astype(np.float16), sources
 
 
@@ -99,23 +101,20 @@ def _filtered_channels(tracks, spec):
     abp_raw, abp_invalid = resampled["abp"][0][:n], resampled["abp"][1][:n]
     filtered = {
         "abp": filters.lowpass_abp(abp_raw, spec.fs, spec.abp_lowpass_hz),
-        "ppg": filters.bandpass_ppg(resampled["ppg"][0][:n], spec.fs, *spec.ppg_band),
-        "ecg": filters.bandpass_ecg(resampled["ecg"][0][:n], spec.fs, *spec.ecg_band),
+        "ppg": filters.bandpass_ppg(resampled["ppg"][0][:n], spec.fs, *spec.ppg_band_hz),
+        "ecg": filters.bandpass_ecg(resampled["ecg"][0][:n], spec.fs, *spec.ecg_band_hz),
     }
-    margin = int(spec.ringing_margin_s * spec.fs)
+    margin = int(spec.RINGING_MARGIN_S * spec.fs)
     return filtered, abp_raw, abp_invalid, {c: filters.dilate(mask[:n], margin) for c, (_, mask) in resampled.items()}
 
 
-def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
+def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = DEFAULT_TREND) -> "CaseWindows":
     """Read, resample, filter, gate, label and window one case.
 
     `track_aliases` maps 'abp'/'ppg'/'ecg' (and optionally the numeric tracks' keys, map_numeric/hr_numeric) to
     lists of track names (`vital_io.read_recording`). Returns the kept windows' arrays (`signals` (n, 3, length)
-    float32, the trend view and the columns of `spec.columns()`), plus `trend_source` {row: numeric|waveform},
-    `reasons` {reason: count} for every dropped window, `horizon_reasons` {horizon: {reason:
-    count}} for gated-in windows without a label at that horizon, `masked` {channel: {reason: count}}
-    for the kept windows whose PPG/ECG failed its gates (stored NaN), `n_windows`, and `examples`
-    {reason or 'kept': one (3, length) window} for the data-quality report. Raises CaseError
+    float32, the trend view and the columns of `window_columns`) and what happened to the others
+    (`CaseWindows`). A kept window's PPG/ECG that failed its gates is stored NaN. Raises CaseError
     for a case that cannot be used at all.
     """
     # the optional numeric tracks feed only the trend view; features and labels stay waveform-derived
@@ -130,7 +129,7 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
                             "recording (disconnected?)", "flatline")
     filtered, abp_raw, abp_invalid, invalid = _filtered_channels(tracks, spec)
     n, fs, length = len(abp_raw), spec.fs, spec.length
-    need = length + int((min(spec.horizons_min) * 60 + spec.label_duration_s) * fs)
+    need = length + int((min(spec.horizons_min) * 60 + spec.LABEL_DURATION_S) * fs)
     if n < need:
         raise CaseError(f"{path}: recording is {n / fs:.0f} s, shorter than one window plus "
                         f"the {min(spec.horizons_min):g}-min horizon and its label minute", "too_short")
@@ -148,7 +147,7 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     pressures = beats.past_abp_pressures(*tracks["abp"], t_end, length / fs, spec.abp_lowpass_hz)
     checks = quality.gate_checks(
         views["abp"], views["ppg"], views["ecg"], {c: windows_of(invalid[c]) for c in CHANNELS}, pressures,
-        beats.count_in_windows(ppg_peaks, starts, length)[1], beats.bsqi(*r_peaks, fs, starts, length), spec.limits)
+        beats.count_in_windows(ppg_peaks, starts, length)[1], beats.bsqi(*r_peaks, fs, starts, length), spec)
     reasons = quality.window_rejections(checks)
     masks = quality.channel_masks(checks)
 
@@ -158,15 +157,15 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     columns.update({OBSERVED[c]: (masks[c] == "").astype(np.float32) for c in OBSERVED})
     # hr stays what the past-only detector measured where the ECG is masked (the gates may look ahead): its
     # flag, ecg_observed, says the channel failed its gates there
-    columns.update(hr=beats.past_heart_rate(*tracks["ecg"], t_end, length / fs, spec.ecg_band), t_end_s=t_end,
+    columns.update(hr=beats.past_heart_rate(*tracks["ecg"], t_end, length / fs, spec.ecg_band_hz), t_end_s=t_end,
                    map_now=labels.map_at_end(context_map, t_end),
-                   map_slope=labels.past_map_slope(context_map, t_end, spec.slope_window_s))
-    events = labels.ioh_events(map_1hz, spec.map_threshold, spec.label_duration_s, spec.label_min_valid)
+                   map_slope=labels.past_map_slope(context_map, t_end, spec.map_slope_window_s))
+    events = labels.ioh_events(map_1hz, spec.map_threshold, spec.LABEL_DURATION_S, spec.label_min_valid)
     columns.update(zip(EVENT_TIMING, labels.event_timing(*events, t_end), strict=True))
     labelled_any = np.zeros(len(starts), dtype=bool)
     horizon_reasons, shortest_reason = {}, None
     for h in sorted(spec.horizons_min):
-        y, why, map_ahead = labels.hypotension_labels(map_1hz, t_end, h * 60, spec.label_duration_s,
+        y, why, map_ahead = labels.hypotension_labels(map_1hz, t_end, h * 60, spec.LABEL_DURATION_S,
                                                       spec.map_threshold, spec.label_min_valid, spec.label_rule,
                                                       spec.post_event_gap_min * 60, events)
         columns[label_column(h)] = np.where(np.isnan(y), -1, y)
@@ -188,12 +187,12 @@ def process_case(path, track_aliases: dict, spec: WindowSpec) -> dict:
     signals = np.stack([views[c][keep] for c in CHANNELS], axis=1).astype(np.float32)
     for channel, why in masks.items():   # a masked channel is stored as unobserved (NaN)
         signals[why[keep] != "", CHANNELS.index(channel)] = np.nan
-    trend_rows, trend_source = trend_view(context_map, columns, starts, t_end, spec, numerics)
-    out = {"signals": signals, TREND_BLOCK: trend_rows[keep], "trend_source": trend_source}
-    out.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in window_columns(spec).items()})
-    out.update(reasons=_count(reasons[~keep]), masked={c: _count(why[keep & (why != "")]) for c, why in masks.items()},
-               horizon_reasons=horizon_reasons, n_windows=int(len(starts)), examples=examples)
-    return out
+    trend_rows, trend_source = trend_view(context_map, columns, starts, t_end, spec, numerics, trend_spec)
+    arrays = {"signals": signals, TREND_BLOCK: trend_rows[keep]}
+    arrays.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in window_columns(spec).items()})
+    return CaseWindows(arrays=arrays, trend_source=trend_source, reasons=_count(reasons[~keep]),
+                       masked={c: _count(why[keep & (why != "")]) for c, why in masks.items()},
+                       horizon_reasons=horizon_reasons, n_windows=int(len(starts)), examples=examples)
 
 
 def _past_only_map_trace(abp: np.ndarray, srate: float, fallback: np.ndarray) -> np.ndarray:
@@ -212,6 +211,32 @@ def _past_only_map_trace(abp: np.ndarray, srate: float, fallback: np.ndarray) ->
 def _count(reasons: np.ndarray) -> dict:
     values, counts = np.unique(reasons.astype(str), return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts)}
+
+
+@dataclass
+class CaseWindows:
+    """One case's windows, as `process_case` returns them: the kept windows' arrays and what happened
+    to the others."""
+
+    arrays: dict            # dataset name -> per kept window: signals, the trend view, every window column
+    trend_source: dict      # trend row -> numeric | waveform (rows that have a numeric alternative)
+    reasons: dict           # why windows were dropped: reason -> windows
+    masked: dict            # channel -> {reason: kept windows where its gates masked it}
+    horizon_reasons: dict   # horizon -> {reason: gated windows left unlabelled at it}
+    n_windows: int          # windows cut before the gates
+    examples: dict          # reason (or 'kept') -> one example window (channels, samples)
+
+    @property
+    def kept(self) -> int:
+        return len(self.arrays["signals"])
+
+
+@dataclass(frozen=True)
+class CaseSkip:
+    """A case that gives no window: the counted reason and the one line printed for it."""
+
+    reason: str
+    message: str
 
 
 @dataclass
@@ -255,27 +280,27 @@ class SplitSummary:
                    masked_labels={c: {h: [0, 0] for h in horizons} for c in OBSERVED},
                    observed_labels={c: {h: [0, 0] for h in horizons} for c in OBSERVED})
 
-    def add(self, result: dict) -> dict:
-        """Count one processed case (`process_case`'s result); returns its {horizon: (labelled, positives)}."""
-        self.rejected.update(result["reasons"])
-        for row, source in result["trend_source"].items():
+    def add(self, result: "CaseWindows") -> dict:
+        """Count one processed case; returns its {horizon: (labelled, positives)}."""
+        self.rejected.update(result.reasons)
+        for row, source in result.trend_source.items():
             self.trend_source[row][source] += 1
-        for channel, counts in result["masked"].items():
+        for channel, counts in result.masked.items():
             self.masked[channel].update(counts)
         label_counts = {}
-        for h, reasons in result["horizon_reasons"].items():
+        for h, reasons in result.horizon_reasons.items():
             self.unlabelled[h].update(reasons)
-            y = result[label_column(h)]
+            y = result.arrays[label_column(h)]
             label_counts[h] = (int((y >= 0).sum()), int((y == 1).sum()))
             self.labelled[h] += label_counts[h][0]
             self.positives[h] += label_counts[h][1]
             for channel, flag in OBSERVED.items():
-                seen = result[flag] > 0
+                seen = result.arrays[flag] > 0
                 for table, where in ((self.observed_labels, seen), (self.masked_labels, ~seen)):
                     table[channel][h][0] += int((y[where] >= 0).sum())
                     table[channel][h][1] += int((y[where] == 1).sum())
-        self.windows += len(result["signals"])
-        self.windows_total += result["n_windows"]
+        self.windows += result.kept
+        self.windows_total += result.n_windows
         return label_counts
 
     def _masking(self, channel: str) -> dict:
@@ -293,15 +318,15 @@ class SplitSummary:
                                for h in self.unlabelled}}
 
 
-def _case_or_skip(path, aliases, spec):
+def _case_or_skip(path, aliases, spec, trend_spec) -> "CaseWindows | CaseSkip":
     """process_case, with a case that cannot be used (CaseError) or keeps no window as a skip."""
     try:
-        result = process_case(path, aliases, spec)
+        result = process_case(path, aliases, spec, trend_spec)
     except CaseError as err:
-        return {"skip_reason": err.reason, "message": str(err)}
-    if len(result["signals"]) == 0:
-        return {"skip_reason": "no_usable_windows",
-                "message": f"{path}: no usable window: all {result['n_windows']} rejected ({_top(result['reasons'])})"}
+        return CaseSkip(err.reason, str(err))
+    if result.kept == 0:
+        return CaseSkip("no_usable_windows",
+                        f"{path}: no usable window: all {result.n_windows} rejected ({_top(result.reasons)})")
     return result
 
 
@@ -310,7 +335,7 @@ def _top(reasons: dict, n: int = 3) -> str:
     return ", ".join(f"{reason} {count}" for reason, count in top)
 
 
-def write_split(split: str, cases: list, path, spec: WindowSpec, aliases: dict, attrs: dict, report,
+def write_split(split: str, cases: list, path, spec: Windows, trend_spec: Trend, aliases: dict, attrs: dict, report,
                 workers: int, stats=None) -> SplitSummary:
     """Process one split's cases in parallel and stream their windows into one HDF5 file.
 
@@ -320,23 +345,22 @@ def write_split(split: str, cases: list, path, spec: WindowSpec, aliases: dict, 
     gives a window.
     """
     summary = SplitSummary.empty(len(cases), [f"{h:g}" for h in spec.horizons_min])
-    work = partial(_case_or_skip, aliases=aliases, spec=spec)
+    work = partial(_case_or_skip, aliases=aliases, spec=spec, trend_spec=trend_spec)
     with ExitStack() as stack:
         writer = stack.enter_context(WindowWriter(path, CHANNELS, spec.length, window_columns(spec),
-                                                  {**attrs, "split": split}, window_blocks(spec), spec.dtype))
+                                                  {**attrs, "split": split}, window_blocks(trend_spec), spec.dtype))
         results = stack.enter_context(closing(parallel_imap(work, [p for _, _, p in cases], workers, split)))
         for (caseid, subjectid, _), result in zip(cases, results, strict=True):
-            if "skip_reason" in result:
-                print(f"skip case {caseid}: {result['message']}", file=sys.stderr)
-                summary.skipped_cases[result["skip_reason"]] += 1
-                report.add_case(split, caseid, subjectid, result["skip_reason"])
+            if isinstance(result, CaseSkip):
+                print(f"skip case {caseid}: {result.message}", file=sys.stderr)
+                summary.skipped_cases[result.reason] += 1
+                report.add_case(split, caseid, subjectid, result.reason)
                 continue
-            n = len(result["signals"])
-            result["caseid"] = np.full(n, caseid, dtype=np.int32)
-            result["subjectid"] = np.full(n, subjectid, dtype=np.int32)
-            writer.append(result, where=f"split {split}, case {caseid}")
+            ids = {"caseid": np.full(result.kept, caseid, dtype=np.int32),
+                   "subjectid": np.full(result.kept, subjectid, dtype=np.int32)}
+            writer.append({**result.arrays, **ids}, where=f"split {split}, case {caseid}")
             if stats is not None:   # masked (NaN) samples are ignored
-                stats.partial_fit(result["signals"].transpose(0, 2, 1).reshape(-1, len(CHANNELS)))
+                stats.partial_fit(result.arrays["signals"].transpose(0, 2, 1).reshape(-1, len(CHANNELS)))
             label_counts = summary.add(result)
             report.add_case(split, caseid, subjectid, None, result, label_counts)
         writer.set_attrs({"masking": summary.masking()})

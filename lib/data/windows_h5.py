@@ -9,7 +9,7 @@ rate, the window rule (`params`, with the dtype), the track names and the train 
 normalisation statistics (computed from the float32 values, before any cast).
 
 The signals' filter (SIGNAL_FILTER) was chosen by read throughput, as `python bench/storage.py
---windows 8192 --repeats 5` measured it on 8,192 simulated demo windows (2-core CPU dev machine, files
+--windows 8192 --repeats 5` measured it on 8,192 simulated demo windows (on a 2-core CPU, files
 in the page cache; MB per 1,000 windows / sequential read windows/s / random 64-window batches windows/s):
 
     dtype    filter          MB    sequential   random
@@ -37,7 +37,6 @@ import h5py
 import numpy as np
 
 from lib.core.errors import PipelineError
-from lib.core.memory import release_freed_memory
 
 CHUNK_WINDOWS = 256
 DTYPES = ("float32", "float16")   # windows.dtype: how `signals` are stored (always read back as float32)
@@ -190,14 +189,11 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None, name: str = "signa
         data = f[name]
         # float16 signals (windows.dtype) are widened here: every reader sees float32
         cast = (lambda x: x.astype(np.float32)) if name == "signals" and data.dtype != np.float32 else (lambda x: x)
-        # each chunk hands the heap's freed pages back first, so a long stream does not grow the process
         if indices is None:
             for start in range(0, data.shape[0], batch):
-                release_freed_memory()
                 yield start, cast(data[start:start + batch])
         else:
             for pos in range(0, len(indices), batch):
-                release_freed_memory()
                 wanted = np.asarray(indices[pos:pos + batch])
                 first, last = int(wanted[0]), int(wanted[-1]) + 1
                 if last - first <= 2 * len(wanted):

@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from lib.core.atomic import write_json
-from lib.core.config import THRESHOLD_RULES, CalibrateConfig
 from lib.core.errors import PipelineError
+from lib.core.params import THRESHOLD_RULES, Calibrate
 from lib.eval.metrics import expected_calibration_error
 
 
@@ -229,7 +229,7 @@ def _read(path, parse, stage: str):
                             f"rerun dvc repro {stage}") from err
 
 
-def fit_on_val(logits, y, cfg: CalibrateConfig, fitted_on: dict):
+def fit_on_val(logits, y, cfg: Calibrate, fitted_on: dict):
     """`Calibration.fit` as the calibrate section says; returns it and its val summary."""
     calibration = Calibration.fit(logits, y, cfg.method, cfg.threshold_rule, cfg.target_sensitivity, fitted_on)
     return calibration, calibration.summary(logits, y, cfg.ece_bins)

@@ -5,13 +5,13 @@ classification, the backward (case-control) analysis beside the forward one (lib
 and n/a (None with an `na_reason`) wherever too few subjects or positive subjects stand behind a number.
 
 `evaluate_classifier` / `evaluate_regressor` are the science, on arrays: they return the detailed
-summary (the `details.json` report.md is built from) and the figures. `headline` picks the few
-numbers DVC tracks as metrics. Nothing here reads params.yaml or a model.
+summary (`Details`: the `details.json` report.md is built from) and the figures. `headline` picks the
+few numbers DVC tracks as metrics. Nothing here reads params.yaml or a model.
 
 Gains are paired: model and baseline are scored on the same bootstrap replicate, so the interval
 of the difference accounts for the test subjects they share.
 """
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import h5py
@@ -20,11 +20,12 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from lib.core.config import EvaluateConfig
 from lib.core.errors import PipelineError
+from lib.core.params import Evaluate
 from lib.core.schema import REG_TARGETS, label_column
 from lib.data import windows_h5
 from lib.eval import backward, metrics, report
+from lib.model.scorers import MODEL
 
 GAIN_METRICS = ("auroc", "auprc", "brier")
 SUBGROUP_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "brier", "ece")
@@ -35,7 +36,7 @@ HEADLINE = {"clf": ("auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", 
 HEADLINE_BASELINE = ("auroc", "auroc_ci_low", "auroc_ci_high")   # clf: a baseline's forward AUROC with its CI
 HEADLINE_COUNTS = {"clf": ("subjects", "windows", "positives"), "reg": ("subjects", "windows")}
 HEADLINE_BACKWARD = "auroc_backward"   # per scorer (clf): the backward (case-control) AUROC beside the forward one
-REFERENCE = "ttm"   # the model; every other scorer is a baseline
+REFERENCE = MODEL   # the model ("ttm"); every other scorer is a baseline (lib.model.scorers)
 
 
 @dataclass
@@ -50,13 +51,75 @@ class TestWindows:
 
 
 @dataclass
+class Counts:
+    """The windows (and their cases and subjects) a level of the evaluation scores."""
+
+    windows: int
+    positives: int
+    cases: int
+    subjects: int
+    positive_subjects: int
+
+
+@dataclass
+class Details:
+    """evaluate's detailed summary: what report.md is built from, and details.json (`to_dict`).
+
+    `evaluate_classifier` / `evaluate_regressor` fill the evaluation (the clf-only fields stay at
+    their defaults for reg and are left out of details.json); the stage adds the horizon, the
+    training mode, the cohort table, the masking counts and the MAP forecasts' errors. Per-scorer
+    statistics stay dicts of metric names (`lib.eval.metrics`)."""
+
+    task: str                           # clf | reg
+    counts: Counts                      # the labelled test windows
+    bootstrap: int                      # subject-bootstrap replicates
+    voting: str
+    overlap: float
+    window: dict                        # {scorer (clf) or target (reg): statistics}; clf: also gain_over_<baseline>
+    voted: dict | None = None           # the same after overlap voting; None when evaluate.voting is none
+    threshold: float | None = None      # clf: the model's val-chosen threshold
+    calibration: str | None = None      # clf: the model's calibration method
+    ece_before: float | None = None     # clf: the model's raw sigmoid, before calibration (None where n/a)
+    ece_mass_before: float | None = None
+    brier_before: float | None = None
+    val_ranking: dict = field(default_factory=dict)   # clf: {scorer: its val fit's ranking check}
+    backward: dict = field(default_factory=dict)      # clf: the backward (case-control) analysis
+    subgroups: dict = field(default_factory=dict)     # clf: {"attribute=group": the model's statistics}
+    horizon_min: float | None = None    # the stage's: from the checkpoint
+    mode: str = "?"                     # the checkpoint's training mode
+    cohort: dict = field(default_factory=dict)        # {split: cohort_table row}
+    masking: dict = field(default_factory=dict)       # read_masking
+    forecast: dict = field(default_factory=dict)      # {forecaster: forecast_report}; {} when none
+
+    def to_dict(self) -> dict:
+        """details.json: the fields as keys (counts as a dict), without the clf-only ones for reg, `voted`
+        without voting and `forecast` without forecasters."""
+        clf = self.task == "clf"
+        out = {"horizon_min": self.horizon_min, "mode": self.mode, "task": self.task, "counts": asdict(self.counts),
+               "bootstrap": self.bootstrap, "voting": self.voting, "overlap": self.overlap}
+        if clf:
+            out.update(threshold=self.threshold, calibration=self.calibration, ece_before=self.ece_before,
+                       ece_mass_before=self.ece_mass_before, brier_before=self.brier_before,
+                       val_ranking=self.val_ranking)
+        out["window"] = self.window
+        if self.voted is not None:
+            out["voted"] = self.voted
+        if clf:
+            out.update(backward=self.backward, subgroups=self.subgroups)
+        out.update(cohort=self.cohort, masking=self.masking)
+        if self.forecast:
+            out["forecast"] = self.forecast
+        return out
+
+
+@dataclass
 class Bootstrap:
     n: int = 1000
     seed: int = 0
     level: float = 0.95
 
     @classmethod
-    def from_config(cls, cfg: EvaluateConfig) -> "Bootstrap":
+    def from_config(cls, cfg: Evaluate) -> "Bootstrap":
         return cls(cfg.bootstrap, cfg.seed, cfg.ci_level)
 
 
@@ -113,7 +176,7 @@ def _nest(flat: dict) -> dict:
 
 
 def classification_report(y, probabilities: dict, thresholds: dict, ids: TestWindows, boot: Bootstrap,
-                          n_bins: int, reference: str = "ttm") -> dict:
+                          n_bins: int, reference: str = REFERENCE) -> dict:
     """Metrics (with CIs) of each scorer's calibrated probabilities at its val-chosen threshold,
     and `reference`'s gain over every other scorer."""
     y = np.asarray(y, dtype=np.float64)
@@ -145,7 +208,7 @@ def gated(level: dict, reason: str | None) -> dict:
     return level if reason is None else {name: metrics.blank(stats, reason) for name, stats in level.items()}
 
 
-def _na(y, ids: TestWindows, cfg: EvaluateConfig) -> str | None:
+def _na(y, ids: TestWindows, cfg: Evaluate) -> str | None:
     return metrics.na_reason(ids.subjectid, y, cfg.min_subjects, cfg.min_positive_subjects)
 
 
@@ -156,11 +219,11 @@ def voted(scores: dict, thresholds: dict, ids: TestWindows, mode: str):
     return out, (thresholds if mode == "soft" else {name: 0.5 for name in scores})
 
 
-def counts(y, ids: TestWindows) -> dict:
+def counts(y, ids: TestWindows) -> Counts:
     y = np.asarray(y)
-    return {"windows": int(len(y)), "positives": int((y == 1).sum()), "cases": int(len(np.unique(ids.caseid))),
-            "subjects": int(len(np.unique(ids.subjectid))),
-            "positive_subjects": int(len(np.unique(np.asarray(ids.subjectid)[y == 1])))}
+    return Counts(windows=int(len(y)), positives=int((y == 1).sum()), cases=int(len(np.unique(ids.caseid))),
+                  subjects=int(len(np.unique(ids.subjectid))),
+                  positive_subjects=int(len(np.unique(np.asarray(ids.subjectid)[y == 1]))))
 
 
 def _numbers(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -216,7 +279,7 @@ def subgroup_report(y, p, threshold: float, groups: dict, ids: TestWindows, boot
                 m = metrics.weighted_classification(y_group, p_group, threshold, weights, n_bins, ranking)
                 return {k: m[k] for k in SUBGROUP_METRICS}
 
-            group_counts = counts(y_group, sub)
+            group_counts = asdict(counts(y_group, sub))
             reason = metrics.na_reason(sub.subjectid, y_group, min_subjects, min_positive_subjects)
             stats = metrics.with_ci(metric_fn, int(mask.sum()), sub.subjectid, boot.n, boot.seed, boot.level)
             out[f"{attribute}={group}"] = {**group_counts, **(stats if reason is None else
@@ -244,7 +307,7 @@ def regression_report(targets, predictions, names, ids: TestWindows, boot: Boots
     return out
 
 
-def forecast_report(forecasts: dict, actual: dict, subjects, cfg: EvaluateConfig) -> dict:
+def forecast_report(forecasts: dict, actual: dict, subjects, cfg: Evaluate) -> dict:
     """A MAP forecaster's (ttm_zeroshot, ttm_finetuned) forecast error per horizon: {minutes: windows,
     subjects, MAE, ME, SD (mmHg, forecast minus the mean MAP over the label minute that followed) with subject-bootstrap
     CIs}, on the windows whose label minute has a valid MAP; n/a (with the reason) below
@@ -303,12 +366,7 @@ def read_masking(windows_dir) -> dict:
 
 # --- the two evaluations --------------------------------------------------------------------------
 
-def _common(cfg: EvaluateConfig, task: str, y, ids: TestWindows) -> dict:
-    return {"task": task, "counts": counts(y, ids), "bootstrap": cfg.bootstrap, "voting": cfg.voting,
-            "overlap": cfg.overlap}
-
-
-def backward_report(probabilities: dict, thresholds: dict, ids: TestWindows, cfg: EvaluateConfig,
+def backward_report(probabilities: dict, thresholds: dict, ids: TestWindows, cfg: Evaluate,
                     horizon_min: float | None, reference: str = REFERENCE) -> dict:
     """The backward (case-control) analysis beside the forward one: every scorer on the windows
     `backward.backward_selection` keeps (clear cases h minutes before an event onset, clear controls
@@ -329,7 +387,7 @@ def backward_report(probabilities: dict, thresholds: dict, ids: TestWindows, cfg
                                           horizon_min, cfg.backward_tolerance_s, cfg.backward_gap_min,
                                           cfg.backward_min_map)
     sub = TestWindows(ids.caseid[mask], ids.subjectid[mask], ids.t_end[mask], ids.window_s)
-    out = {"definition": definition, "counts": counts(y, sub)}
+    out = {"definition": definition, "counts": asdict(counts(y, sub))}
     if not mask.any() or y.min() == y.max():
         return {**out, "na_reason": f"the selection holds {int(y.sum())} positive and {int((1 - y).sum())} "
                                     "negative windows; both are needed"}
@@ -338,9 +396,9 @@ def backward_report(probabilities: dict, thresholds: dict, ids: TestWindows, cfg
     return {**out, "window": gated(level, _na(y, sub, cfg))}
 
 
-def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, cfg: EvaluateConfig,
+def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, cfg: Evaluate,
                         clinical: pd.DataFrame, reference: str = REFERENCE, horizon_min: float | None = None):
-    """(summary, figures) of every scorer on the labelled test windows.
+    """(Details, figures) of every scorer on the labelled test windows.
 
     `logits` {scorer: raw logits (n,)} and `calibrations` {scorer: lib.eval.calibration.Calibration
     fitted on val} hold the model (`reference`) and the baselines; `y` the labels; `clinical` the
@@ -357,21 +415,24 @@ def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, c
     raw = expit(np.asarray(logits[reference], dtype=np.float64))
     before = metrics.classification_metrics(y, raw, 0.5, bins)
     reason = _na(y, ids, cfg)
-    summary = {**_common(cfg, "clf", y, ids), "threshold": model.threshold, "calibration": model.calibrator.method,
-               **{f"{k}_before": (None if reason else before[k]) for k in ("ece", "ece_mass", "brier")},
-               "val_ranking": {name: calibrations[name].backwards() for name in logits},
-               "window": gated(classification_report(y, probabilities, thresholds, ids, boot, bins, reference), reason)}
+    before = {k: (None if reason else before[k]) for k in ("ece", "ece_mass", "brier")}
+    summary = Details(task="clf", counts=counts(y, ids), bootstrap=cfg.bootstrap, voting=cfg.voting,
+                      overlap=cfg.overlap, threshold=model.threshold, calibration=model.calibrator.method,
+                      ece_before=before["ece"], ece_mass_before=before["ece_mass"], brier_before=before["brier"],
+                      val_ranking={name: calibrations[name].backwards() for name in logits},
+                      window=gated(classification_report(y, probabilities, thresholds, ids, boot, bins, reference),
+                                   reason), horizon_min=horizon_min)
     if cfg.voting != "none":
         voted_scores, voted_thresholds = voted(probabilities, thresholds, ids, cfg.voting)
-        summary["voted"] = gated(classification_report(y, voted_scores, voted_thresholds, ids, boot, bins, reference),
-                                 reason)
+        summary.voted = gated(classification_report(y, voted_scores, voted_thresholds, ids, boot, bins, reference),
+                              reason)
         del voted_scores   # a probability per window and scorer: not held through the levels below
-    summary["backward"] = backward_report(probabilities, thresholds, ids, cfg, horizon_min, reference)
+    summary.backward = backward_report(probabilities, thresholds, ids, cfg, horizon_min, reference)
     groups = subgroups(clinical, ids.caseid, list(cfg.age_bands))
-    summary["subgroups"] = subgroup_report(y, probabilities[reference], model.threshold, groups, ids, boot, bins,
-                                           cfg.min_subjects, cfg.min_positive_subjects)
+    summary.subgroups = subgroup_report(y, probabilities[reference], model.threshold, groups, ids, boot, bins,
+                                        cfg.min_subjects, cfg.min_positive_subjects)
     figures = Figures(
-        images={"ROC": report.roc_figure(y, probabilities, summary["window"]),
+        images={"ROC": report.roc_figure(y, probabilities, summary.window),
                 "Reliability before and after calibration": report.reliability_figure(
                     y, raw, probabilities[reference], bins)},
         plots=classifier_plots(y, raw, probabilities, thresholds, bins, reference))
@@ -427,18 +488,19 @@ def classifier_plots(y, raw, probabilities: dict, thresholds: dict, bins: int, r
     return plots
 
 
-def evaluate_regressor(targets, pressures, ids: TestWindows, cfg: EvaluateConfig, names=REG_TARGETS):
-    """(summary, figures) of the cuffless estimates `pressures` (mmHg, (n, len(names))) against the
+def evaluate_regressor(targets, pressures, ids: TestWindows, cfg: Evaluate, names=REG_TARGETS):
+    """(Details, figures) of the cuffless estimates `pressures` (mmHg, (n, len(names))) against the
     window's beat-derived `targets`; overlapping estimates of a pressure are averaged when voting."""
     targets, pressures = np.asarray(targets), np.asarray(pressures)
     boot = Bootstrap.from_config(cfg)
     # n/a below cfg.min_subjects; the report also states AAMI's own >= 85 subjects beside the table
-    summary = {**_common(cfg, "reg", targets[:, 0], ids),
-               "window": regression_report(targets, pressures, names, ids, boot, cfg.min_subjects)}
+    summary = Details(task="reg", counts=counts(targets[:, 0], ids), bootstrap=cfg.bootstrap, voting=cfg.voting,
+                      overlap=cfg.overlap, window=regression_report(targets, pressures, names, ids, boot,
+                                                                    cfg.min_subjects))
     if cfg.voting != "none":   # soft or hard alike: a pressure's estimates are averaged
         voted_pressures = np.stack([metrics.vote(pressures[:, i], ids.caseid, ids.t_end, ids.window_s, "soft")
                                     for i in range(len(names))], axis=1)
-        summary["voted"] = regression_report(targets, voted_pressures, names, ids, boot, cfg.min_subjects)
+        summary.voted = regression_report(targets, voted_pressures, names, ids, boot, cfg.min_subjects)
     plots = []
     for i, name in enumerate(names):
         mean, diff = (pressures[:, i] + targets[:, i]) / 2, pressures[:, i] - targets[:, i]
@@ -450,20 +512,21 @@ def evaluate_regressor(targets, pressures, ids: TestWindows, cfg: EvaluateConfig
     return summary, Figures({"Bland-Altman": report.bland_altman_figure(targets, pressures, names)}, plots)
 
 
-def headline(summary: dict) -> dict:
+def headline(summary: Details) -> dict:
     """The few numbers DVC tracks (`dvc exp show`, `dvc metrics diff`): per target (reg) or for the
     model (clf) the window-level HEADLINE metrics (None where n/a), per baseline (clf) its AUROC with
     CI (HEADLINE_BASELINE), for clf every scorer's backward AUROC beside them (None where the backward
     analysis is n/a), the test split's counts, and each MAP forecaster's MAE per horizon."""
-    task = summary["task"]
+    task = summary.task
     out = {name: {key: stats[key] for key in (HEADLINE[task] if task == "reg" or name == REFERENCE
                                                 else HEADLINE_BASELINE)}
-           for name, stats in summary["window"].items() if not name.startswith("gain_over_")}
+           for name, stats in summary.window.items() if not name.startswith("gain_over_")}
     if task == "clf":
-        level = summary.get("backward", {}).get("window", {})
+        level = summary.backward.get("window", {})
         for name in out:
             out[name][HEADLINE_BACKWARD] = level.get(name, {}).get("auroc")
-    out["test"] = {key: summary["counts"][key] for key in HEADLINE_COUNTS[task]}
-    for name, per_minute in summary.get("forecast", {}).items():
+    test = asdict(summary.counts)
+    out["test"] = {key: test[key] for key in HEADLINE_COUNTS[task]}
+    for name, per_minute in summary.forecast.items():
         out[f"{name}_forecast"] = {f"mae_{m}min": stats.get("mae") for m, stats in per_minute.items()}
     return out

@@ -9,8 +9,7 @@ The weighted AUROC and average precision equal scikit-learn's `roc_auc_score` /
 """
 import numpy as np
 
-from lib.core.config import VOTING
-from lib.core.memory import release_freed_memory
+from lib.core.params import VOTING
 
 CLF_METRICS = ("auroc", "auprc", "accuracy", "sensitivity", "specificity", "ppv", "f1", "brier", "ece", "ece_mass")
 REG_METRICS = ("mae", "me", "sd")
@@ -162,7 +161,6 @@ def subject_bootstrap(subjects, n_boot: int, seed: int):
     rng = np.random.default_rng(seed)
     per_block = max(1, min(BOOTSTRAP_BLOCK, BOOTSTRAP_ELEMENTS // max(len(inverse), 1)))
     for start in range(0, n_boot, per_block):
-        release_freed_memory()   # the last block's temporaries (lib/core/memory.py)
         block = min(per_block, n_boot - start)
         draws = rng.integers(0, len(unique), size=(block, len(unique)))
         counts = np.zeros((block, len(unique)))

@@ -1,19 +1,8 @@
-"""The bars the TTM model must clear, trained on the same train split and calibrated on the same val.
-
-* `map_lr`     – logistic regression on the window's current MAP alone: the bar published
-                 hypotension predictors must beat (hypotension soon is mostly low pressure now).
-* `context_lr` – logistic regression on the past-only context features (MAP, MAP trend, HR, pulse
-                 pressure; missing MAP trend imputed with the train median).
-* `trend_lr`   – logistic regression on the classical trend features of the window's trend view
-                 (current MAP, its 5-min slope, minimum and SD, current HR: `trend.classic_features`):
-                 the bar a model of the trend must clear, not only current MAP.
-* `cnn`        – a small 1-D CNN on the raw windows (the VitalDB example's approach), trained with
-                 the same loop, loss and early stopping as the model (lib.model.loop.train_model).
-* `ttm_zeroshot` – TTM r2 as what it was pre-trained to be: a zero-shot forecaster of the MAP trend
-                 (`lib.model.forecast`); score = 65 mmHg minus the soft minimum of its forecast over
-                 (e, e + h]. Nothing is trained; like every scorer it is calibrated on val.
-
-Each outputs a logit (a score) per window; calibration and thresholds are then exactly the model's.
+"""The machinery of the bars the TTM model must clear (each a scorer of `lib.model.scorers`, where
+they are registered, described and fitted): the logistic pipeline, the 1-D CNN on raw windows, the
+trend features and the TTM MAP forecaster; all trained on the same train split and calibrated on
+the same val as the model. Each outputs a logit (a score) per window; calibration and thresholds
+are then exactly the model's.
 """
 import json
 from pathlib import Path
@@ -27,32 +16,19 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from lib.core.config import BaselinesConfig, ForecastFinetune
-from lib.core.errors import PipelineError
 from lib.core.schema import CONTEXT, MAP_NOW, TREND_BLOCK
 from lib.data import windows_h5
 from lib.data.dataset import Split, load_split
 from lib.model import forecast as fc
-from lib.model.inference import predict
-from lib.model.loop import train_model
 from lib.model.ttm import save_torch, set_input_stats
 from lib.signal import trend
 
-LOGISTIC_FEATURES = {"map_lr": ["map"], "context_lr": list(CONTEXT)}
-FORECASTERS = ("ttm_zeroshot", "ttm_finetuned")   # ttm_finetuned: only with trend.finetune
-BASELINES = (*LOGISTIC_FEATURES, "trend_lr", "cnn", *FORECASTERS)
 NORMAL_MAP = 80.0   # ttm_zeroshot: a window with no MAP history at all scores as a normal pressure
 
 
 def logistic_baseline() -> object:
     """Median imputation → standardisation → logistic regression (scikit-learn pipeline)."""
     return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=1000))
-
-
-def logistic_inputs(name: str, context: np.ndarray) -> np.ndarray:
-    """The columns of a split's context matrix (ordered as LOGISTIC_FEATURES["context_lr"]) that
-    logistic baseline `name` uses."""
-    order = LOGISTIC_FEATURES["context_lr"]
-    return context[:, [order.index(f) for f in LOGISTIC_FEATURES[name]]]
 
 
 def logistic_logits(pipeline, features: np.ndarray) -> np.ndarray:
@@ -96,7 +72,7 @@ class WindowCNN(nn.Module):
 def load_baseline_splits(windows_dir, cfg: BaselinesConfig) -> tuple:
     """(train, val): their labelled windows at the horizon, with every context feature; both classes in each."""
     return tuple(load_split(Path(windows_dir) / f"{name}.h5", "clf", cfg.horizon_min, cfg.channels,
-                            LOGISTIC_FEATURES["context_lr"], for_training=True) for name in ("train", "val"))
+                            CONTEXT, for_training=True) for name in ("train", "val"))
 
 
 def trend_rows(split: Split, batch: int = 4096):
@@ -190,81 +166,3 @@ def map_rows(split: Split, n: int, seed: int) -> np.ndarray:
     rows = [chunk[:, 0] for _, chunk in windows_h5.iter_signal_chunks(split.path, 4096, split.indices[positions],
                                                                       name=TREND_BLOCK)]
     return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
-
-
-def train_baselines(train: Split, val: Split, cfg: BaselinesConfig, input_stats: dict, device) -> tuple:
-    """Fit every baseline on `train` (the CNN early-stopping on `val`, from `input_stats`' z-scores).
-
-    Returns ({name: fitted scikit-learn pipeline, WindowCNN (on the CPU) or ZeroShotForecaster},
-    {name: val logits}, {name: training summary (the CNN's loop summary; {} for the others)}).
-    """
-    fitted, val_logits, summaries = {}, {}, {}
-    for name in LOGISTIC_FEATURES:
-        fitted[name] = logistic_baseline().fit(logistic_inputs(name, train.context), train.targets)
-        val_logits[name], summaries[name] = logistic_logits(fitted[name], logistic_inputs(name, val.context)), {}
-    fitted["trend_lr"] = logistic_baseline().fit(trend_inputs(train, cfg.trend_step_s), train.targets)
-    val_logits["trend_lr"] = logistic_logits(fitted["trend_lr"], trend_inputs(val, cfg.trend_step_s))
-    summaries["trend_lr"] = {}
-    fitted["ttm_zeroshot"] = TrendForecaster(cfg.weights_dir, cfg.trend_step_s, cfg.forecast_softness_mmhg)
-    summaries["ttm_zeroshot"] = {"trained": False, **fitted["ttm_zeroshot"].to_dict()}
-    if cfg.forecast_finetune.enabled:
-        fitted["ttm_finetuned"] = TrendForecaster(cfg.weights_dir, cfg.trend_step_s, cfg.forecast_softness_mmhg)
-        summaries["ttm_finetuned"] = {**fitted["ttm_finetuned"].to_dict(), **fitted["ttm_finetuned"].fit(
-            train, val, cfg.forecast_finetune, cfg.cnn_loop.seed)}
-    for name in FORECASTERS:
-        if name in fitted:
-            val_logits[name] = fitted[name].score(val, cfg.horizon_min)[0]
-    torch.manual_seed(cfg.cnn_loop.seed)   # the CNN's initial weights
-    cnn = WindowCNN(cfg.channels)
-    cnn.set_input_stats(input_stats)
-    summaries["cnn"] = train_model(cnn, train, val, cfg.cnn_loop, device)
-    fitted["cnn"] = cnn.cpu()
-    val_logits["cnn"] = predict(cnn, val, "cpu")
-    return fitted, val_logits, summaries
-
-
-def save_baselines(directory, fitted: dict) -> None:
-    """`<name>.joblib` per logistic baseline, `cnn.pt` (channels and weights) and per forecaster its
-    settings (`ttm_zeroshot.json`) and fine-tuned weights (`ttm_finetuned.json` + `.pt`), as
-    `baseline_logits` reads them."""
-    import joblib
-
-    directory = Path(directory)
-    for name in (*LOGISTIC_FEATURES, "trend_lr"):
-        joblib.dump(fitted[name], directory / f"{name}.joblib")
-    for name in FORECASTERS:
-        if name in fitted:
-            fitted[name].save(directory, name)
-    cnn = fitted["cnn"]
-    save_torch(directory / "cnn.pt", {"channels": list(cnn.channels), "state": cnn.cpu().state_dict()})
-
-
-def baseline_logits(directory, windows_path, horizon_min: float, device, forecast_minutes=()) -> tuple:
-    """({baseline: logits}, {forecaster: {minutes: its mean MAP forecast over that label minute}}) on the
-    labelled windows of `windows_path` (the model's windows, same order); `ttm_finetuned` only when
-    the baselines stage fine-tuned it (trend.finetune)."""
-    import joblib
-
-    directory = Path(directory)
-    try:
-        saved = torch.load(directory / "cnn.pt", map_location="cpu", weights_only=False)
-        cnn = WindowCNN(saved["channels"])
-        cnn.load_state_dict(saved["state"])
-        pipelines = {name: joblib.load(directory / f"{name}.joblib") for name in (*LOGISTIC_FEATURES, "trend_lr")}
-        forecasters = {name: TrendForecaster.load(directory, name) for name in FORECASTERS
-                       if (directory / f"{name}.json").exists()}
-        if "ttm_zeroshot" not in forecasters:
-            raise FileNotFoundError("ttm_zeroshot.json")
-    except Exception as err:
-        raise PipelineError(f"baselines in {directory} are missing or corrupt ({type(err).__name__}); "
-                            "rerun dvc repro baselines") from err
-    context = LOGISTIC_FEATURES["context_lr"]
-    split = load_split(windows_path, "clf", horizon_min, cnn.channels, context)
-    out = {name: logistic_logits(pipeline, logistic_inputs(name, split.context))
-           for name, pipeline in pipelines.items() if name in LOGISTIC_FEATURES}
-    out["trend_lr"] = logistic_logits(pipelines["trend_lr"], trend_inputs(split, forecasters["ttm_zeroshot"].step_s))
-    out["cnn"] = predict(cnn.to(device), split, device)
-    forecasts = {}
-    for name, forecaster in forecasters.items():
-        out[name], forecasts[name] = forecaster.score(split, horizon_min, forecast_minutes)
-    return {name: out[name] for name in BASELINES if name in out}, forecasts

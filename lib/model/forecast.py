@@ -38,9 +38,10 @@ import math
 import numpy as np
 import torch
 
-from lib.core.config import TTM_CONTEXT
 from lib.core.errors import PipelineError
-from lib.model.ttm import load_ttm, torchscript_freeze
+from lib.core.params import TTM_CONTEXT
+from lib.model.engines import torchscript_freeze
+from lib.model.ttm import load_ttm
 from lib.signal import trend
 
 LEADS = ("hold", "zero", "mean")
@@ -153,7 +154,7 @@ class _Outputs(torch.nn.Module):
 
 def freeze_forecaster(model, example_batch: int = 64):
     """TorchScript trace + freeze of `load_forecaster`'s model for CPU inference with fixed weights
-    (`ttm.torchscript_freeze`, as `HypotensionModel.freeze_for_inference` does for the backbone);
+    (`engines.torchscript_freeze`, as `HypotensionModel.freeze_for_inference` does for the backbone);
     use it with `forecast`."""
     traced = torchscript_freeze(_Outputs(model).eval(), torch.randn(example_batch, TTM_CONTEXT, 1))
     return _Frozen(traced, forecast_steps(model))

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from lib.core.config import LoopConfig
 from lib.core.errors import PipelineError
-from lib.core.memory import release_freed_memory
 from lib.data.dataset import Split, require_both_classes
+from lib.model.engines import require_eager
 from lib.model.inference import autocast, predict, set_mode
 from lib.model.ttm import save_torch, trained_state
 
@@ -34,8 +34,10 @@ def train_model(model, train: Split, val: Split, cfg: LoopConfig, device, *, res
 
     Trains on `train`'s cached embeddings when it has them (the head alone), else on its windows.
     `resume_path`: the state after each finished epoch is saved there (rank 0); when it exists with
-    the same `fingerprint` (params and inputs), training continues from it.
+    the same `fingerprint` (params and inputs), training continues from it. A model run by an
+    inference engine (lib.model.engines) is refused.
     """
+    require_eager(model)
     torch.manual_seed(cfg.seed)
     model.to(device)
     check_splits(model, train, val, cfg, world_size)
@@ -117,7 +119,6 @@ def run_epoch(net: nn.Module, train: Split, positions, loss, opt: "Optimiser", m
     """One pass over the training windows at `positions` in micro-batches; an optimiser step after
     every `grad_accum_steps` of them and after the last. Returns the mean training loss.
     Each micro-batch's inputs are read from the split's file when it comes (memory: one batch)."""
-    release_freed_memory()   # the last epoch's freed batches go back to the OS (lib/core/memory.py)
     context, targets = torch.from_numpy(train.context[positions]), torch.from_numpy(train.targets[positions])
     ddp = isinstance(net, nn.parallel.DistributedDataParallel)
     total, seen = 0.0, 0

@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from lib.core.config import TrainConfig
 from lib.core.errors import PipelineError
 from lib.data.dataset import Split, without_embeddings
+from lib.model.engines import require_eager
 from lib.model.loop import train_model
 
 SCALER_BATCH = 4096   # windows per read while fitting the head's input scaling
@@ -33,8 +34,9 @@ def fit(model, train: Split, val: Split, cfg: TrainConfig, device, *, resume_pat
     on train's; in fm mode training runs on them. In ft mode the head is first warmed up on them
     (LP-FT), then windows go through the training backbone. `resume_path` (optional) keeps state
     after every epoch, the warm-up's next to it. `loop_extra`: train_model's fingerprint, log_epoch,
-    rank and world_size.
+    rank and world_size. A model run by an inference engine is refused before anything changes.
     """
+    require_eager(model)
     fit_scalers(model, train)
     resume_path = Path(resume_path) if resume_path else None
     warmup = cfg.finetune.head_warmup_epochs if cfg.finetune.mode == "ft" else 0

@@ -6,7 +6,7 @@ channel-independent, so one channel's embedding does not depend on the others. T
 `forward(windows, context)` is `head_forward(embed(windows), context)`; `head_forward` alone runs
 on cached embeddings.
 
-Modes (chosen by `finetune` params, see `FinetuneConfig.mode`):
+Modes (chosen by `finetune` params, see `Finetune.mode`):
 * fm  – foundation-model mode: backbone frozen, linear head; embeddings are cached (embed stage).
 * ft  – the last `unfreeze_last_n_blocks` of TTM's six mixer layers train, optionally with LoRA
         adapters (peft) on the Linear layers of the frozen ones; MLP head.
@@ -18,33 +18,20 @@ pressure). All head inputs are standardised with the train split's statistics; a
 value (MAP trend in a case's first minute) becomes 0 after standardisation, i.e. it is imputed
 with the train mean.
 """
-import contextlib
 import io
 import json
-import logging
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lib.core.config import (
-    INFERENCE_ENGINES,
-    INPUT_SCALINGS,
-    TASKS,
-    TTM_CONTEXT,
-    EmbeddingConfig,
-    InferenceConfig,
-    LoraConfig,
-    ModelConfig,
-)
+from lib.core.config import EmbeddingConfig, ModelConfig
 from lib.core.errors import PipelineError
+from lib.core.params import TTM_CONTEXT, Inference, Lora
 from lib.core.schema import CHANNELS, CONTEXT_SOURCES, REG_TARGETS, TREND_INPUTS
+from lib.model import engines
 
 WEIGHT_FILES = ("config.json", "model.safetensors")
-# Windows per backbone call at inference: small batches stay in the CPU's caches (bench/RESULTS.md:
-# 64 runs ~20 % faster than 512 on 2 cores); the HDF5 reads stay large.
-BACKBONE_BATCH = 64
 
 
 def load_ttm(weights_dir, revin: bool = True):
@@ -111,7 +98,7 @@ def mixer_layer_names(backbone: nn.Module) -> list:
     return [name for name, m in backbone.named_modules() if type(m).__name__ == "TinyTimeMixerLayer"]
 
 
-def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: LoraConfig | None) -> nn.Module:
+def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: Lora | None) -> nn.Module:
     """Freeze TTM, add LoRA adapters to the frozen mixer layers' target Linears, unfreeze the last n layers."""
     layers = mixer_layer_names(backbone)
     if not 0 <= unfreeze_last_n_blocks <= len(layers):
@@ -130,7 +117,7 @@ def configure_backbone(backbone: nn.Module, unfreeze_last_n_blocks: int, lora: L
     return backbone
 
 
-def add_lora(backbone: nn.Module, lora: LoraConfig, exclude=()):
+def add_lora(backbone: nn.Module, lora: Lora, exclude=()):
     """Wrap the backbone with peft LoRA adapters on TTM's Linear layers named in `lora.target_modules`.
 
     Layers under `exclude` (the fully unfrozen blocks) get no adapter. Base weights stay frozen.
@@ -162,126 +149,6 @@ def make_head(n_features: int, hidden_dims, dropout: float, n_outputs: int) -> n
     return nn.Sequential(*layers, nn.Linear(width, n_outputs))
 
 
-class _BackboneOutputs(nn.Module):
-    """The backbone's outputs the model uses, as a tuple (what TorchScript tracing needs)."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x: torch.Tensor, observed: torch.Tensor):
-        out = self.backbone(past_values=x, past_observed_mask=observed)
-        return out.last_hidden_state, out.loc, out.scale
-
-
-ENGINES = INFERENCE_ENGINES
-# onnxruntime's largest |difference| from eager measured on real and random windows (bench/inference_engines.py,
-# tests/test_inference_engine.py): ~4e-5 on the last hidden state, well below what any metric resolves.
-ENGINE_TOLERANCE = 1e-3
-# bfloat16 keeps 8 bits of mantissa: measured |difference| from float32 up to ~0.04 on embeddings and
-# logits (bench/inference_engines.py), the val AUROC unchanged to 4 decimals; tests bound it by this.
-BF16_TOLERANCE = 0.1
-
-
-@torch.no_grad()
-def torchscript_freeze(module: nn.Module, example: torch.Tensor):
-    """TorchScript trace + freeze of `module(x, observed)` (constants folded, ops fused), traced on
-    `example` and an all-observed mask: bit-identical to eager. Used for the backbone here and for
-    the MAP forecaster (`lib.model.forecast.freeze_forecaster`)."""
-    with warnings.catch_warnings():
-        # TTM's shape checks and constant clamps trace as constants: right for fixed 512-sample inputs.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)   # torch 2.x: jit.trace/freeze are deprecated
-        traced = torch.jit.trace(module, (example, torch.ones_like(example, dtype=torch.bool)), check_trace=False)
-        return torch.jit.freeze(traced)
-
-
-class _CompiledModule:
-    """`torch.compile` (Inductor) of `module(x, observed)` for one fixed batch size: Inductor fuses
-    TTM's elementwise ops, norms and layout copies (three quarters of its CPU time; the matmuls are
-    the rest) into generated kernels. A shorter batch is zero-padded to that size, so one compiled
-    graph serves every call; outputs are within ENGINE_TOLERANCE of eager."""
-
-    def __init__(self, module: nn.Module, example: torch.Tensor):
-        self.batch = len(example)
-        self.compiled = torch.compile(module, dynamic=False)
-        with torch.no_grad():   # compile now, with the mask's dtype as fit_context gives it
-            self.compiled(example, torch.ones_like(example))
-
-    def __call__(self, x: torch.Tensor, observed: torch.Tensor):
-        parts = []
-        for start in range(0, len(x), self.batch):
-            xb, ob = x[start:start + self.batch], observed[start:start + self.batch].to(x.dtype)
-            n = len(xb)
-            if n < self.batch:
-                xb = torch.cat([xb, xb.new_zeros(self.batch - n, *xb.shape[1:])])
-                ob = torch.cat([ob, ob.new_ones(self.batch - n, *ob.shape[1:])])
-            parts.append(tuple(t[:n] for t in self.compiled(xb, ob)))
-        return parts[0] if len(parts) == 1 else tuple(torch.cat(t) for t in zip(*parts))
-
-
-class _Bfloat16(nn.Module):
-    """`module(x, observed)` under bfloat16 autocast (inference.bf16), outputs back in float32."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor, observed: torch.Tensor):
-        # cache_enabled=False: a traced graph must not keep autocast's cached weight casts
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):
-            out = self.module(x, observed)
-        return tuple(t.float() for t in out)
-
-
-def freeze(module: nn.Module, example: torch.Tensor, engine: str = "torchscript", bf16: bool = False):
-    """`module(x, observed)` (a tuple of tensors) made ready for inference with fixed weights by
-    `engine` (ENGINES), in float32 or under bfloat16 autocast: a callable of (x, observed)."""
-    if engine not in ENGINES:
-        raise PipelineError(f"inference engine {engine!r}: expected one of {', '.join(ENGINES)}")
-    if bf16 and engine == "onnxruntime":
-        raise PipelineError("inference engine onnxruntime runs float32 only: set inference.bf16=false")
-    module = (_Bfloat16(module) if bf16 else module).eval()
-    if engine == "eager":
-        return module
-    return {"torchscript": torchscript_freeze, "inductor": _CompiledModule, "onnxruntime": _OnnxBackbone}[engine](
-        module, example)
-
-
-class _OnnxBackbone:
-    """The backbone exported to ONNX (torch.export, any batch size) and run by ONNX Runtime on CPU.
-
-    The legacy TorchScript-based exporter bakes the example's batch size into TTM's reshapes (the
-    model then fails on other batches), hence the dynamo exporter with a dynamic batch dimension."""
-
-    def __init__(self, module: nn.Module, example: torch.Tensor):
-        try:
-            import onnxruntime
-        except ImportError as err:
-            raise PipelineError("inference engine onnxruntime: not installed (it is opt-in, not in requirements.txt: "
-                                "pip install onnxruntime onnx onnxscript)") from err
-        if example.device.type != "cpu":
-            raise PipelineError(f"inference engine onnxruntime: CPU only, not {example.device} (use torchscript)")
-        batch = torch.export.Dim("batch", min=1)
-        disabled = logging.root.manager.disable
-        logging.disable(logging.INFO)   # the exporter's optimiser logs each pass at INFO
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            # observed as fit_context gives it: float
-            program = torch.onnx.export(module, (example, torch.ones_like(example)), dynamo=True,
-                                        input_names=["x", "observed"], dynamic_shapes=({0: batch}, {0: batch}),
-                                        verbose=False)
-        logging.disable(disabled)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-        self.session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), options,
-                                                    providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: torch.Tensor, observed: torch.Tensor):
-        outputs = self.session.run(None, {"x": x.contiguous().numpy(), "observed": observed.contiguous().numpy()})
-        return tuple(torch.from_numpy(o) for o in outputs)
-
-
 class HypotensionModel(nn.Module):
     """(Input z-score) → TTM embeddings (+ level features) → standardisation → head.
 
@@ -300,6 +167,7 @@ class HypotensionModel(nn.Module):
         self.level_features, self.input_scaling, self.task = level_features, input_scaling, task
         self.context_length = context_length
         self._frozen_backbone = None   # freeze_for_inference
+        self.inference_engine = engines.EAGER
         n_channels = len(self.channels)
         self.register_buffer("input_mean", torch.zeros(n_channels))
         self.register_buffer("input_std", torch.ones(n_channels))
@@ -323,19 +191,13 @@ class HypotensionModel(nn.Module):
         return out.last_hidden_state, out.loc, out.scale
 
     def freeze_for_inference(self, engine: str = "torchscript", bf16: bool = False) -> "HypotensionModel":
-        """Run the backbone with an inference engine for fixed weights (params.yaml `inference`;
-        bench/inference_engines.py measured them on 2 cores): `torchscript` (default: trace + freeze,
-        bit-identical to eager), `inductor` (torch.compile, within ENGINE_TOLERANCE), `onnxruntime`
-        (opt-in, CPU, within ENGINE_TOLERANCE; needs onnxruntime, onnx, onnxscript), or `eager`;
-        `bf16`: under bfloat16 autocast (within BF16_TOLERANCE). No fallback: an unavailable engine
-        is an error. Training and anything that changes the weights must use the eager model."""
+        """Run the backbone with an inference engine for fixed weights (params.yaml `inference`, one of
+        lib.model.engines; `"eager"` without bf16 undoes it). Training refuses a model frozen so."""
         self.eval()
-        frozen = None
-        if engine != "eager" or bf16:
-            example = torch.randn(BACKBONE_BATCH, TTM_CONTEXT, len(self.channels), device=self.input_mean.device)
-            frozen = freeze(_BackboneOutputs(self.backbone), example, engine, bf16)
+        frozen = engines.freeze_backbone(self.backbone, len(self.channels), self.input_mean.device, engine, bf16)
         # Kept off the module tree, so it never enters a state_dict or a checkpoint.
         object.__setattr__(self, "_frozen_backbone", frozen)
+        self.inference_engine = engines.EAGER if frozen is None else engines.engine_label(engine, bf16)
         return self
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
@@ -343,8 +205,7 @@ class HypotensionModel(nn.Module):
         if self.input_scaling == "train_zscore":
             windows = (windows - self.input_mean[:, None]) / self.input_std[:, None]
         x, observed = fit_context(windows.transpose(1, 2), self.context_length)
-        # Torch engines run best on small batches, ONNX Runtime on large ones (bench/inference_engines.py).
-        step = BACKBONE_BATCH if not isinstance(self._frozen_backbone, _OnnxBackbone) else len(x)
+        step = engines.call_batch(self._frozen_backbone, len(x))
         if not torch.is_grad_enabled() and len(x) > step:
             parts = [self._backbone_outputs(x[i:i + step], observed[i:i + step]) for i in range(0, len(x), step)]
             hidden, loc, scale = (torch.cat(t) for t in zip(*parts))
@@ -402,18 +263,6 @@ def build_model(cfg: ModelConfig) -> HypotensionModel:
     fm mode (nothing in the backbone trains) gets a linear head, ft mode the MLP of `cfg.hidden_dims`.
     """
     channels, input_scaling, context_length, task = cfg.channels, cfg.input_scaling, cfg.context_length, cfg.task
-    if input_scaling not in INPUT_SCALINGS:
-        raise PipelineError(f"model.input_scaling={input_scaling!r}: expected one of {', '.join(INPUT_SCALINGS)}")
-    if not isinstance(context_length, int) or not 0 < context_length <= TTM_CONTEXT:
-        raise PipelineError(f"model.context_length={context_length!r}: must be an integer 1-{TTM_CONTEXT}")
-    if task not in TASKS:
-        raise PipelineError(f"train.task={task!r}: expected one of {', '.join(TASKS)}")
-    bad = [c for c in channels if c not in CHANNELS]
-    if bad or not channels or len(set(channels)) != len(channels):
-        raise PipelineError(f"model.input_channels={list(channels)}: use distinct names from {', '.join(CHANNELS)}")
-    if task == "reg" and "abp" in channels:
-        raise PipelineError("train.task=reg estimates the blood pressure measured on the ABP channel: remove abp "
-                            "from model.input_channels (e.g. -S 'model.input_channels=[ppg,ecg]')")
     ttm = load_ttm(cfg.weights_dir, revin=input_scaling == "revin")
     backbone = configure_backbone(ttm.backbone, cfg.unfreeze_last_n_blocks, cfg.lora)
     return HypotensionModel(backbone, model_inputs(cfg), ttm.config.d_model, level_features=cfg.level_features,
@@ -460,7 +309,7 @@ def save_checkpoint(path, model: HypotensionModel, cfg: ModelConfig, extra: dict
     save_torch(path, {"config": cfg.to_dict(), "state": trained_state(model), **extra})
 
 
-def load_checkpoint(path, device="cpu", inference: InferenceConfig | None = None):
+def load_checkpoint(path, device="cpu", inference: Inference | None = None):
     """Rebuild the trained model from a checkpoint written by `save_checkpoint`, frozen for inference
     as `inference` (params.yaml `inference`) says."""
     path = Path(path)
@@ -480,5 +329,5 @@ def load_checkpoint(path, device="cpu", inference: InferenceConfig | None = None
             mismatch = [str(err).splitlines()[-1].strip()[:160]]
     if mismatch:
         raise PipelineError(f"checkpoint {path} does not match the model ({mismatch[0]} …); rerun dvc repro -f train")
-    inference = inference or InferenceConfig()
+    inference = inference or Inference()
     return model.to(device).eval().freeze_for_inference(inference.engine, inference.bf16), ckpt

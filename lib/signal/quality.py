@@ -5,7 +5,7 @@ first failing gate of `WINDOW_GATES`). A PPG or ECG that fails its own gates onl
 channel in that window (`channel_masks`: the first failing gate of `CHANNEL_GATES[channel]`); the
 windows stage stores a masked channel as NaN, so models see it as unobserved. Gating every channel
 jointly would drop the poorly perfused patients whose PPG degrades, who are the ones that become
-hypotensive: a selection bias. Limits come from params.yaml → windows (`QualityLimits`).
+hypotensive: a selection bias. Limits come from params.yaml → windows (`Windows`).
 
 ABP (mmHg), physiological gates:
 * `abp_gap`: a missing/bridged ABP sample (or one within the filter-ringing margin of a gap);
@@ -14,7 +14,7 @@ ABP (mmHg), physiological gates:
 * `abp_clipped`: over 15 % of samples within 0.5 mmHg of the window maximum (saturated top);
 * `abp_few_beats`: fewer than `min_beats` systolic peaks detected;
 * `abp_map_range`: beat-derived MAP outside `map_range` (20-200);
-* `abp_pulse_pressure`: beat-derived pulse pressure outside `pp_range`.
+* `abp_pulse_pressure`: beat-derived pulse pressure outside `windows.pulse_pressure_range`.
 
 PPG and ECG (masks):
 * `ppg_gap`, `ecg_gap`: a missing/bridged sample of that channel (or within the ringing margin);
@@ -28,7 +28,7 @@ PPG and ECG (masks):
 import numpy as np
 from scipy.stats import skew
 
-from lib.core.config import QualityLimits
+from lib.core.params import Windows
 from lib.signal.labels import PINNED
 
 WINDOW_GATES = ["abp_gap", "abp_pinned", "abp_flat", "abp_clipped", "abp_few_beats", "abp_map_range",
@@ -51,7 +51,7 @@ def ppg_skewness_sqi(ppg_windows: np.ndarray) -> np.ndarray:
 
 
 def gate_checks(abp, ppg, ecg, invalid: dict, abp_pressures: dict, n_ppg_beats, ecg_sqi,
-                limits: QualityLimits) -> dict:
+                limits: Windows) -> dict:
     """{gate: boolean failures per window}. `abp`, `ppg`, `ecg` and `invalid[channel]` are
     (n_windows, length); `abp_pressures` comes from `lib.signal.beats.past_abp_pressures`."""
     p05, p95 = np.percentile(abp, [5, 95], axis=1)
@@ -65,7 +65,7 @@ def gate_checks(abp, ppg, ecg, invalid: dict, abp_pressures: dict, n_ppg_beats, 
             "abp_clipped": (abp > top - 0.5).mean(axis=1) > 0.15,
             "abp_few_beats": abp_pressures["n_beats"] < limits.min_beats,
             "abp_map_range": ~((beat_map >= limits.map_range[0]) & (beat_map <= limits.map_range[1])),
-            "abp_pulse_pressure": ~((pp >= limits.pp_range[0]) & (pp <= limits.pp_range[1])),
+            "abp_pulse_pressure": ~((pp >= limits.pulse_pressure_range[0]) & (pp <= limits.pulse_pressure_range[1])),
             "ppg_gap": invalid["ppg"].any(axis=1),
             "ppg_flat": ppg.std(axis=1) < 1e-3,
             "ppg_few_beats": n_ppg_beats < limits.min_beats,

@@ -61,26 +61,32 @@ class TestPredictions(NamedTuple):
     forecasts: dict          # clf: {minutes: the zero-shot forecaster's MAP forecast over that label minute}
     model_config: dict       # the checkpoint's config and train summary
     train_summary: dict
+    val_indices: np.ndarray | None = None   # clf: the val windows the scorers' alarm thresholds are chosen on
+    val_predictions: dict | None = None     # clf: {scorer: val logits}
 
 
 def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
-                 inference: Inference | None = None) -> TestPredictions:
-    """The model and the baselines on the test windows: the only place evaluate touches lib.model."""
+                 inference: Inference | None = None, val_h5=None) -> TestPredictions:
+    """The model and the baselines on the test windows (and, for clf with `val_h5`, on the val windows,
+    where the alarms' operating points are chosen): the only place evaluate touches lib.model."""
     dev = pick_device(device_name)
     model, ckpt = load_checkpoint(checkpoint, dev, inference)
     summary = ckpt.get("summary", {})
     horizon = float(ckpt.get("horizon_min", summary.get("horizon_min")))
     test = checkpoint_split(model, ckpt, test_h5)
     outputs = predict(model, test, dev)
-    forecasts = {}
+    forecasts, val, val_predictions = {}, None, None
     if model.task == "clf":
         horizons = windows_h5.attrs(test_h5)["params"]["horizons_min"]
         logits, forecasts = score_saved(baselines_dir, test_h5, horizon, dev, horizons)
         predictions = {MODEL: outputs, **logits}
+        if val_h5 is not None:
+            val = checkpoint_split(model, ckpt, val_h5)
+            val_predictions = {MODEL: predict(model, val, dev), **score_saved(baselines_dir, val_h5, horizon, dev)[0]}
     else:
         predictions = model.to_mmhg(torch.from_numpy(outputs)).numpy()
     return TestPredictions(model.task, horizon, test.indices, test.targets, predictions, forecasts,
-                           dict(ckpt["config"]), dict(summary))
+                           dict(ckpt["config"]), dict(summary), None if val is None else val.indices, val_predictions)
 
 
 def cohort_source(clinical: pd.DataFrame) -> str:
@@ -94,7 +100,7 @@ def main(argv):
     checkpoint, calibrator_path, baselines_dir, windows_dir, clinical_csv, live_dir, report_path = argv
     cfg = config(read_params())
     test_h5 = Path(windows_dir) / "test.h5"
-    run = predict_test(checkpoint, baselines_dir, test_h5, cfg.device, cfg.inference)
+    run = predict_test(checkpoint, baselines_dir, test_h5, cfg.device, cfg.inference, Path(windows_dir) / "val.h5")
     # Inference is done: from here on, arrays per window and bootstrap blocks come and go, and memory
     # per window stays at what they hold with their blocks mmapped (lib/core/memory.py).
     release_freed_memory()
@@ -108,6 +114,12 @@ def main(argv):
         calibration = calibrations[MODEL].to_dict()
         summary, figures = evaluation.evaluate_classifier(run.targets, run.predictions, calibrations, ids,
                                                           cfg.evaluate, clinical, horizon_min=run.horizon_min)
+        val_ids = evaluation.read_test_windows(Path(windows_dir) / "val.h5", run.val_indices)
+        summary.monitor, plots = evaluation.monitor_report(
+            run.targets, {name: calibrations[name].predict_proba(z) for name, z in run.predictions.items()}, ids,
+            {name: calibrations[name].predict_proba(z) for name, z in run.val_predictions.items()}, val_ids,
+            {name: calibrations[name].threshold for name in run.predictions}, cfg.evaluate)
+        figures.plots += plots
     else:
         summary, figures = evaluation.evaluate_regressor(run.targets, run.predictions, ids, cfg.evaluate)
     details = dataclasses.replace(summary, horizon_min=run.horizon_min, mode=run.train_summary.get("mode", "?"),

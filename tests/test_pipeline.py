@@ -36,19 +36,23 @@ def test_headline_metrics_are_few_and_match_the_test_split(pipeline):
     work, _ = pipeline
     head = json.loads((work / HEADLINE).read_text())
     details = json.loads((work / DETAILS).read_text())
-    assert set(head) == {*SCORERS, "test", "ttm_zeroshot_forecast"}
+    assert set(head) == {*SCORERS, "map_alarm", "test", "ttm_zeroshot_forecast"}
     assert set(head["ttm_zeroshot_forecast"]) == {f"mae_{h:g}min" for h in (5, 10, 15)}
+    alarm = {"event_sensitivity", "false_alarms_per_hour", "lead_time_min"}
+    assert set(head["map_alarm"]) == alarm
     for scorer in SCORERS:
         m = head[scorer]
-        assert set(m) == {"auroc", "auroc_ci_low", "auroc_ci_high", "auroc_backward",
-                          *(("auprc", "brier", "ece") if scorer == "ttm" else ())}
+        window = {"auroc", "auroc_backward", *(("auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece")
+                                                if scorer == "ttm" else ())}
+        assert set(m) == window | alarm
         if details["window"][scorer].get("na_reason"):   # too few test subjects: null, the reason in details
-            assert all(m[k] is None for k in m if k != "auroc_backward")
-        else:
+            assert all(m[k] is None for k in window - {"auroc_backward"})
+        elif scorer == "ttm":
             assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
-        assert {k: v for k, v in m.items() if k != "auroc_backward"} == \
-            {k: details["window"][scorer][k] for k in m if k != "auroc_backward"}
+        assert {k: m[k] for k in window - {"auroc_backward"}} == \
+            {k: details["window"][scorer][k] for k in window - {"auroc_backward"}}
         assert m["auroc_backward"] == details["backward"].get("window", {}).get(scorer, {}).get("auroc")
+        assert {k: m[k] for k in alarm} == {k: details["alarms"]["scorers"][scorer]["val_threshold"][k] for k in alarm}
     y, subjects = _test_labels(work)
     assert head["test"] == {"windows": len(y), "positives": int((y == 1).sum()),
                             "subjects": len(np.unique(subjects))}

@@ -49,6 +49,18 @@ def roc_overlay_problems(dvc: dict, cfg: BaselinesConfig) -> list:
                for path in listed if path not in wanted])
 
 
+DECISION_CURVE = "Decision curve (net benefit by threshold probability, test windows)"
+
+
+def test_the_decision_curve_plot_lists_every_registered_scorer():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    entry = next(e[DECISION_CURVE] for e in dvc["plots"] if isinstance(e, dict) and DECISION_CURVE in e)
+    cfg = BaselinesConfig.from_params(params())
+    wanted = [scorers.MODEL, *(n for n, c in scorers.REGISTRY.items() if c.enabled(cfg)), "treat_all", "treat_none"]
+    assert entry["y"] == {"metrics/evaluate/plots/custom/decision_curve.json": wanted}, \
+        f"dvc.yaml, plots, {DECISION_CURVE!r}: its y should be {wanted}"
+
+
 def test_the_roc_overlay_lists_every_registered_scorer():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     problems = roc_overlay_problems(dvc, BaselinesConfig.from_params(params()))

@@ -519,6 +519,28 @@ class Baselines(Section):
     forecast_softness_mmhg: float = key(2.0, number(at_least=0))
 
 
+def numbers(key_, value) -> tuple:
+    if not isinstance(value, list | tuple) or any(isinstance(v, bool) or not isinstance(v, int | float) or v <= 0
+                                                  for v in value):
+        fail(key_, value, "must be a list of numbers > 0")
+    return tuple(float(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Alarm(Section):
+    """evaluate.alarm: each scorer judged as a monitor's alarm on the test cases' timelines
+    (lib.eval.alarms; operating points chosen on val)."""
+
+    NAME = "evaluate.alarm"
+    hold_s: float = key(30.0, number(at_least=0))            # risk >= threshold this long before an alarm starts
+    refractory_s: float = key(300.0, number(at_least=0))     # no new alarm this long after one starts
+    lead_max_min: float = key(15.0, number(above=0))         # an alarm warns of an IOH onset up to this far ahead
+    sensitivity_targets: tuple = key((0.8, 0.9), numbers)    # val-chosen thresholds reaching these event sensitivities
+    false_alarm_budgets_per_h: tuple = key((1.0, 2.0), numbers)   # ... and these false alarms per hour
+    map_alarm_mmhg: float = key(72.0, number(above=0))       # the fixed MAP alarm (Mulder 2024: ~ HPI's alarms)
+    gray_zone_mmhg: tuple = key((65.0, 75.0), interval)      # AUROC where current MAP is in this range (Chaari 2025)
+
+
 @dataclass(frozen=True)
 class Evaluate(Section):
     NAME = "evaluate"
@@ -534,6 +556,7 @@ class Evaluate(Section):
     backward_gap_min: float = key(20.0, number(at_least=0))    # backward negatives: this far (min) from any event
     backward_min_map: float = key(75.0, number(at_least=0))    # ... and current MAP at least this (mmHg)
     backward_tolerance_s: float = key(60.0, number(at_least=0))   # positives: next onset in [h*60 - this, h*60] s
+    alarm: Alarm = key(factory=Alarm, check=nested(Alarm))
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from lib.core.errors import PipelineError
 from lib.core.params import Evaluate
-from lib.core.schema import REG_TARGETS, label_column
+from lib.core.schema import MAP_NOW, REG_TARGETS, label_column
 from lib.data import windows_h5
-from lib.eval import backward, metrics, report
+from lib.eval import alarms, backward, decision, metrics, report
 from lib.model.scorers import MODEL
 
 GAIN_METRICS = ("auroc", "auprc", "brier")
@@ -33,7 +33,9 @@ SUBGROUP_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "brie
 HEADLINE = {"clf": ("auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "brier", "ece"),
             "reg": ("mae", "mae_ci_low", "mae_ci_high", "me", "me_ci_low", "me_ci_high", "sd", "sd_ci_low",
                     "sd_ci_high")}
-HEADLINE_BASELINE = ("auroc", "auroc_ci_low", "auroc_ci_high")   # clf: a baseline's forward AUROC with its CI
+HEADLINE_BASELINE = ("auroc",)   # clf: a baseline's forward AUROC (its CI is in details.json and report.md)
+# clf: per scorer (and the MAP alarm) its alarms at the val-chosen operating point (the MAP alarm's: the fixed MAP)
+HEADLINE_ALARM = ("event_sensitivity", "false_alarms_per_hour", "lead_time_min")
 HEADLINE_COUNTS = {"clf": ("subjects", "windows", "positives"), "reg": ("subjects", "windows")}
 HEADLINE_BACKWARD = "auroc_backward"   # per scorer (clf): the backward (case-control) AUROC beside the forward one
 REFERENCE = MODEL   # the model ("ttm"); every other scorer is a baseline (lib.model.scorers)
@@ -90,6 +92,7 @@ class Details:
     cohort: dict = field(default_factory=dict)        # {split: cohort_table row}
     masking: dict = field(default_factory=dict)       # read_masking
     forecast: dict = field(default_factory=dict)      # {forecaster: forecast_report}; {} when none
+    monitor: dict = field(default_factory=dict)       # clf: monitor_report (alarms, gray zone, decision curve)
 
     def to_dict(self) -> dict:
         """details.json: the fields as keys (counts as a dict), without the clf-only ones for reg, `voted`
@@ -109,6 +112,8 @@ class Details:
         out.update(cohort=self.cohort, masking=self.masking)
         if self.forecast:
             out["forecast"] = self.forecast
+        if clf and self.monitor:
+            out.update(self.monitor)
         return out
 
 
@@ -439,6 +444,52 @@ def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, c
     return summary, figures
 
 
+MAP_ALARM = "map_alarm"   # the comparator every monitor has: current MAP below X mmHg (lib.eval.alarms.map_risk)
+
+
+def alarm_rule(cfg: Evaluate) -> alarms.AlarmRule:
+    a = cfg.alarm
+    return alarms.AlarmRule(hold_s=a.hold_s, refractory_s=a.refractory_s, lead_min_s=0.0,
+                            lead_max_s=a.lead_max_min * 60)
+
+
+def monitor_report(y, probabilities: dict, ids: TestWindows, val_probabilities: dict, val_ids: TestWindows,
+                   thresholds: dict, cfg: Evaluate, reference: str = REFERENCE) -> tuple:
+    """(the monitor analyses for details.json, their dvc plots): every scorer and the MAP alarm as
+    alarms on the test cases' timelines, at operating points chosen on val only (the val-chosen
+    threshold, the event-sensitivity targets, the false-alarm budgets; the MAP alarm also at the fixed
+    evaluate.alarm.map_alarm_mmhg); AUROC in the MAP gray zone and matched on current MAP; the decision
+    curve. `val_probabilities` are each scorer's calibrated val probabilities, `val_ids` their windows."""
+    a, boot = cfg.alarm, Bootstrap.from_config(cfg)
+    rule = alarm_rule(cfg)
+    test_tl, val_tl = alarms.timelines_from_windows(ids), alarms.timelines_from_windows(val_ids)
+    test_map, val_map = ids.timing[MAP_NOW], val_ids.timing[MAP_NOW]
+    n_a = {"n_boot": boot.n, "seed": boot.seed, "level": boot.level, "min_subjects": cfg.min_subjects,
+           "min_positive_subjects": cfg.min_positive_subjects}
+    per_scorer = {}
+    for name, p in probabilities.items():
+        points = alarms.operating_points(val_tl, val_probabilities[name], rule, thresholds[name],
+                                         a.sensitivity_targets, a.false_alarm_budgets_per_h)
+        per_scorer[name] = alarms.alarm_report(test_tl, p, points, rule, **n_a)
+    fixed = f"map_{a.map_alarm_mmhg:g}"
+    points = alarms.operating_points(val_tl, alarms.map_risk(val_map), rule, None, a.sensitivity_targets,
+                                     a.false_alarm_budgets_per_h, {fixed: alarms.map_threshold(a.map_alarm_mmhg)})
+    per_scorer[MAP_ALARM] = alarms.alarm_report(test_tl, alarms.map_risk(test_map), points, rule, **n_a)
+    for point in per_scorer[MAP_ALARM].values():   # its thresholds as what a clinician sets: MAP < X mmHg
+        point["map_mmhg"] = alarms.map_level(point.get("threshold"))
+    curve = decision.decision_curve(y, probabilities)
+    out = {"alarms": {"rule": alarms.describe(rule), "fixed_map_point": fixed, "scorers": per_scorer},
+           "gray_zone": decision.gray_zone_auroc(y, probabilities, test_map, ids.subjectid, a.gray_zone_mmhg,
+                                                 reference, **n_a),
+           "map_matched": decision.map_matched_auroc(y, probabilities, test_map, ids.subjectid, reference=reference,
+                                                     **n_a),
+           "decision_curve": curve}
+    plot = LivePlot("custom", "decision_curve", (curve,),
+                    {"x": "threshold", "y": [*probabilities, "treat_all", "treat_none"], "template": "simple",
+                     "title": "Decision curve: net benefit by threshold probability (test windows)"})
+    return out, [plot]
+
+
 # Points per dvclive curve. The plots are git-tracked outputs (cache: false): thinned to a fixed size,
 # they stay the same size and take the same memory whatever the test set (sklearn's curves have up
 # to one point per window: 6 MB of precision-recall at 40,000 windows, 350 MB at all of VitalDB).
@@ -525,6 +576,10 @@ def headline(summary: Details) -> dict:
         level = summary.backward.get("window", {})
         for name in out:
             out[name][HEADLINE_BACKWARD] = level.get(name, {}).get("auroc")
+        monitor = summary.monitor.get("alarms", {})
+        for name, points in monitor.get("scorers", {}).items():
+            point = points.get("val_threshold", points.get(monitor["fixed_map_point"], {}))
+            out.setdefault(name, {}).update({key: point.get(key) for key in HEADLINE_ALARM})
     test = asdict(summary.counts)
     out["test"] = {key: test[key] for key in HEADLINE_COUNTS[task]}
     for name, per_minute in summary.forecast.items():

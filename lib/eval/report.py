@@ -16,7 +16,6 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import yaml
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
 from lib.core.atomic import atomic_path
@@ -69,14 +68,38 @@ def roc_figure(y, probabilities: dict, window_metrics: dict):
     return fig
 
 
+def reliability_bins(y, p, n_bins: int):
+    """(predicted, observed, windows) per non-empty equal-width bin of `p` over [0, 1]: the mean
+    predicted probability, the observed frequency and the number of windows (sklearn's
+    `calibration_curve(strategy="uniform")` binning, with the counts it leaves out)."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    bins = np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], p)
+    windows = np.bincount(bins, minlength=n_bins)
+    keep = windows > 0
+    predicted = np.bincount(bins, weights=p, minlength=n_bins)[keep] / windows[keep]
+    observed = np.bincount(bins, weights=y, minlength=n_bins)[keep] / windows[keep]
+    return predicted, observed, windows
+
+
 def reliability_figure(y, before, after, n_bins: int):
-    fig, ax = plt.subplots(figsize=(5, 5))
+    """Reliability before and after calibration, each after-calibration point labelled with its
+    window count, over a panel of windows per bin (log scale): the sparse bins are the uncertain ones."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    edges = np.linspace(0, 1, n_bins + 1)
     for label, p in [("before calibration", before), ("after calibration", after)]:
-        observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
-        ax.plot(predicted, observed, "o-", label=label)
+        predicted, observed, windows = reliability_bins(y, p, n_bins)
+        (line,) = ax.plot(predicted, observed, "o-", label=label)
+        counts.stairs(np.maximum(windows, 0.5), edges, baseline=0.5, color=line.get_color(), label=label)
+        if label.startswith("after"):
+            for x, o, n in zip(predicted, observed, windows[windows > 0]):
+                ax.annotate(f"{n:,}", (x, o), textcoords="offset points", xytext=(4, -9), fontsize=6,
+                            color=line.get_color())
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="predicted probability", ylabel="observed frequency", title="Reliability, TTM, test windows")
+    ax.set(ylabel="observed frequency", title="Reliability, TTM, test windows (n per bin)")
     ax.legend(fontsize=8)
+    counts.set_yscale("log")
+    counts.set(xlabel="predicted probability", ylabel="windows per bin", xlim=(0, 1))
+    fig.tight_layout()
     return fig
 
 
@@ -139,13 +162,65 @@ def _calibration_table(level: dict, val_ranking: dict) -> list:
     for name, stats in level.items():
         if name.startswith("gain_over_"):
             continue
-        val = val_ranking.get(name, {})
-        rows.append([scorer_name(name), _num(stats.get("calibration_slope"), 2),
+        val, slope = val_ranking.get(name, {}), stats.get("calibration_slope")
+        rows.append([scorer_name(name), _num(slope, 2), slope_word(slope),
                      _num(stats.get("calibration_intercept"), 2), _fmt(stats, "ece"), _fmt(stats, "ece_mass"),
                      _num(val.get("val_auroc")), "**yes**" if val.get("ranks_backwards") else
                      "no" if val.get("val_auroc") is not None else "unknown (calibrator predates the check)"])
-    return _table(["scorer", "calibration slope", "calibration intercept", "ECE (equal width)", "ECE (equal mass)",
-                   "val AUROC (raw)", "ranks val backwards"], rows)
+    return _table(["scorer", "calibration slope", "spread", "calibration intercept", "ECE (equal width)",
+                   "ECE (equal mass)", "val AUROC (raw)", "ranks val backwards"], rows)
+
+
+SLOPE_TOLERANCE = 0.1   # a calibration slope within 1 ± this reads as "about right"
+
+
+def _expit(z: float) -> float:
+    return float(1 / (1 + np.exp(-z)))
+
+
+def slope_word(slope) -> str:
+    """The calibration slope in a few words: predictions too extreme (< 1), too moderate (> 1), about
+    right (within SLOPE_TOLERANCE of 1), backwards (< 0), n/a."""
+    if slope is None or not np.isfinite(slope):
+        return "n/a"
+    return ("backwards" if slope < 0 else "too extreme" if slope < 1 - SLOPE_TOLERANCE else
+            "too moderate" if slope > 1 + SLOPE_TOLERANCE else "about right")
+
+
+def calibration_reading(slope, intercept) -> str:
+    """The logistic recalibration (observed logit = intercept + slope * predicted logit) in words.
+
+    The slope says whether the spread is right: < 1, predictions too extreme (overconfident: high
+    risks too high, low risks too low); > 1, too moderate. The intercept is the observed log-odds
+    where 50 % is predicted (not calibration-in-the-large, which fixes the slope at 1); with the
+    slope it gives the predicted risk where the recalibration line crosses the diagonal, above which
+    risk is overestimated (slope < 1) or underestimated (slope > 1). With a slope near 1 the
+    intercept's sign says it all: < 0, risk overestimated throughout; > 0, underestimated.
+    """
+    if slope is None or intercept is None or not (np.isfinite(slope) and np.isfinite(intercept)):
+        return "n/a (one class only)"
+    if slope < 0:
+        return (f"slope {slope:.2f} < 0: higher predicted risk goes with lower observed risk; the score ranks "
+                "backwards")
+    word = slope_word(slope)
+    spread = {"too extreme": f"slope {slope:.2f} < 1: predictions too extreme (overconfident: high risks too high, "
+                             "low risks too low)",
+              "too moderate": f"slope {slope:.2f} > 1: predictions too moderate (underconfident: high risks too low, "
+                              "low risks too high)",
+              "about right": f"slope {slope:.2f}, near 1: the spread of the predictions is about right"}[word]
+    at_half = f"a predicted 50 % goes with an observed {100 * _expit(intercept):.0f} %"
+    if word == "about right":
+        level = ("risk neither over- nor underestimated on the whole" if abs(intercept) < SLOPE_TOLERANCE else
+                 f"intercept {intercept:.2f} {'<' if intercept < 0 else '>'} 0: risk "
+                 f"{'overestimated' if intercept < 0 else 'underestimated'} throughout")
+        return f"{spread}; {level} ({at_half})"
+    crossing = _expit(intercept / (1 - slope))
+    above, below = ("overestimated", "underestimated") if slope < 1 else ("underestimated", "overestimated")
+    if crossing < 0.005 or crossing > 0.995:
+        whole = above if crossing < 0.005 else below
+        return f"{spread}; risk {whole} over almost the whole range ({at_half})"
+    return (f"{spread}; predicted risks above {100 * crossing:.1f} % are {above} and those below {below} ({at_half}; "
+            f"intercept {intercept:.2f})")
 
 
 def _val_backwards_line(val_ranking: dict) -> list:
@@ -195,8 +270,74 @@ def _gain_table(level: dict) -> list:
     for name, stats in level.items():
         if name.startswith("gain_over_"):
             other = name.removeprefix("gain_over_")
-            rows.append([scorer_name(other), *(_fmt(stats, k) for k in ("auroc", "auprc", "brier"))])
+            rows.append([scorer_name(other), *(f"{_fmt(stats, k)}: {word}"
+                                               for k, word in gain_verdicts({name: stats})[other].items())])
     return _table(["TTM minus", "AUROC gain", "AUPRC gain", "Brier improvement"], rows)
+
+
+# The paired gains (gain_over_<scorer> in details.json) are the model's AUROC and AUPRC minus the
+# scorer's, and the scorer's Brier minus the model's (lower is better): positive favours the model.
+GAIN_KEYS = ("auroc", "auprc", "brier")
+GAIN_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier"}
+
+
+def verdict(low, high, lower_is_better: bool = False) -> str:
+    """The model against another scorer, read from the CI [low, high] of a paired difference (model
+    minus scorer): "better" when the CI excludes 0 on the favourable side (above 0; below 0 where
+    `lower_is_better`, as for a raw Brier difference), "worse" when it excludes 0 on the other side,
+    "not distinguishable" when it holds 0, "n/a" without a CI."""
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return "n/a"
+    if lower_is_better:
+        low, high = -high, -low
+    return "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
+
+
+def gain_verdicts(level: dict) -> dict:
+    """{scorer: {metric: verdict}} from a report level's gain_over_<scorer> entries (already signed so
+    that positive favours the model, Brier included)."""
+    return {name.removeprefix("gain_over_"): {k: verdict(stats.get(f"{k}_ci_low"), stats.get(f"{k}_ci_high"))
+                                              for k in GAIN_KEYS}
+            for name, stats in level.items() if name.startswith("gain_over_")}
+
+
+def _and(items: list) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def gain_summary(level: dict, model: str = "the TTM") -> str:
+    """One sentence (lower case, to follow a colon) from the paired gains' CIs: whom `model` is better
+    and worse than, on which metric, and how many comparisons the test split cannot tell apart; empty
+    without gains."""
+    verdicts = gain_verdicts(level)
+    if not verdicts:
+        return ""
+    parts = []
+    for word in ("better", "worse"):
+        named = [f"{scorer_name(other)} ({', '.join(GAIN_LABELS[k] for k, v in per.items() if v == word)})"
+                 for other, per in verdicts.items() if word in per.values()]
+        parts.append(f"**{word}** than {_and(named)}" if named else f"{word} than no scorer on any metric")
+    every = [v for per in verdicts.values() for v in per.values()]
+    undecided, na = every.count("not distinguishable"), every.count("n/a")
+    return (f"{model} is {parts[0]}; {parts[1]}; "
+            f"{undecided} of the {len(every)} scorer-metric comparisons are not distinguishable (the CI holds 0)"
+            + (f" and {na} n/a" if na else "") + ".")
+
+
+def _gain_summary_line(level: dict) -> list:
+    sentence = gain_summary(level)
+    return [f"Read from the CIs above (one that excludes 0 decides): {sentence}", ""] if sentence else []
+
+
+def _calibration_reading_line(stats: dict) -> list:
+    """The model's calibration slope and intercept read in words, and why a small ECE can sit beside
+    a slope far from 1."""
+    slope = stats.get("calibration_slope")
+    lines = [f"**Reading (TTM):** {calibration_reading(slope, stats.get('calibration_intercept'))}."]
+    if slope_word(slope) in ("too extreme", "too moderate"):
+        lines.append("ECE weighs each bin by its windows, so it stays small when the miscalibrated bins hold few "
+                     "windows: the reliability figure gives the windows per bin.")
+    return [" ".join(lines), ""]
 
 
 def _subgroup_table(groups: dict) -> list:
@@ -321,6 +462,62 @@ def summary_bins(ev: dict):
     return ev.get("ece_bins", 15)
 
 
+def model_title(mode: str, model: dict) -> str:
+    """The model in words from its training mode (details' `mode`) and the checkpoint's config: fm is
+    the frozen TTM backbone with a trained linear head; ft unfreezes mixer blocks and/or adds LoRA
+    adapters (the mode is worked out from the config where it is unknown)."""
+    blocks, lora = int(model.get("unfreeze_last_n_blocks") or 0), model.get("lora")
+    if mode not in ("fm", "ft") and "unfreeze_last_n_blocks" in model:
+        mode = "ft" if blocks or lora else "fm"
+    if mode == "fm":
+        return "TTM, frozen backbone + linear head"
+    if mode != "ft":
+        return f"TTM ({mode} mode)"
+    how = [f"last {blocks} mixer block{'s' if blocks != 1 else ''} unfrozen"] if blocks else []
+    if lora:
+        r = lora.get("r") if isinstance(lora, dict) else getattr(lora, "r", None)
+        how.append("LoRA adapters" + (f" of rank {r}" if r is not None else ""))
+    head = "MLP head" if model.get("hidden_dims") else "linear head"
+    return f"TTM, fine-tuned ({', '.join(how) or 'backbone trained'}) + {head}"
+
+
+SOURCE_LIMITS = {
+    "demo": "Simulated recordings (the demo: real VitalDB case-table rows, simulated waveforms): they show that the "
+            "pipeline works, not how the model performs on patients.",
+    "vitaldb": "One centre (VitalDB, Seoul National University Hospital): no external validation.",
+    "local": "One local cohort: no external validation.",
+}
+FEW_TEST_SUBJECTS = 100            # fewer test subjects, or fewer with an event, and the CIs are wide
+FEW_EVENT_SUBJECTS = 50
+FEW_TRAIN_SUBJECTS = 200           # fewer train subjects: a small training set
+
+
+def limitations(source: str, summary: "Details") -> list:
+    """The report's limitations from the data source and the sizes in details (test counts, the cohort
+    table), each a Markdown bullet."""
+    lines = [f"- {SOURCE_LIMITS.get(source, f'Data source `{source}`: where the recordings come from is unknown.')}"]
+    c = summary.counts
+    if c.subjects < FEW_TEST_SUBJECTS or c.positive_subjects < FEW_EVENT_SUBJECTS:
+        width = ""
+        ttm = summary.window.get(scorers.MODEL, {})
+        if ttm.get("auroc_ci_low") is not None and ttm.get("auroc_ci_high") is not None:
+            width = (f" (the TTM's AUROC CI spans {ttm['auroc_ci_high'] - ttm['auroc_ci_low']:.3f}, "
+                     f"{ttm['auroc_ci_low']:.3f}–{ttm['auroc_ci_high']:.3f})")
+        lines.append(f"- Small test split: {c.subjects} subjects ({c.cases} cases), {c.positive_subjects} of them with "
+                     f"a hypotension window, {c.positives:,} positive of {c.windows:,} windows (fewer than "
+                     f"{FEW_TEST_SUBJECTS} subjects or {FEW_EVENT_SUBJECTS} with an event): the CIs are wide"
+                     f"{width}; read them, not the point estimates.")
+    train, val = summary.cohort.get("train"), summary.cohort.get("val")
+    if train and train["subjects"] < FEW_TRAIN_SUBJECTS:
+        lines.append(f"- Small training set: {train['cases']} train cases ({train['subjects']} subjects, "
+                     f"{train['positives']:,} positive windows)"
+                     + (f"; calibration and threshold from {val['cases']} val cases ({val['subjects']} subjects)"
+                        if val else "")
+                     + ". `splits.fasttrack`, when on, caps train and val for quick runs (test is never capped); "
+                     "more training data may change the model's standing.")
+    return lines
+
+
 def label_rule(horizon_min: float, windows: dict) -> str:
     """The outcome definition at `horizon_min` from the windows file's own rule parameters (window attrs
     `params`)."""
@@ -330,13 +527,101 @@ def label_rule(horizon_min: float, windows: dict) -> str:
                          rule.get("label_rule", "at"), rule.get("post_event_gap_min", 0.0))
 
 
+ALARM_COLUMNS = ("event_sensitivity", "false_alarms_per_hour", "ppv_alarm", "time_in_alarm")
+
+
+def _point_label(name: str, point: dict) -> str:
+    if point.get("rule") == "val_threshold":
+        return "val-chosen threshold"
+    if point.get("rule") == "sensitivity":
+        return f"event sensitivity >= {point['target']:g} on val"
+    if point.get("rule") == "budget":
+        return f"<= {point['target']:g} false alarms/h on val"
+    return name.replace("map_", "fixed: MAP < ") + " mmHg" if name.startswith("map_") else name
+
+
+def _lead(point: dict) -> str:
+    median = point.get("lead_time_min")
+    if median is None:
+        return "n/a"
+    return f"{median:.1f} ({_num(point.get('lead_time_q1_min'), 1)}–{_num(point.get('lead_time_q3_min'), 1)})"
+
+
+def _alarm_section(monitor: dict) -> list:
+    """Each scorer as a monitor's alarm: events warned of, lead time, false alarms per hour, at the
+    operating points chosen on val; the MAP alarm as the comparator."""
+    alarms = monitor.get("alarms", {})
+    if not alarms:
+        return []
+    rows = []
+    for name, points in alarms["scorers"].items():
+        display = "MAP alarm (current MAP < X mmHg)" if name == "map_alarm" else scorer_name(name)
+        for point_name, point in points.items():
+            threshold = point.get("threshold")
+            setting = (f"MAP < {point['map_mmhg']:g}" if point.get("map_mmhg") is not None
+                       else "n/a" if threshold is None else f"{threshold:.3f}")
+            if point.get("na_reason") and point.get("events") is None:
+                rows.append([display, _point_label(point_name, point), setting, *(["n/a"] * 6)])
+                continue
+            rows.append([display, _point_label(point_name, point), setting,
+                         *(_fmt(point, key, 2) for key in ALARM_COLUMNS[:2]), _lead(point),
+                         *(_fmt(point, key, 2) for key in ALARM_COLUMNS[2:]),
+                         f"{point.get('missed', 'n/a')} of {point.get('events', 'n/a')}"])
+    return ["### Alarms on the test timelines", "", alarms["rule"]
+            + " Thresholds are chosen on val only; CIs are 95 % subject-bootstrap percentiles; lead time is the "
+            "median (IQR) in minutes over the events warned of.", "",
+            *_table(["scorer", "operating point (chosen on val)", "threshold", "event sensitivity",
+                     "false alarms / h", "lead time, min", "PPV per alarm", "time in alarm", "missed events"], rows),
+            ""]
+
+
+def _gray_zone_section(monitor: dict) -> list:
+    """AUROC where ranking is hard (current MAP in the gray zone) and matched on current MAP."""
+    lines = []
+    for key, title in (("gray_zone", "Gray zone"), ("map_matched", "Matched on current MAP")):
+        part = monitor.get(key)
+        if not part:
+            continue
+        d = part.get("definition", {})
+        about = (f"Windows whose current MAP is {d['map_low']:g}-{d['map_high']:g} mmHg, where current MAP alone "
+                 "ranks poorly (Chaari et al. 2025)." if key == "gray_zone" else
+                 f"Positive-negative pairs whose current MAP lies in the same {d.get('bin_mmhg', 2):g}-mmHg band "
+                 f"({d.get('bands_with_both_classes', 'n/a')} bands hold both classes): what a scorer adds "
+                 "beyond the current MAP.")
+        lines += [f"### {title}", "", about, ""]
+        if part.get("na_reason") or "window" not in part:
+            lines += [f"n/a: {part.get('na_reason', 'no windows')}", ""]
+            continue
+        rows = [[scorer_name(name), _fmt(stats, "auroc")] for name, stats in part["window"].items()
+                if not name.startswith("gain_over_")]
+        lines += [*_table(["scorer", "AUROC (95 % CI)"], rows), ""]
+    return lines
+
+
+def _decision_section(monitor: dict) -> list:
+    """Net benefit per scorer against treat-all and treat-none at a few threshold probabilities."""
+    curve = monitor.get("decision_curve")
+    if not curve:
+        return []
+    shown = [row for row in curve if round(row["threshold"] * 100) in (2, 5, 10, 15, 20)]
+    names = [k for k in curve[0] if k != "threshold"]
+    rows = [[("MAP alarm" if n == "map_alarm" else "treat all" if n == "treat_all" else "treat none"
+              if n == "treat_none" else scorer_name(n)), *(_num(row[n], 4) for row in shown)] for n in names]
+    return ["### Decision curve", "",
+            "Net benefit (true positives minus false positives weighted by pt / (1 - pt), per window) at threshold "
+            "probabilities pt; a scorer is useful at pt where it beats both treat-all and treat-none (Vickers & "
+            "Elkin 2006). The whole curve (0-20 %) is in `dvc plots` (decision_curve).", "",
+            *_table(["", *(f"pt = {row['threshold']:.0%}" for row in shown)], rows), ""]
+
+
 def write_report(path, summary: "Details", provenance: Provenance, images: dict) -> None:
     """metrics/report.md from evaluate's detailed summary (`lib.eval.evaluation.Details`: details.json,
     with its `cohort` table); `images` maps a caption to a path relative to the report."""
     model, cal, ev = provenance.model, provenance.calibration, provenance.evaluate
     simulated = provenance.source == "demo"
     level = int(round(100 * ev.get("ci_level", 0.95)))
-    lines = ["# Evaluation report", ""]
+    title = model_title(summary.mode, model)
+    lines = [f"# Evaluation report: {title}", ""]
     if simulated:
         lines += ["> **Simulated data.** These figures come from the demo cohort: real VitalDB case-table rows with "
                   "simulated waveforms. They test the pipeline, not a clinical claim. Set `data.source` to `vitaldb` "
@@ -347,7 +632,7 @@ def write_report(path, summary: "Details", provenance: Provenance, images: dict)
               (f"Prediction of intraoperative hypotension {summary.horizon_min:g} min ahead from "
                if task == "clf" else "Cuffless estimation of SBP/DBP/MAP from ")
               + f"{', '.join(channels).upper()} waveform windows of "
-              f"{provenance.window_s:.1f} s, with a fine-tuned TinyTimeMixer r2 (granite-tsfm).", "",
+              f"{provenance.window_s:.1f} s, with {title} (TinyTimeMixer r2, granite-tsfm).", "",
               "## Source of data and participants", "",
               f"Source: `{provenance.source}`. Splits by subject (no subject in two splits).", "",
               *_cohort_section(summary.cohort), "",
@@ -379,12 +664,12 @@ def write_report(path, summary: "Details", provenance: Provenance, images: dict)
                   *_na_line(summary.window), *_dropped_line(summary.window, summary.bootstrap),
                   *_backwards_line(summary.window), *_val_backwards_line(summary.val_ranking),
                   f"Model gain over each baseline (window level, {level} % CI):", "", *_gain_table(summary.window),
-                  ""]
+                  "", *_gain_summary_line(summary.window)]
         if summary.voted is not None:
             lines += [f"After {summary.voting} voting over overlapping windows:", "",
                       *_metrics_table(summary.voted), "", *_na_line(summary.voted),
                       *_backwards_line(summary.voted),
-                      *_gain_table(summary.voted), ""]
+                      *_gain_table(summary.voted), "", *_gain_summary_line(summary.voted)]
         if summary.backward:
             lines += _forward_backward_section(summary.window, summary.backward, summary.horizon_min)
         if summary.forecast:
@@ -398,6 +683,9 @@ def write_report(path, summary: "Details", provenance: Provenance, images: dict)
                   "on the logit of each scorer's calibrated probability (1 and 0 when calibrated; slope < 1: too "
                   "extreme, negative: ranks backwards).", "",
                   *_calibration_table(summary.window, summary.val_ranking), "",
+                  *_calibration_reading_line(ttm),
+                  *_alarm_section(summary.monitor), *_gray_zone_section(summary.monitor),
+                  *_decision_section(summary.monitor),
                   "### Subgroups (TTM, window level)", "", *_subgroup_table(summary.subgroups), "",
                   *_subgroups_backwards_line(summary.subgroups)]
     else:
@@ -406,9 +694,7 @@ def write_report(path, summary: "Details", provenance: Provenance, images: dict)
     for caption, image in images.items():
         lines += [f"![{caption}]({image})", ""]
     lines += ["## Limitations", "",
-              "- Small test split: read the confidence intervals, not the point estimates.",
-              "- One centre's recordings (VitalDB, Seoul National University Hospital)."
-              + (" The demo waveforms are simulated." if simulated else ""), "",
+              *limitations(provenance.source, summary), "",
               "## What produced this model and report", "",
               *_yaml_block("Model (the checkpoint's `config`):", model),
               *_yaml_block("Training (the checkpoint's `summary`):", provenance.training),

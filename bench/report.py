@@ -91,6 +91,19 @@ ENGINE_ROWS = {"eager": "eager PyTorch", "torchscript": "TorchScript trace + fre
                "inductor_bf16": "`inference.engine=inductor`, `inference.bf16=true`"}
 
 
+def score_sections(results: Path) -> list:
+    """`ttm-ioh score` on one recording, start-up included (bench/score_recording.py)."""
+    path = results / "score_recording.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    return ["## Scoring one recording (`ttm-ioh score`)", "",
+            f"`python bench/score_recording.py`: a simulated {r['minutes']:g}-min recording at {r['srate_hz']:g} Hz "
+            f"({r['windows']:,} windows at the test split's stride), scored by the model and every baseline, CSV and "
+            f"PNG written, in a fresh process each run on {r['cpus']} cores: **{r['median_wall_s']:.1f} s** median "
+            f"wall, start-up included (runs: {', '.join(f'{w:.1f}' for w in r['wall_s'])} s).", ""]
+
+
 def engine_sections(results: Path) -> list:
     """The engines table (bench/inference_engines.py) and the metric check of the fastest one."""
     path = results / "inference_engines.json"
@@ -405,6 +418,7 @@ def write_results(f: dict, path: Path, png: Path | None = None) -> None:
         "",
         *default_sections(f),
         *engine_sections(png.parent),
+        *score_sections(png.parent),
         *storage_sections(png.parent),
         *filter_sections(png.parent),
         *memory_sections(png.parent),

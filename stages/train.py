@@ -112,7 +112,8 @@ def main(argv):
                 live.summary[key] = value
             live.end()
             ttm.save_checkpoint(checkpoint, model.cpu(), cfg.model,
-                                {"summary": summary, "horizon_min": t.train.horizon_min})
+                                {"summary": summary, "horizon_min": t.train.horizon_min,
+                                 "windows": windows_h5.window_rule(windows_dir / "train.h5")})
     if rank == 0:
         resume_path.unlink(missing_ok=True)
         resume_path.with_suffix(".warmup.resume").unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from lib.core.errors import run_stage
 from lib.core.params import Data, Evaluate, Trend, Windows, read_params
 from lib.data.quality_report import QualityReport
 from lib.data.splits import SPLITS
-from lib.data.windowing import normalisation_stats, write_split
+from lib.data.windowing import file_attrs, normalisation_stats, write_split
 
 
 class Config(NamedTuple):
@@ -41,8 +41,7 @@ def main(argv):
     table = pd.read_csv(cases_csv, keep_default_na=False).set_index("caseid")
     case_lists = json.loads(Path(splits_json).read_text())
     cases = {s: [(c, int(table.loc[c, "subjectid"]), table.loc[c, "path"]) for c in case_lists[s]] for s in SPLITS}
-    attrs = {"fs": spec.fs, "params": {**spec.to_attrs(), "label_duration_s": spec.LABEL_DURATION_S,
-                                                  "trend": cfg.trend.to_attrs()}, "tracks": cfg.tracks}
+    attrs = file_attrs(spec, cfg.trend, cfg.tracks)
     report = QualityReport(spec)
     summary = {}
     with atomic_dir(out_dir) as tmp:

@@ -17,7 +17,8 @@ def clinical():
     return load_clinical(ROOT / "data" / "vitaldb" / "clinical_information.csv")
 
 
-STAGES = ["cohort", "splits", "windows", "embed", "train", "calibrate", "baselines", "evaluate"]
+STAGES = ["cohort", "splits", "windows", "embed", "train", "calibrate", "baselines", "evaluate", "external_cohort",
+          "external_windows", "external_evaluate"]
 
 
 def tiny_params():
@@ -31,6 +32,8 @@ def tiny_params():
     params["train"].update(epochs=3)
     params["baselines"].update(cnn_epochs=2)
     params["evaluate"].update(bootstrap=200)
+    params["external"]["clinical_csv"] = params["data"]["clinical_csv"]
+    params["external"]["demo"].update(n_cases=6, min_minutes=14, max_minutes=16, seed=3)
     return params
 
 

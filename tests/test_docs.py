@@ -152,3 +152,8 @@ def test_bench_results_md_is_what_report_py_writes(tmp_path):
     image = re.compile(r"!\[scale\]\([^)]*\)")
     assert image.sub("", out.read_text()) == image.sub("", (ROOT / "bench/RESULTS.md").read_text()), \
         "bench/RESULTS.md is stale: python bench/report.py"
+
+
+def test_readme_stays_short():
+    """The README is the front page (what it is, the two commands, how to use and review it); details live in docs/."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150

@@ -22,7 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("lib", "stages")
-PATH_KEYS = ("data.clinical_csv", "model.weights_dir")   # params whose value is an input file/folder
+# params whose value is an input file/folder
+PATH_KEYS = ("data.clinical_csv", "external.clinical_csv", "model.weights_dir")
 
 
 def stages() -> dict:
@@ -314,3 +315,26 @@ def test_packages_import_downward_only():
                     and FLOORS.index(parts[1]) > FLOORS.index(own):
                 wrong.append(f"{path.relative_to(ROOT)} imports {name}")
     assert wrong == []
+
+
+EXTERNAL_STAGES = ("external_cohort", "external_windows", "external_evaluate")
+
+
+def test_external_params_rerun_only_the_external_stages(params):
+    """Changing external.* (another cohort, its source, its recalibration) can rerun only the external stages:
+    no other stage reads an external key or depends on what an external stage writes. So external validation
+    never retrains, recalibrates or refits a baseline."""
+    specs = stages()
+    outputs = {name: [str(next(iter(o)) if isinstance(o, dict) else o) for o in
+                      [*specs[name].get("outs", []), *specs[name].get("metrics", []), *specs[name].get("plots", [])]]
+               for name in EXTERNAL_STAGES}
+    for name, st in specs.items():
+        if name in EXTERNAL_STAGES:
+            continue
+        assert not [k for k in keys_read(entry_script(st["cmd"]), params) if within(k, ["external"])], name
+        assert not [k for k in param_keys(st) if within(k, ["external"])], name
+        for dep in dep_paths(st):
+            assert not any(covers(out, dep) or covers(dep, out) for outs in outputs.values() for out in outs), \
+                f"{name} depends on {dep}, an external stage's output"
+    reads = {name: keys_read(entry_script(specs[name]["cmd"]), params) for name in EXTERNAL_STAGES}
+    assert all(any(within(k, ["external"]) for k in keys) for keys in reads.values())

@@ -4,6 +4,7 @@ import shutil
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -22,6 +23,7 @@ def pipeline(tiny_pipeline):
 SCORERS = ["ttm", "map_lr", "context_lr", "trend_lr", "cnn", "ttm_zeroshot"]
 HEADLINE = "metrics/evaluate/metrics.json"     # DVC metrics: the headline numbers only
 DETAILS = "metrics/evaluate/details.json"      # a plain output: what report.md is built from
+EXTERNAL_HEADLINE = "metrics/external/metrics.json"   # the same keys, on the external cohort
 
 
 def _test_labels(work):
@@ -95,7 +97,7 @@ def test_dvc_tracks_only_the_headline_as_metrics(pipeline):
     and the headline is a few numbers per scorer; the details are an output."""
     work, dvc = pipeline
     declared = {next(iter(m)) for st in dvc["stages"].values() for m in st.get("do", st).get("metrics", [])}
-    assert declared == {HEADLINE, "metrics/cv.json"}
+    assert declared == {HEADLINE, EXTERNAL_HEADLINE, "metrics/cv.json"}
     assert {DETAILS: {"cache": False}} in dvc["stages"]["evaluate"]["outs"]
 
     def leaves(d):
@@ -202,3 +204,23 @@ def test_missing_weights_stop_train_with_one_line(pipeline, tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and str(work / "no-weights") in line   # names what the user set
     assert not (tmp_path / "models/model.pt").exists()
+
+
+def test_external_validation_scores_the_frozen_model_on_a_disjoint_second_hospital(pipeline):
+    """The external stages: a second hospital with no training subject, windows cut by the training rule and
+    normalisation, the same headline keys, and a report with internal and external side by side."""
+    work, _ = pipeline
+    internal = pd.read_csv(work / "data/cohort/clinical.csv")
+    external = pd.read_csv(work / "data/external/cohort/clinical.csv")
+    assert len(external) and not set(internal["subjectid"]) & set(external["subjectid"])
+    assert (external["age"] >= 60).all()
+    rule = windows_h5.window_rule(work / "data/windows/test.h5")
+    outside = windows_h5.window_rule(work / "data/external/windows/test.h5")
+    assert outside == rule   # the test split's rule, stride and the train split's normalisation included
+    assert windows_h5.attrs(work / "data/external/windows/test.h5")["stride"] == \
+        windows_h5.attrs(work / "data/windows/test.h5")["stride"]
+    head, inside = (json.loads((work / path).read_text()) for path in (EXTERNAL_HEADLINE, HEADLINE))
+    assert {k: set(v) for k, v in head.items()} == {k: set(v) for k, v in inside.items()}
+    text = (work / "metrics/external/report.md").read_text()
+    assert text.startswith("# External validation") and "## Internal and external validation, side by side" in text
+    assert "| internal test |" in text and "| external |" in text and "external/plots/images" not in text

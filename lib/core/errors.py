@@ -4,6 +4,7 @@ import os
 import re
 import sys
 import traceback
+from dataclasses import dataclass
 
 # OSErrors a stage cannot recover from, said in words a user acts on.
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -15,6 +16,14 @@ class PipelineError(Exception):
 
     The message names the file/case/parameter, what is wrong and, where possible, what to do.
     """
+
+
+@dataclass(frozen=True)
+class CaseSkip:
+    """A case that gives no window: the counted reason and the one line printed for it."""
+
+    reason: str
+    message: str
 
 
 class CaseError(PipelineError):

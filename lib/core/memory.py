@@ -101,3 +101,11 @@ def release_freed_memory() -> bool:
         return False
     _MALLOC_TRIM(0)
     return True
+
+
+def after_inference() -> None:
+    """A stage's switch from inference to statistics (evaluate): freed inference memory goes back to the OS,
+    and from here on arrays per window and bootstrap blocks come and go mmapped, so memory per window stays
+    at what they hold."""
+    release_freed_memory()
+    map_large_blocks()

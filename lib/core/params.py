@@ -25,7 +25,8 @@ from lib.core.errors import PipelineError
 from lib.core.schema import CHANNELS
 
 # Read, but never a DVC dependency: outputs are identical for any value (tested for workers).
-NOT_DEPENDENCIES = ("data.workers", "data.download", "windows.workers")
+NOT_DEPENDENCIES = ("data.workers", "data.download", "windows.workers", "external.workers",
+                    "external.download")
 TTM_CONTEXT = 512   # the r2 512-96 weights' context length
 VIEWS = ("waveform", "trend")   # model.views: what the backbone embeds (lib.core.schema.INPUTS)
 MONITORS = {"clf": ("val_auroc", "val_loss"), "reg": ("val_loss", "val_mae")}   # train.monitor per train.task
@@ -280,6 +281,42 @@ class Demo(Section):
             fail(f"{path}.min_minutes", self.min_minutes, f"must be <= {path}.max_minutes={self.max_minutes:g}")
         if not self.ioh_fraction <= 1:
             fail(f"{path}.ioh_fraction", self.ioh_fraction, "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ExternalDemo(Demo):
+    """external.demo: the simulated second hospital (external.source=demo), shifted from the training demo
+    on purpose: another seed, older and sicker patients (age >= min_age, ASA >= min_asa, more of them with
+    hypotension), 500-Hz recordings under Philips IntelliVue track names, no monitor numeric tracks."""
+
+    NAME = "external.demo"
+    n_cases: int = key(42, integer(1))
+    n_multi_case_subjects: int = key(0, integer(0))
+    srate: float = key(500.0, number(above=0))
+    min_minutes: float = key(25.0, number(above=0))
+    max_minutes: float = key(35.0, number(above=0))
+    ioh_fraction: float = key(0.65, number(at_least=0))   # ~2x the demo's 5-min window positive rate
+    seed: int = key(7, integer(0))
+    min_age: float = key(60.0, number(at_least=0))   # years: an older population
+    min_asa: int = key(2, integer(1))                # ASA physical status: a sicker one
+
+
+@dataclass(frozen=True)
+class External(Data):
+    """external: a second cohort the frozen model, calibrators and baselines are validated on, without
+    retraining (stages external_cohort, external_windows, external_evaluate). Its keys are data's, plus
+    the simulated second hospital (`demo`) and the optional recalibration on a held-out part of it."""
+
+    NAME = "external"
+    source: str = key("demo", one_of("none", "demo", "local", "vitaldb"))
+    demo: ExternalDemo = key(factory=ExternalDemo, check=nested(ExternalDemo))
+    # share of the external subjects held out to refit each calibrator on that cohort (0 = no recalibration);
+    # the refitted calibrators are scored on the other subjects only, and reported apart
+    recalibrate_fraction: float = key(0.0, number(at_least=0, below=1))
+
+    def as_data(self) -> Data:
+        """The cohort keys as a `data` section (source demo, local or vitaldb), for the cohort code."""
+        return Data(**{f.name: getattr(self, f.name) for f in fields(Data)})
 
 
 @dataclass(frozen=True)
@@ -574,7 +611,7 @@ class CV(Section):
 
 
 SECTIONS = (Data, Demo, Splits, Windows, Trend, Model, Inference, Embed, Finetune, Lora, Head, Train, Calibrate,
-            Baselines, Evaluate, CV)
+            Baselines, Evaluate, CV, External)
 
 
 def validate(params) -> None:

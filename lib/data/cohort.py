@@ -13,7 +13,7 @@ import pandas as pd
 
 from lib.core.errors import CaseError, PipelineError
 from lib.core.parallel import parallel_map
-from lib.core.params import Data, Demo, Select
+from lib.core.params import Data, Demo, ExternalDemo, Select
 from lib.data import demo, vital_io, vitaldb_source
 from lib.data.vital_io import read_channels, write_vital
 from lib.signal import filters, labels
@@ -51,16 +51,20 @@ def load_clinical(path, required=REQUIRED_CLINICAL_COLUMNS) -> pd.DataFrame:
     return table
 
 
-def _simulate_and_write(job, srate):
+def _simulate_and_write(job, srate, philips=False):
     caseid, duration_s, has_ioh, patient, seed, path = job
     case = demo.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed), patient)
-    write_vital(path, case.signals, srate, DEMO_EPOCH + caseid * 86400.0, demo.UNITS, case.numerics)
+    dtstart = DEMO_EPOCH + caseid * 86400.0
+    if philips:   # the second hospital: its monitor's names for the same waves, and no numeric tracks
+        signals = {demo.PHILIPS_TRACKS[name]: samples for name, samples in case.signals.items()}
+        write_vital(path, signals, srate, dtstart, demo.PHILIPS_UNITS)
+    else:
+        write_vital(path, case.signals, srate, dtstart, demo.UNITS, case.numerics)
 
 
-def generate_demo(out_dir, clinical: pd.DataFrame, cfg: Demo, workers: int) -> pd.DataFrame:
-    """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
-    eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
-    cases = demo.select_demo_cases(eligible, cfg.n_cases, cfg.n_multi_case_subjects, cfg.seed)
+def _simulate_cohort(out_dir, cases: pd.DataFrame, cfg: Demo, workers: int, philips: bool = False) -> pd.DataFrame:
+    """Simulate the chosen real case rows (seeded by `cfg.seed`), write `<caseid>.vital` files and return
+    the rows with the simulated case times (shared by the demo and the second hospital)."""
     rng = np.random.default_rng(cfg.seed)
     durations = np.round(rng.uniform(cfg.min_minutes, cfg.max_minutes, len(cases)) * 60).astype(int)
     ioh = demo.choose_ioh_cases(cases, cfg.ioh_fraction, cfg.seed + 1)
@@ -68,8 +72,39 @@ def generate_demo(out_dir, clinical: pd.DataFrame, cfg: Demo, workers: int) -> p
     patients = [demo.Patient.from_row(row) for _, row in cases.iterrows()]   # baselines from the real row
     jobs = [(int(c), int(d), bool(h), p, s, Path(out_dir) / f"{int(c)}.vital")
             for c, d, h, p, s in zip(cases["caseid"], durations, ioh, patients, case_seeds, strict=True)]
-    parallel_map(partial(_simulate_and_write, srate=cfg.srate), jobs, workers, "simulate demo cases")
+    parallel_map(partial(_simulate_and_write, srate=cfg.srate, philips=philips), jobs, workers,
+                 "simulate second-hospital cases" if philips else "simulate demo cases")
     return demo.demo_clinical_rows(cases, durations)
+
+
+def generate_demo(out_dir, clinical: pd.DataFrame, cfg: Demo, workers: int) -> pd.DataFrame:
+    """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
+    eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
+    cases = demo.select_demo_cases(eligible, cfg.n_cases, cfg.n_multi_case_subjects, cfg.seed)
+    return _simulate_cohort(out_dir, cases, cfg, workers)
+
+
+def generate_second_hospital(out_dir, clinical: pd.DataFrame, cfg: ExternalDemo, exclude_subjects,
+                             workers: int) -> pd.DataFrame:
+    """Write the simulated second hospital (`<caseid>.vital` files) and return its clinical rows (same format
+    as generate_demo's).
+
+    The external cohort's default: real case rows as the demo's (`DEMO_CRITERIA`), simulated by the same
+    simulator, with a documented shift from the training demo: another seed (`cfg.seed`), older and sicker
+    patients (age >= cfg.min_age, ASA >= cfg.min_asa, a larger `ioh_fraction`: more hypotension), 500-Hz
+    waves (`cfg.srate`) under Philips IntelliVue track names (PHILIPS_TRACKS in lib/data/demo.py) and no monitor numeric
+    tracks. No subject of `exclude_subjects` (the training cohort's) is drawn; one case per subject unless
+    `cfg.n_multi_case_subjects` asks for multi-case subjects.
+    """
+    eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
+    pool = demo.second_hospital_rows(eligible, cfg.min_age, cfg.min_asa, exclude_subjects,
+                                     one_case_per_subject=cfg.n_multi_case_subjects == 0)
+    if pool["subjectid"].nunique() < cfg.n_cases:
+        raise PipelineError(f"external.demo.n_cases={cfg.n_cases}: only {pool['subjectid'].nunique()} subjects are "
+                            f"eligible with external.demo.min_age={cfg.min_age:g} and "
+                            f"external.demo.min_asa={cfg.min_asa}, outside the training cohort")
+    cases = demo.select_demo_cases(pool, cfg.n_cases, cfg.n_multi_case_subjects, cfg.seed)
+    return _simulate_cohort(out_dir, cases, cfg, workers, philips=True)
 
 
 def summarise_case(path, track_aliases: dict, fs: int = 125) -> dict:
@@ -113,25 +148,33 @@ def local_files(vital_dir, clinical: pd.DataFrame) -> dict:
     return {int(c): vital_dir / str(f) for c, f in zip(named["caseid"], named["file"])}
 
 
-def materialise(out_dir: Path, final_dir: Path, cfg: Data, demo_cfg: Demo) -> tuple:
+def materialise(out_dir: Path, final_dir: Path, cfg: Data, demo_cfg: Demo, exclude_subjects=frozenset(),
+                section: str = "data") -> tuple:
     """The cohort's recordings and manifest, written into `out_dir` (which becomes `final_dir`).
 
     Returns (manifest, clinical rows of the manifest's cases, download skips {caseid: (reason,
     message)}, VitalDB selection summary or None). Your own recordings (source=local) need only
     caseid and subjectid in their table; the table written is normalised to VitalDB's columns.
+    `exclude_subjects`: subjectids never drawn (an external cohort leaves out the training cohort's);
+    `demo_cfg` an `ExternalDemo` simulates the second hospital instead of the training demo; `section`
+    names the params section in messages (data, external).
     """
     required = ["caseid", "subjectid"] if cfg.source == "local" else REQUIRED_CLINICAL_COLUMNS
     clinical = load_clinical(cfg.clinical_csv, required)
+    clinical = clinical[~clinical["subjectid"].isin(list(exclude_subjects))]
     download_skips, selection = {}, None
     if cfg.source == "demo":
-        clinical = generate_demo(out_dir / "vital", clinical, demo_cfg, cfg.workers)
+        if isinstance(demo_cfg, ExternalDemo):   # exclude_subjects are already out of the table
+            clinical = generate_second_hospital(out_dir / "vital", clinical, demo_cfg, (), cfg.workers)
+        else:
+            clinical = generate_demo(out_dir / "vital", clinical, demo_cfg, cfg.workers)
         files = vital_io.vital_files(out_dir / "vital")
     elif cfg.source == "local":
         files = local_files(cfg.vital_dir, clinical)
     else:
         files, download_skips, selection = vitaldb_source.fetch_selected(clinical, cfg)
     if not files:
-        raise PipelineError(f"data.source={cfg.source}: no recordings found (data.vital_dir={cfg.vital_dir}: "
+        raise PipelineError(f"{section}.source={cfg.source}: no recordings found ({section}.vital_dir={cfg.vital_dir}: "
                             "<caseid>.vital/.hea/.parquet, or a file column in the table)")
     manifest = build_manifest(clinical, files, cfg.tracks, cfg.workers)
     if cfg.source == "demo":  # the files move with the directory

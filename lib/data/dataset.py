@@ -94,8 +94,9 @@ def require_both_classes(name: str, y: np.ndarray, where: str = "") -> None:
 
 
 def load_split(path, task: str, horizon_min: float, channels, context, embeddings_path=None,
-               cache_key: dict | None = None, for_training: bool = False) -> Split:
-    """A split's usable windows: labelled at the horizon (clf) or with finite pressures (reg).
+               cache_key: dict | None = None, for_training: bool = False, every_window: bool = False) -> Split:
+    """A split's usable windows: labelled at the horizon (clf) or with finite pressures (reg); with
+    `every_window`, all of the file's windows (scoring a recording: targets are the labels, -1 for none).
 
     `embeddings_path`: the embed stage's cache of this windows file, computed with `cache_key`
     (EmbeddingConfig.cache_key()). `for_training`: a classifier's split must hold both classes
@@ -104,7 +105,10 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
     """
     path = Path(path)
     columns = windows_h5.read_columns(path, [*context, *(REG_TARGETS if task == "reg" else ())])
-    if task == "clf":
+    if every_window:
+        targets = windows_h5.read_columns(path, [label_column(horizon_min)])[label_column(horizon_min)]
+        idx, targets = np.arange(len(targets)), targets.astype(np.float32)
+    elif task == "clf":
         idx, targets = windows_h5.labelled(path, label_column(horizon_min))
         if for_training:
             require_both_classes(path.stem, targets, f" of {path} at train.horizon_min={horizon_min:g}")
@@ -113,7 +117,7 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
         idx = np.flatnonzero(np.isfinite(targets).all(axis=1))
         targets = targets[idx]
     flags = [OBSERVED[c] for c in channels if c in OBSERVED]
-    if flags and len(flags) == len(channels):   # no ABP input: a window needs one observed input channel
+    if flags and len(flags) == len(channels) and not every_window:   # no ABP input: one observed input channel
         seen = windows_h5.read_columns(path, flags)
         usable = np.logical_or.reduce([seen[f][idx] > 0 for f in flags])
         if not usable.all():
@@ -129,9 +133,9 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
     return split
 
 
-def checkpoint_split(model, ckpt: dict, path) -> Split:
+def checkpoint_split(model, ckpt: dict, path, every_window: bool = False) -> Split:
     """A split's windows as a trained model uses them (its task, horizon, channels and context)."""
-    return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context)
+    return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context, every_window=every_window)
 
 
 def subset(split: Split, positions) -> Split:

@@ -41,6 +41,10 @@ Physiology first (v2), on a 1-Hz grid (`simulate_hemodynamics`, vectorised numpy
   mean beat interval, rounded to whole numbers, and not sent while the span overlaps a fault
   (`monitor_numerics`). They are computed from the waveforms with no random draws, so the waveform
   tracks are bit-identical to v2.1's.
+* the second hospital (external validation, `second_hospital_rows`, `cohort.generate_second_hospital`):
+  the same simulator with a documented shift: another seed, older and sicker patients (age and ASA
+  floors), more of them with hypotension, 500 Hz, Philips IntelliVue track names (`PHILIPS_TRACKS`), no
+  numeric tracks.
 
 `simulate_map` is the fast path: the same 1-Hz physiology (same random stream) without
 waveforms or faults, for calibration (tests/test_demo_calibration.py, bench/demo_calibration.py).
@@ -54,6 +58,9 @@ from scipy import signal
 ABP, PPG, ECG = "SNUADC/ART", "SNUADC/PLETH", "SNUADC/ECG_II"
 MAP_NUMERIC, HR_NUMERIC = "Solar8000/ART_MBP", "Solar8000/HR"   # the patient monitor's numerics (v2.2)
 UNITS = {ABP: "mmHg", PPG: "", ECG: "mV", MAP_NUMERIC: "mmHg", HR_NUMERIC: "/min"}
+# The second hospital's monitor (Philips IntelliVue) names the same waves differently and sends no numerics here.
+PHILIPS_TRACKS = {ABP: "Intellivue/ABP", PPG: "Intellivue/PLETH", ECG: "Intellivue/ECG_II"}
+PHILIPS_UNITS = {philips: UNITS[name] for name, philips in PHILIPS_TRACKS.items()}
 # ADC resolution: binary steps keep the float32 mantissas short, so the files compress ~2x.
 ADC_STEP = {ABP: 1 / 32, PPG: 1 / 64, ECG: 1 / 1024}
 
@@ -88,6 +95,18 @@ def select_demo_cases(rows: pd.DataFrame, n_cases: int, n_multi_case_subjects: i
     singles = rows[rows["subjectid"].map(case_counts) == 1]
     extra = singles.iloc[np.sort(rng.choice(len(singles), size=n_cases - len(picked), replace=False))]
     return pd.concat([picked, extra]).sort_values("caseid").reset_index(drop=True)
+
+
+def second_hospital_rows(rows: pd.DataFrame, min_age: float, min_asa: int, exclude_subjects,
+                         one_case_per_subject: bool) -> pd.DataFrame:
+    """The rows the second hospital draws from (`select_demo_cases`): age >= `min_age` and ASA >= `min_asa`
+    (an older, sicker population), never a subject of `exclude_subjects` (the training cohort's: the two
+    cohorts share no patient), and, if asked, only each subject's first eligible case."""
+    age, asa = (pd.to_numeric(rows[column], errors="coerce") for column in ("age", "asa"))
+    rows = rows[(age >= min_age) & (asa >= min_asa) & ~rows["subjectid"].isin(list(exclude_subjects))]
+    if one_case_per_subject:
+        rows = rows.sort_values("caseid").drop_duplicates("subjectid")
+    return rows.sort_values("caseid").reset_index(drop=True)
 
 
 def choose_ioh_cases(cases: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:

@@ -33,12 +33,7 @@ def write_vital(path, signals: dict, srate: float, dtstart: float, units: dict, 
     for name, (times_s, values) in (numerics or {}).items():
         recs = [{"dt": dtstart + float(t), "val": float(v)} for t, v in zip(times_s, values, strict=True)]
         vf.add_track(name, recs, unit=units.get(name, ""))   # srate 0: a numeric track (type 2)
-    with atomic_path(path) as tmp:
-        if not vf.to_vital(str(tmp), compresslevel=6):
-            raise PipelineError(f"{path}: vitaldb could not write the file")
-        # vitaldb's gzip header holds the write time and the temp file's name: rewrite it without
-        # them, so the same cohort gives byte-identical files (and the same DVC hash) every run.
-        tmp.write_bytes(gzip.compress(gzip.decompress(tmp.read_bytes()), compresslevel=6, mtime=0))
+    _save_vital_reproducibly(vf, path)
 
 
 # Formats `vitaldb.VitalFile` reads by extension: VitalDB's own, WFDB records (MIMIC-style, the
@@ -129,10 +124,11 @@ def read_channels(path, aliases: dict, verify: bool = False) -> dict:
     return read_recording(path, aliases, verify)[0]
 
 
-def read_recording(path, aliases: dict, verify: bool = False) -> tuple:
+def read_recording(path, aliases: dict, verify: bool = False, optional=()) -> tuple:
     """`read_channels`' wave channels and the optional numeric tracks, from one read of the file:
     ({channel: (samples, srate)}, {numeric key: (times_s, values) or None}), numeric times on the wave
-    samples' time base (`numeric_samples`). Only the numeric keys present in `aliases` are looked for."""
+    samples' time base (`numeric_samples`). Only the numeric keys present in `aliases` are looked for.
+    A channel in `optional` that has none of its tracks is left out of the first mapping instead of raising."""
     path = Path(path)
     if not path.is_file():
         raise CaseError(f"{path}: file not found", "file_missing")
@@ -152,6 +148,8 @@ def read_recording(path, aliases: dict, verify: bool = False) -> tuple:
         if channel in numeric_keys:
             continue
         name, trk = _find_track(vf, names)
+        if (trk is None or not trk.recs) and channel in optional:
+            continue
         if trk is None or not trk.recs:
             raise CaseError(f"{path}: required {channel} track is missing (looked for {', '.join(names)}; "
                             "add the file's name to data.tracks)", "missing_track")
@@ -187,3 +185,79 @@ def recording_files(directory) -> dict:
 def vital_files(vital_dir) -> dict:
     """{caseid: path} for recordings named `<caseid>.<ext>` (VitalDB's naming)."""
     return {int(stem): path for stem, path in recording_files(vital_dir).items() if stem.isdigit()}
+
+
+# Vital Recorder's display range of the added numeric tracks: a risk in percent.
+RISK_DISPLAY_RANGE = (0.0, 100.0)
+
+
+def _vital_copy_source(src, dst) -> Path:
+    """`src` as a Path after checking it can be copied to `dst`: a `.vital` file that is not `dst`."""
+    src, dst = Path(src), Path(dst)
+    if src.suffix.lower() != ".vital":
+        raise PipelineError(f"{src}: --write-vital needs a .vital recording (this is a {src.suffix or 'suffix-less'} "
+                            "file); score it without --write-vital")
+    if not src.is_file():
+        raise PipelineError(f"{src}: file not found")
+    if dst.resolve() == src.resolve() or (dst.exists() and dst.samefile(src)):
+        raise PipelineError(f"{dst}: is the input recording {src}; choose another output so the recording is kept")
+    return src
+
+
+def _load_whole_vital(src: Path) -> "vitaldb.VitalFile":
+    """Every track of a `.vital` file; PipelineError naming it when it is cut off or unreadable."""
+    check_complete(src)
+    try:
+        vf = vitaldb.VitalFile(str(src))
+    except Exception as err:  # vitaldb raises bare gzip/struct/EOF/assert errors on damaged files
+        raise PipelineError(f"{src}: unreadable recording ({type(err).__name__}: {err})") from err
+    # vitaldb prints and swallows some read errors, returning a file without tracks
+    if not vf.trks or vf.dtend <= vf.dtstart:
+        raise PipelineError(f"{src}: unreadable recording (no samples; corrupt or not a vital file)")
+    return vf
+
+
+def write_risk_tracks(src, dst, times_s, tracks: dict, unit: str = "%") -> None:
+    """Copy the `.vital` recording `src` to `dst` with numeric tracks added, atomically.
+
+    `tracks` is {track name ('DEVICE/NAME' or 'NAME'): values (n,)}, sampled at `times_s` (n,) seconds after
+    the recording's start (`read_recording`'s time base: 0 is the file's dtstart). Non-finite values (and
+    times) get no record; a track with none is left out. A track of that name already in `src` is replaced.
+    Every other track is kept with its samples; the gzip header is fixed (`write_vital`), so the same inputs
+    give the same bytes. Raises PipelineError for a non-`.vital` or unreadable `src` and for `dst` == `src`.
+    """
+    src = _vital_copy_source(src, dst)
+    vf = _load_whole_vital(src)
+    times_s = np.asarray(times_s, dtype=np.float64)
+    for name, values in tracks.items():
+        values = np.asarray(values, dtype=np.float64)
+        if name.count("/") > 1:
+            raise PipelineError(f"track name {name!r}: a vital track is 'DEVICE/NAME' (one '/' at most)")
+        if values.shape != times_s.shape:
+            raise ValueError(f"track {name}: {values.shape} values for {times_s.shape} times")
+        _drop_track(vf, name)   # an earlier scoring's track must not survive a track without records
+        keep = np.isfinite(values) & np.isfinite(times_s)
+        if not keep.any():
+            continue
+        recs = [{"dt": vf.dtstart + t, "val": v} for t, v in zip(times_s[keep].tolist(), values[keep].tolist())]
+        vf.add_track(name, recs, srate=0, unit=unit, mindisp=RISK_DISPLAY_RANGE[0], maxdisp=RISK_DISPLAY_RANGE[1])
+        if vf.order:
+            vf.order.append(name)   # a file with a display order shows only the tracks it lists
+    _save_vital_reproducibly(vf, dst)
+
+
+def _drop_track(vf, name: str) -> None:
+    """Remove track `name` from a loaded VitalFile, if it has one."""
+    vf.trks.pop(name, None)
+    if name in vf.order:
+        vf.order.remove(name)
+
+
+def _save_vital_reproducibly(vf, path) -> None:
+    """`vf.to_vital` to `path` atomically. vitaldb's gzip header holds the write time and the temp file's name:
+    it is rewritten without them, so the same tracks give byte-identical files (and the same DVC hash)."""
+    with atomic_path(path) as tmp:
+        # level 0 here: the file is compressed once, below (the bytes are the same, in half the time)
+        if not vf.to_vital(str(tmp), compresslevel=0):
+            raise PipelineError(f"{path}: vitaldb could not write the file")
+        tmp.write_bytes(gzip.compress(gzip.decompress(tmp.read_bytes()), compresslevel=6, mtime=0))

@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lib.core.errors import CaseError, PipelineError
+from lib.core.errors import CaseError, CaseSkip, PipelineError
 from lib.core.parallel import parallel_imap
 from lib.core.params import Trend, Windows
 from lib.core.schema import (
@@ -28,24 +28,10 @@ from lib.core.schema import (
     map_ahead_column,
 )
 from lib.data.vital_io import read_recording
-from lib.data.windows_h5 import WindowWriter
+from lib.data.windows_h5 import WindowWriter, window_blocks, window_columns
 from lib.signal import beats, filters, labels, quality, trend
 
 DEFAULT_TREND = Trend()   # the trend view as params.yaml ships it
-
-
-def window_columns(spec: Windows) -> dict:
-    """Per-window HDF5 columns and their dtypes (besides `signals`, `caseid`, `subjectid`)."""
-    cols = {label_column(h): np.int8 for h in spec.horizons_min}
-    cols.update({map_ahead_column(h): np.float32 for h in spec.horizons_min})
-    cols.update({name: np.float32 for name in (*BEAT_PRESSURES, "hr", "map_now", "map_slope", "t_end_s",
-                                               *EVENT_TIMING, *OBSERVED.values())})
-    return cols
-
-
-def window_blocks(trend_spec: Trend) -> dict:
-    """Per-window arrays besides `signals`: the trend view, {name: (shape, dtype)}."""
-    return {TREND_BLOCK: ((len(TREND), trend_spec.context), np.float32)}
 
 
 HR_RANGE, TREND_MAX_AGE_S = (20.0, 250.0), 10.0
@@ -108,7 +94,8 @@ def _filtered_channels(tracks, spec):
     return filtered, abp_raw, abp_invalid, {c: filters.dilate(mask[:n], margin) for c, (_, mask) in resampled.items()}
 
 
-def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = DEFAULT_TREND) -> "CaseWindows":
+def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = DEFAULT_TREND,
+                 every_window: bool = False) -> "CaseWindows":
     """Read, resample, filter, gate, label and window one case.
 
     `track_aliases` maps 'abp'/'ppg'/'ecg' (and optionally the numeric tracks' keys, map_numeric/hr_numeric) to
@@ -116,21 +103,42 @@ def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = D
     float32, the trend view and the columns of `window_columns`) and what happened to the others
     (`CaseWindows`). A kept window's PPG/ECG that failed its gates is stored NaN. Raises CaseError
     for a case that cannot be used at all.
+
+    `every_window` (scoring a recording, not building a dataset): keep every window that passes the gates,
+    labelled or not (label -1), accept a recording as short as one window, read a missing PPG or ECG track as
+    masked throughout (`CaseWindows.absent`), and return the 1-Hz MAP trace and the IOH events
+    (`CaseWindows.timeline`).
     """
     # the optional numeric tracks feed only the trend view; features and labels stay waveform-derived
     numeric_keys = [key for key in NUMERIC_TRENDS.values() if key in track_aliases]
-    tracks, numerics = read_recording(path, {c: track_aliases[c] for c in (*CHANNELS, *numeric_keys)})
-    for channel, (samples, _) in tracks.items():
+    optional = ("ppg", "ecg") if every_window else ()
+    tracks, numerics = read_recording(path, {c: track_aliases[c] for c in (*CHANNELS, *numeric_keys)},
+                                      optional=optional)
+    absent = [c for c in CHANNELS if c not in tracks]
+    for channel in absent:   # an absent channel: flat zeros, marked invalid below, so its gates mask it
+        tracks[channel] = (np.zeros_like(tracks["abp"][0]), tracks["abp"][1])
+    for channel, (samples, _) in list(tracks.items()):
+        if channel in absent:
+            continue
         finite = samples[np.isfinite(samples)]
+        if every_window and channel != "abp" and (finite.size == 0 or finite.max() - finite.min() < 1e-6):
+            absent.append(channel)   # no usable signal: masked throughout, as a missing track
+            tracks[channel] = (np.zeros_like(tracks["abp"][0]), tracks["abp"][1])
+            continue
         if finite.size == 0:
             raise CaseError(f"{path}: the {channel.upper()} track has no finite samples (all NaN)", "all_nan")
         if finite.max() - finite.min() < 1e-6:
             raise CaseError(f"{path}: the {channel.upper()} track is a flat line at {finite[0]:g} for the whole "
                             "recording (disconnected?)", "flatline")
     filtered, abp_raw, abp_invalid, invalid = _filtered_channels(tracks, spec)
+    for channel in absent:
+        invalid[channel] = np.ones_like(invalid[channel])
     n, fs, length = len(abp_raw), spec.fs, spec.length
+    if every_window and n < length:
+        raise CaseError(f"{path}: recording is {n / fs:.1f} s, shorter than one {length / fs:.1f}-s window",
+                        "too_short")
     need = length + int((min(spec.horizons_min) * 60 + spec.LABEL_DURATION_S) * fs)
-    if n < need:
+    if n < need and not every_window:
         raise CaseError(f"{path}: recording is {n / fs:.0f} s, shorter than one window plus "
                         f"the {min(spec.horizons_min):g}-min horizon and its label minute", "too_short")
 
@@ -175,7 +183,8 @@ def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = D
         horizon_reasons[f"{h:g}"] = _count(why[(reasons == "") & (why != "")])
     # A window that passes the gates but has no label at any horizon is dropped; its reason is
     # the one at the shortest horizon (e.g. already hypotensive, or too near the recording end).
-    reasons = np.where((reasons == "") & ~labelled_any, shortest_reason, reasons)
+    if not every_window:
+        reasons = np.where((reasons == "") & ~labelled_any, shortest_reason, reasons)
     keep = reasons == ""
 
     def example(at):
@@ -192,7 +201,8 @@ def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = D
     arrays.update({name: np.asarray(columns[name])[keep].astype(dtype) for name, dtype in window_columns(spec).items()})
     return CaseWindows(arrays=arrays, trend_source=trend_source, reasons=_count(reasons[~keep]),
                        masked={c: _count(why[keep & (why != "")]) for c, why in masks.items()},
-                       horizon_reasons=horizon_reasons, n_windows=int(len(starts)), examples=examples)
+                       horizon_reasons=horizon_reasons, n_windows=int(len(starts)), examples=examples,
+                       absent=absent, timeline={"map_1hz": map_1hz, "events": events} if every_window else None)
 
 
 def _past_only_map_trace(abp: np.ndarray, srate: float, fallback: np.ndarray) -> np.ndarray:
@@ -225,18 +235,13 @@ class CaseWindows:
     horizon_reasons: dict   # horizon -> {reason: gated windows left unlabelled at it}
     n_windows: int          # windows cut before the gates
     examples: dict          # reason (or 'kept') -> one example window (channels, samples)
+    absent: list = field(default_factory=list)   # channels the recording has no track for (every_window only)
+    timeline: dict | None = None   # every_window: the 1-Hz MAP trace ('map_1hz') and IOH events ('events':
+    #                                (onsets_s, ends_s)), labels.ioh_events of it
 
     @property
     def kept(self) -> int:
         return len(self.arrays["signals"])
-
-
-@dataclass(frozen=True)
-class CaseSkip:
-    """A case that gives no window: the counted reason and the one line printed for it."""
-
-    reason: str
-    message: str
 
 
 @dataclass
@@ -370,6 +375,13 @@ def write_split(split: str, cases: list, path, spec: Windows, trend_spec: Trend,
         raise PipelineError(f"split {split}: no usable windows from {len(cases)} cases "
                             f"(skipped: {dict(summary.skipped_cases)}, rejected: {dict(summary.rejected)})")
     return summary
+
+
+def file_attrs(spec: Windows, trend_spec: Trend, aliases: dict) -> dict:
+    """What a windows file records of how its windows were made (the rule `windows_h5.window_rule` reads back):
+    the sample rate, the windows.* keys of `spec` (the train split's), the trend view, the track aliases."""
+    return {"fs": spec.fs, "params": {**spec.to_attrs(), "label_duration_s": spec.LABEL_DURATION_S,
+                                      "trend": trend_spec.to_attrs()}, "tracks": aliases}
 
 
 def normalisation_stats(scaler) -> dict:

@@ -37,6 +37,8 @@ import h5py
 import numpy as np
 
 from lib.core.errors import PipelineError
+from lib.core.params import Trend, Windows
+from lib.core.schema import BEAT_PRESSURES, EVENT_TIMING, OBSERVED, TREND, TREND_BLOCK, label_column, map_ahead_column
 
 CHUNK_WINDOWS = 256
 DTYPES = ("float32", "float16")   # windows.dtype: how `signals` are stored (always read back as float32)
@@ -55,6 +57,20 @@ def set_attrs(h5file, attrs: dict) -> None:
     """File attributes: numbers and strings as they are, anything else as JSON (`attrs` decodes it)."""
     for key, value in attrs.items():
         h5file.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True)
+
+
+def window_columns(spec: Windows) -> dict:
+    """Per-window HDF5 columns and their dtypes (besides `signals`, `caseid`, `subjectid`)."""
+    cols = {label_column(h): np.int8 for h in spec.horizons_min}
+    cols.update({map_ahead_column(h): np.float32 for h in spec.horizons_min})
+    cols.update({name: np.float32 for name in (*BEAT_PRESSURES, "hr", "map_now", "map_slope", "t_end_s",
+                                               *EVENT_TIMING, *OBSERVED.values())})
+    return cols
+
+
+def window_blocks(trend_spec: Trend) -> dict:
+    """Per-window arrays besides `signals`: the trend view, {name: (shape, dtype)}."""
+    return {TREND_BLOCK: ((len(TREND), trend_spec.context), np.float32)}
 
 
 class WindowWriter:
@@ -158,6 +174,21 @@ def attrs(path) -> dict:
             except json.JSONDecodeError:
                 out[key] = value
         return out
+
+
+RULE_ATTRS = ("fs", "params", "tracks", "normalisation")   # how a file's windows were cut, gated and scaled
+
+
+def window_rule(path) -> dict:
+    """How the windows of `path` were made (sample rate, the windows.*/trend.* rule, track aliases, the
+    train split's normalisation), as plain JSON values: what a checkpoint keeps so that a recording can be
+    windowed as its model was trained (`lib.scoring`)."""
+    found = attrs(path)
+    return json.loads(json.dumps({key: found[key] for key in RULE_ATTRS if key in found}, default=_plain))
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else list(value)
 
 
 def read_columns(path, names) -> dict:

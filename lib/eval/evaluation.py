@@ -12,7 +12,6 @@ Gains are paired: model and baseline are scored on the same bootstrap replicate,
 of the difference accounts for the test subjects they share.
 """
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -93,6 +92,7 @@ class Details:
     masking: dict = field(default_factory=dict)       # read_masking
     forecast: dict = field(default_factory=dict)      # {forecaster: forecast_report}; {} when none
     monitor: dict = field(default_factory=dict)       # clf: monitor_report (alarms, gray zone, decision curve)
+    recalibration: dict = field(default_factory=dict)  # clf, external cohort: run.recalibration_report; {} when off
 
     def to_dict(self) -> dict:
         """details.json: the fields as keys (counts as a dict), without the clf-only ones for reg, `voted`
@@ -114,6 +114,8 @@ class Details:
             out["forecast"] = self.forecast
         if clf and self.monitor:
             out.update(self.monitor)
+        if clf and self.recalibration:
+            out["recalibration"] = self.recalibration
         return out
 
 
@@ -204,6 +206,8 @@ def classification_report(y, probabilities: dict, thresholds: dict, ids: TestWin
     out = _nest(metrics.with_ci(metric_fn, len(y), ids.subjectid, boot.n, boot.seed, boot.level))
     for name, p in probabilities.items():   # logistic recalibration on test (point estimates)
         out[name].update(metrics.calibration_slope(y, p))
+        # calibration-in-the-large: mean predicted risk minus the observed rate (> 0: risk overestimated)
+        out[name]["calibration_in_the_large"] = float(np.mean(p) - np.mean(y)) if len(y) else float("nan")
     return out
 
 
@@ -213,7 +217,8 @@ def gated(level: dict, reason: str | None) -> dict:
     return level if reason is None else {name: metrics.blank(stats, reason) for name, stats in level.items()}
 
 
-def _na(y, ids: TestWindows, cfg: Evaluate) -> str | None:
+def na_reason_for(y, ids: TestWindows, cfg: Evaluate) -> str | None:
+    """Why statistics over these windows are n/a (too few subjects or positive subjects); None when they are not."""
     return metrics.na_reason(ids.subjectid, y, cfg.min_subjects, cfg.min_positive_subjects)
 
 
@@ -355,18 +360,17 @@ def cohort_table(split_columns: dict, clinical: pd.DataFrame, horizon_min: float
     return out
 
 
-def read_cohort_table(windows_dir, clinical: pd.DataFrame, horizon_min: float) -> dict:
-    """`cohort_table` of the train, val and test windows files in `windows_dir`."""
+def read_cohort_table(files: dict, clinical: pd.DataFrame, horizon_min: float) -> dict:
+    """`cohort_table` of the windows files {split: path} (train, val and test; an external cohort's test)."""
     names = ["caseid", "subjectid", label_column(horizon_min)]
-    return cohort_table({split: windows_h5.read_columns(Path(windows_dir) / f"{split}.h5", names)
-                         for split in ("train", "val", "test")}, clinical, horizon_min)
+    return cohort_table({split: windows_h5.read_columns(path, names) for split, path in files.items()},
+                        clinical, horizon_min)
 
 
-def read_masking(windows_dir) -> dict:
+def read_masking(files: dict) -> dict:
     """{split: {channel: masked windows, reasons, prevalence masked vs observed}} as the windows stage
     counted them (the split files' `masking` attribute; {} for files written without one)."""
-    return {split: windows_h5.attrs(Path(windows_dir) / f"{split}.h5").get("masking", {})
-            for split in ("train", "val", "test")}
+    return {split: windows_h5.attrs(path).get("masking", {}) for split, path in files.items()}
 
 
 # --- the two evaluations --------------------------------------------------------------------------
@@ -398,7 +402,7 @@ def backward_report(probabilities: dict, thresholds: dict, ids: TestWindows, cfg
                                     "negative windows; both are needed"}
     level = classification_report(y, {name: p[mask] for name, p in probabilities.items()}, thresholds, sub,
                                   Bootstrap.from_config(cfg), cfg.ece_bins, reference)
-    return {**out, "window": gated(level, _na(y, sub, cfg))}
+    return {**out, "window": gated(level, na_reason_for(y, sub, cfg))}
 
 
 def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, cfg: Evaluate,
@@ -419,7 +423,7 @@ def evaluate_classifier(y, logits: dict, calibrations: dict, ids: TestWindows, c
     model = calibrations[reference]
     raw = expit(np.asarray(logits[reference], dtype=np.float64))
     before = metrics.classification_metrics(y, raw, 0.5, bins)
-    reason = _na(y, ids, cfg)
+    reason = na_reason_for(y, ids, cfg)
     before = {k: (None if reason else before[k]) for k in ("ece", "ece_mass", "brier")}
     summary = Details(task="clf", counts=counts(y, ids), bootstrap=cfg.bootstrap, voting=cfg.voting,
                       overlap=cfg.overlap, threshold=model.threshold, calibration=model.calibrator.method,

@@ -547,6 +547,11 @@ def _lead(point: dict) -> str:
     return f"{median:.1f} ({_num(point.get('lead_time_q1_min'), 1)}–{_num(point.get('lead_time_q3_min'), 1)})"
 
 
+def monitor_name(name: str) -> str:
+    """A scorer's name in the alarm tables, the MAP alarm's included."""
+    return "MAP alarm (current MAP < X mmHg)" if name == "map_alarm" else scorer_name(name)
+
+
 def _alarm_section(monitor: dict) -> list:
     """Each scorer as a monitor's alarm: events warned of, lead time, false alarms per hour, at the
     operating points chosen on val; the MAP alarm as the comparator."""
@@ -555,7 +560,7 @@ def _alarm_section(monitor: dict) -> list:
         return []
     rows = []
     for name, points in alarms["scorers"].items():
-        display = "MAP alarm (current MAP < X mmHg)" if name == "map_alarm" else scorer_name(name)
+        display = monitor_name(name)
         for point_name, point in points.items():
             threshold = point.get("threshold")
             setting = (f"MAP < {point['map_mmhg']:g}" if point.get("map_mmhg") is not None
@@ -614,18 +619,22 @@ def _decision_section(monitor: dict) -> list:
             *_table(["", *(f"pt = {row['threshold']:.0%}" for row in shown)], rows), ""]
 
 
-def write_report(path, summary: "Details", provenance: Provenance, images: dict) -> None:
+def write_report(path, summary: "Details", provenance: Provenance, images: dict, heading: str = "Evaluation report",
+                 preface=()) -> None:
     """metrics/report.md from evaluate's detailed summary (`lib.eval.evaluation.Details`: details.json,
-    with its `cohort` table); `images` maps a caption to a path relative to the report."""
+    with its `cohort` table); `images` maps a caption to a path relative to the report. `heading` and
+    `preface` (lines after the title) serve the external cohort's report."""
     model, cal, ev = provenance.model, provenance.calibration, provenance.evaluate
     simulated = provenance.source == "demo"
     level = int(round(100 * ev.get("ci_level", 0.95)))
     title = model_title(summary.mode, model)
-    lines = [f"# Evaluation report: {title}", ""]
+    lines = [f"# {heading}: {title}", ""]
     if simulated:
         lines += ["> **Simulated data.** These figures come from the demo cohort: real VitalDB case-table rows with "
                   "simulated waveforms. They test the pipeline, not a clinical claim. Set `data.source` to `vitaldb` "
-                  "or `local` for real recordings (docs/data.md).", ""]
+                  "or `local` for real recordings (docs/data.md)"
+                  + (", and `external.source` for an external cohort." if "external" in summary.cohort else "."), ""]
+    lines += list(preface)
     task = summary.task
     channels = list(model.get("channels", []))
     lines += ["## Title and objective", "",
@@ -634,7 +643,9 @@ def write_report(path, summary: "Details", provenance: Provenance, images: dict)
               + f"{', '.join(channels).upper()} waveform windows of "
               f"{provenance.window_s:.1f} s, with {title} (TinyTimeMixer r2, granite-tsfm).", "",
               "## Source of data and participants", "",
-              f"Source: `{provenance.source}`. Splits by subject (no subject in two splits).", "",
+              f"Source: `{provenance.source}`. " + ("Every case is test (an external cohort)." if
+                                                   "external" in summary.cohort else
+                                                   "Splits by subject (no subject in two splits)."), "",
               *_cohort_section(summary.cohort), "",
               "## Outcome", "",
               (label_rule(summary.horizon_min, provenance.windows) if task == "clf" else

@@ -32,7 +32,7 @@ import torch
 
 from lib.core.config import BaselinesConfig
 from lib.core.errors import PipelineError
-from lib.core.schema import CONTEXT
+from lib.core.schema import CONTEXT, CONTEXT_SOURCES
 from lib.data.dataset import Split, load_split
 from lib.model.baselines import TrendForecaster, WindowCNN, logistic_baseline, logistic_logits, trend_inputs
 from lib.model.inference import predict
@@ -51,6 +51,7 @@ class Scorer:
     name: ClassVar[str]
     display_name: ClassVar[str]
     channels: tuple = ()   # the waveform channels it reads from a split (the CNN's); the others read columns
+    measured_on: tuple = ("abp",)   # the channels its inputs are measured on: without one it cannot score
 
     @classmethod
     def enabled(cls, cfg: BaselinesConfig) -> bool:
@@ -98,6 +99,10 @@ class LogisticScorer(Scorer):
     def __init__(self, pipeline=None):
         self.pipeline = pipeline
 
+    @property
+    def measured_on(self) -> tuple:
+        return tuple(dict.fromkeys(CONTEXT_SOURCES[f] for f in self.features))
+
     def inputs(self, split: Split) -> np.ndarray:
         return split.context[:, [list(CONTEXT).index(f) for f in self.features]]
 
@@ -144,6 +149,7 @@ class TrendLR(LogisticScorer):
     from the zero-shot forecaster's settings (`ttm_zeroshot.json`), which the same stage writes."""
 
     name, display_name = "trend_lr", "LR on trend features"
+    measured_on = ("abp", "ecg")   # its current HR comes from the ECG
 
     def __init__(self, pipeline=None, step_s: int | None = None):
         super().__init__(pipeline)
@@ -177,6 +183,10 @@ class CNN(Scorer):
     @property
     def channels(self) -> list:
         return list(self.model.channels)
+
+    @property
+    def measured_on(self) -> tuple:
+        return tuple(self.channels)
 
     def fit(self, train, val, cfg, input_stats, device) -> dict:
         torch.manual_seed(cfg.cnn_loop.seed)   # the CNN's initial weights
@@ -305,11 +315,9 @@ def trained_horizon(directory, states: dict | None = None) -> float | None:
     return horizons.pop() if horizons else None
 
 
-def score_saved(directory, windows_path, horizon_min: float, device, forecast_minutes=()) -> tuple:
-    """({scorer: logits}, {forecaster: {minutes: its mean MAP forecast over that label minute}}) of
-    every scorer the baselines stage fitted (those its calibration.json lists), in registry order, on
-    the windows of `windows_path` labelled at `horizon_min` (the model's windows, same order).
-    Refuses a horizon the scorers were not fitted at."""
+def load_saved(directory, horizon_min: float) -> dict:
+    """{name: Scorer} of every scorer the baselines stage fitted (those its calibration.json lists), in
+    registry order; refuses a horizon the scorers were not fitted at."""
     directory = Path(directory)
     states = manifest(directory)
     trained, horizon_min = trained_horizon(directory, states), float(horizon_min)
@@ -320,14 +328,18 @@ def score_saved(directory, windows_path, horizon_min: float, device, forecast_mi
         raise PipelineError(f"baselines in {directory} were fitted at a {trained:g}-min horizon, the model predicts "
                             f"{horizon_min:g} min ahead: set train.horizon_min to {horizon_min:g} and rerun "
                             "dvc repro baselines")
-    names = [name for name in REGISTRY if name in states]
     try:
-        loaded = {name: REGISTRY[name].load(directory) for name in names}
+        return {name: REGISTRY[name].load(directory) for name in REGISTRY if name in states}
     except Exception as err:
         raise PipelineError(f"baselines in {directory} are missing or corrupt ({type(err).__name__}); "
                             "rerun dvc repro baselines") from err
+
+
+def score_loaded(loaded: dict, windows_path, horizon_min: float, device, forecast_minutes=(),
+                 every_window: bool = False) -> tuple:
+    """`score_saved` with the scorers already loaded (`load_saved`)."""
     channels = list(dict.fromkeys(c for scorer in loaded.values() for c in scorer.channels))
-    split = load_split(windows_path, "clf", horizon_min, channels, CONTEXT)
+    split = load_split(windows_path, "clf", horizon_min, channels, CONTEXT, every_window=every_window)
     logits, forecasts = {}, {}
     for name, scorer in loaded.items():
         if isinstance(scorer, ForecastScorer):
@@ -335,3 +347,13 @@ def score_saved(directory, windows_path, horizon_min: float, device, forecast_mi
         else:
             logits[name] = scorer.score(split, horizon_min, device)
     return logits, forecasts
+
+
+def score_saved(directory, windows_path, horizon_min: float, device, forecast_minutes=(),
+                every_window: bool = False) -> tuple:
+    """({scorer: logits}, {forecaster: {minutes: its mean MAP forecast over that label minute}}) of
+    every scorer the baselines stage fitted (those its calibration.json lists), in registry order, on
+    the windows of `windows_path` labelled at `horizon_min` (the model's windows, same order).
+    Refuses a horizon the scorers were not fitted at. `every_window`: all the file's windows (`load_split`)."""
+    return score_loaded(load_saved(directory, horizon_min), windows_path, float(horizon_min), device,
+                        forecast_minutes, every_window)

@@ -13,13 +13,24 @@ over all windows of the case.
   local maximum of the level-preserving ABP within ±`REFINE_S`.
 """
 import numpy as np
-from neurokit2 import ecg_findpeaks, ppg_findpeaks
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
 BSQI_TOLERANCE_S = 0.15   # Li et al. (2008): detections within 150 ms are the same beat
 REFINE_S = 0.1
 BLOCK_S, BLOCK_MARGIN_S = 10.0, 2.0   # ECG detectors restart every 10 s (see _blockwise_peaks)
+
+
+# neurokit2 takes about a second to import: it is imported where beats are detected, not with this module
+# (`ttm-ioh score` windows a recording in a worker process while the model loads).
+def ecg_findpeaks(*args, **kwargs):
+    from neurokit2 import ecg_findpeaks as find
+    return find(*args, **kwargs)
+
+
+def ppg_findpeaks(*args, **kwargs):
+    from neurokit2 import ppg_findpeaks as find
+    return find(*args, **kwargs)
 
 
 def _quiet_peaks(find, x, fs, method, key):

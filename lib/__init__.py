@@ -11,4 +11,10 @@ Packages, bottom to top (a package imports only from those below it, tests/test_
 
 `lib` never reads `params.yaml`; stages build `lib.core.params` sections (and `lib.core.config`
 objects made of them) and pass them.
+
+Importing `lib` pins the numeric kernels numpy, scipy and torch choose (lib.core.kernels), so it
+comes first in every stage, before those libraries load: reruns on another machine are bit-identical.
 """
+from lib.core import kernels
+
+kernels.pin()

@@ -8,7 +8,8 @@
 # The metrics DVC tracks are the headline only (metrics/evaluate/metrics.json: per scorer AUROC with
 # its 95 % CI, AUPRC, Brier, ECE; test counts), so the whole diff is the table. Everything else is in
 # metrics/evaluate/details.json and metrics/report.md. Run it after `dvc repro` (or `dvc exp run`) so
-# the workspace holds the branch's numbers.
+# the workspace holds the branch's numbers. Each metric change is labelled against the run-to-run
+# noise measured by reruns of one commit (scripts/metrics_noise.py).
 set -euo pipefail
 base="${1:-main}"
 
@@ -19,7 +20,6 @@ echo "${params:-No params changed.}"
 echo
 echo "## Metrics: this branch vs \`$base\` (demo cohort, test split, 95 % CIs by subject bootstrap)"
 echo
-metrics=$(dvc metrics diff "$base" --md --precision 4)
-echo "${metrics:-No metrics changed.}"
+dvc metrics diff "$base" --json | python "$(dirname "$0")/metrics_noise.py"
 echo
 echo "Full report of this branch: \`metrics/report.md\`; plots: \`dvc plots diff $base\`."

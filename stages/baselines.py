@@ -4,6 +4,7 @@ like the model (test is not read). calibration.json records what each was fitted
 
 usage: python stages/baselines.py <windows_dir> <out_dir> <metrics_json>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 from pathlib import Path
 from typing import NamedTuple
 

@@ -2,6 +2,7 @@
 
 usage: python stages/calibrate.py <checkpoint> <val_h5> <calibrator_json> <metrics_json>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 from typing import NamedTuple
 
 from lib.core.atomic import write_json

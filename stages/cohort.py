@@ -5,6 +5,7 @@ the run here, not in the stage that reads the key an hour later.
 
 usage: python stages/cohort.py <out_dir> <metrics_json>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import sys
 from pathlib import Path
 from typing import NamedTuple

@@ -5,6 +5,7 @@ metrics' mean and SD only; every fold's full metrics stay in metrics/cv/fold_<k>
 
 usage: python stages/cv.py <folds_dir> <metrics_json>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import json
 from pathlib import Path
 from typing import NamedTuple

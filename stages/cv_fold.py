@@ -8,6 +8,7 @@ With `cv.enabled: false` the stage only records that it is off.
 
 usage: python stages/cv_fold.py <fold> <windows_dir> <embeddings_dir> <metrics_json>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import tempfile
 from pathlib import Path
 from typing import NamedTuple

@@ -10,6 +10,7 @@ the same cache; the trend view: the trend series) and named in the cache's `inpu
 
 usage: python stages/embed.py <windows_dir> <embeddings_dir>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import time
 from pathlib import Path
 from typing import NamedTuple

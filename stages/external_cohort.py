@@ -7,6 +7,7 @@ never includes a subject of the training cohort (`<training_clinical_csv>`); the
 
 usage: python stages/external_cohort.py <training_clinical_csv> <out_dir> <metrics_json>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import sys
 from pathlib import Path
 

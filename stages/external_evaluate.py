@@ -15,6 +15,7 @@ With `external.source: none` it records that external validation is off.
 usage: python stages/external_evaluate.py <checkpoint> <calibrator_json> <baselines_dir> <external_windows_dir>
        <val_h5> <external_clinical_csv> <internal_details_json> <live_dir> <report_md>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import json
 from pathlib import Path
 from typing import NamedTuple

@@ -8,6 +8,7 @@ records that external validation is off.
 
 usage: python stages/external_windows.py <cases_csv> <normalisation_json> <out_dir> <metrics_json> <report_dir>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import json
 from pathlib import Path
 from typing import NamedTuple

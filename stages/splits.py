@@ -2,6 +2,7 @@
 
 usage: python stages/splits.py <cases_csv> <splits_json> <metrics_json>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import pandas as pd
 
 from lib.core.atomic import write_json

@@ -5,6 +5,7 @@ with. Test windows overlap by evaluate.overlap, so evaluate can vote over overla
 
 usage: python stages/windows.py <cases_csv> <splits_json> <out_dir> <metrics_json> <report_dir>
 """
+import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import json
 from pathlib import Path
 from typing import NamedTuple

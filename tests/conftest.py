@@ -1,3 +1,6 @@
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +40,19 @@ def tiny_params():
     return params
 
 
-def stage_command(name, dvc=None):
-    """A stage's command from dvc.yaml, with this interpreter and absolute script paths."""
+def stage_command(name, dvc=None, params=None):
+    """A stage's command from dvc.yaml, with this interpreter and absolute script paths, and its
+    ${section.key} templates filled from `params` (default: the shipped params.yaml), as DVC fills them."""
     dvc = dvc or yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    return dvc["stages"][name]["cmd"].replace("python stages/", f"{sys.executable} {ROOT}/stages/")
+    params = params or yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def value(match):
+        node = params
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+    cmd = re.sub(r"\$\{([\w.]+)\}", value, dvc["stages"][name]["cmd"])
+    return cmd.replace("python stages/", f"{sys.executable} {ROOT}/stages/")
 
 
 def run_stage(name, cwd):
@@ -56,3 +68,34 @@ def tiny_pipeline(tmp_path_factory):
         result = run_stage(name, work)
         assert result.returncode == 0, f"{name} failed:\n{result.stderr[-3000:]}"
     return work
+
+
+def dvc(project, *args, **kw):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def dvc_project(tiny_pipeline, project):
+    """`project`: a DVC project whose lock records the tiny pipeline's outputs up to train."""
+    for name in ["stages", "lib"]:
+        (project / name).symlink_to(ROOT / name)
+    (project / "data" / "vitaldb").mkdir(parents=True)
+    (project / "data" / "vitaldb" / "clinical_information.csv").symlink_to(
+        ROOT / "data" / "vitaldb" / "clinical_information.csv")
+    (project / "models").mkdir()
+    shutil.copytree(ROOT / "models" / "ttm-r2-512-96", project / "models" / "ttm-r2-512-96")
+    params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
+    params["model"]["weights_dir"] = "models/ttm-r2-512-96"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    for out in ["data/cohort", "data/splits.json", "data/windows", "data/embeddings", "models/model.pt",
+                "metrics/cohort.json", "metrics/splits.json", "metrics/windows.json", "metrics/windows_report",
+                "metrics/train"]:
+        src, dst = tiny_pipeline / out, project / out
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    assert dvc(project, "init", "--no-scm", "-q").returncode == 0
+    committed = dvc(project, "commit", "-f", "-q", "cohort", "splits", "windows", "embed", "train")
+    assert committed.returncode == 0, committed.stderr
+    return project

@@ -9,7 +9,6 @@ then finishes the stage, and the stage's next write removes the temporaries the 
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,17 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import ROOT
+from conftest import dvc, dvc_project
 
 KILLS_PER_STAGE = 3
 OUTPUTS = {"windows": ["data/windows"], "train": ["models/model.pt", "metrics/train"]}
-
-
-def dvc(project, *args, **kw):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
-                          text=True, **kw)
 
 
 def tree_bytes(project, outputs):
@@ -42,29 +34,7 @@ def tree_bytes(project, outputs):
 
 @pytest.fixture(scope="module")
 def project(tiny_pipeline, tmp_path_factory):
-    """A DVC project whose lock records the tiny pipeline's outputs up to train."""
-    project = tmp_path_factory.mktemp("dvc_project")
-    for name in ["stages", "lib"]:
-        (project / name).symlink_to(ROOT / name)
-    (project / "data" / "vitaldb").mkdir(parents=True)
-    (project / "data" / "vitaldb" / "clinical_information.csv").symlink_to(
-        ROOT / "data" / "vitaldb" / "clinical_information.csv")
-    (project / "models").mkdir()
-    shutil.copytree(ROOT / "models" / "ttm-r2-512-96", project / "models" / "ttm-r2-512-96")
-    params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
-    params["model"]["weights_dir"] = "models/ttm-r2-512-96"
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
-    for out in ["data/cohort", "data/splits.json", "data/windows", "data/embeddings", "models/model.pt",
-                "metrics/cohort.json", "metrics/splits.json", "metrics/windows.json", "metrics/windows_report",
-                "metrics/train"]:
-        src, dst = tiny_pipeline / out, project / out
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
-    assert dvc(project, "init", "--no-scm", "-q").returncode == 0
-    committed = dvc(project, "commit", "-f", "-q", "cohort", "splits", "windows", "embed", "train")
-    assert committed.returncode == 0, committed.stderr
-    return project
+    return dvc_project(tiny_pipeline, tmp_path_factory.mktemp("dvc_project"))
 
 
 def stage_status(project, stage):

@@ -72,8 +72,8 @@ def test_missing_context_is_imputed_with_the_train_mean():
     assert torch.isfinite(out).all()
 
 
-def test_unfreezing_the_last_blocks_trains_exactly_those_and_an_mlp_head():
-    model = build(unfreeze_last_n_blocks=2)
+def test_unfreezing_the_last_blocks_trains_exactly_those_and_the_head_is_chosen_apart():
+    model = build(unfreeze_last_n_blocks=2, head_type="mlp")
     layers = mixer_layer_names(model.backbone)
     assert len(layers) == 6
     backbone = [n for n in trainable(model) if n.startswith("backbone.")]
@@ -81,6 +81,12 @@ def test_unfreezing_the_last_blocks_trains_exactly_those_and_an_mlp_head():
     assert [type(m).__name__ for m in model.head] == ["Linear", "GELU", "Dropout", "Linear", "GELU", "Dropout",
                                                         "Linear"]
     assert [m.out_features for m in model.head if isinstance(m, torch.nn.Linear)] == [256, 128, 1]
+    # head.type and head.activation do not depend on the mode
+    assert [type(m).__name__ for m in build(unfreeze_last_n_blocks=2).head] == ["Linear"]
+    assert [type(m).__name__ for m in build(head_type="mlp", activation="relu", hidden_dims=[8]).head] == \
+        ["Linear", "ReLU", "Dropout", "Linear"]
+    with pytest.raises(PipelineError, match="head.activation"):
+        build(head_type="mlp", activation="swish")
     with pytest.raises(PipelineError, match="unfreeze_last_n_blocks=7"):
         build(unfreeze_last_n_blocks=7)
 
@@ -127,7 +133,7 @@ def test_regression_may_not_read_the_abp_it_estimates():
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
-    config = model_config(unfreeze_last_n_blocks=1, lora=LORA, hidden_dims=[16])
+    config = model_config(unfreeze_last_n_blocks=1, lora=LORA, hidden_dims=[16], head_type="mlp")
     model = build_model(config).eval()
     for p in model.parameters():
         if p.requires_grad:
@@ -195,7 +201,7 @@ def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
     windows = torch.randn(150, 3, 512) * torch.tensor([20.0, 1.0, 0.5])[:, None] + torch.tensor([90.0, 0, 0])[:, None]
     for config in [{}, {"context_length": 300}, {"lora": Lora(r=4, alpha=8, dropout=0.1,
                                                                      target_modules=("fc1", "fc2"))}]:
-        model = build(hidden_dims=[16], **config).eval()
+        model = build(hidden_dims=[16], head_type="mlp", **config).eval()
         keys = set(model.state_dict())
         with torch.no_grad():
             eager = model.embed(windows)
@@ -208,14 +214,22 @@ def test_frozen_inference_backbone_gives_the_eager_outputs_and_no_new_state():
 
 
 def test_forward_is_the_head_on_the_embeddings():
-    model = build(unfreeze_last_n_blocks=1, hidden_dims=[16]).eval()
+    model = build(unfreeze_last_n_blocks=1, hidden_dims=[16], head_type="mlp").eval()
     x, ctx = torch.randn(5, 3, 512), torch.randn(5, 6)
     with torch.no_grad():
         assert torch.equal(model(x, ctx), model.head_forward(model.embed(x), ctx))
 
 
+def test_a_checkpoint_from_before_head_type_rebuilds_its_head():
+    """Older checkpoints hold no head_type: fm had the linear head, ft the GELU MLP."""
+    for blocks, expected in [(0, "linear"), (1, "mlp")]:
+        old = {k: v for k, v in model_config(unfreeze_last_n_blocks=blocks).to_dict().items()
+               if k not in ("head_type", "activation")}
+        assert type(model_config()).from_dict(old).head_type == expected
+
+
 def test_the_checkpoint_config_rebuilds_the_same_model_config(tmp_path):
-    config = model_config(lora=LORA, channels=["ppg", "ecg"], hidden_dims=[16])
+    config = model_config(lora=LORA, channels=["ppg", "ecg"], hidden_dims=[16], head_type="mlp")
     save_checkpoint(tmp_path / "m.pt", build_model(config), config, {"horizon_min": 5.0})
     _, ckpt = load_checkpoint(tmp_path / "m.pt")
     assert ckpt["config"] == config.to_dict() and type(config).from_dict(ckpt["config"]) == config

@@ -76,12 +76,17 @@ def test_title_follows_the_training_mode():
     fm = {"unfreeze_last_n_blocks": 0, "lora": None, "hidden_dims": (256, 128)}
     assert report.model_title("fm", fm) == "TTM, frozen backbone + linear head"
     assert report.model_title("ft", {**fm, "unfreeze_last_n_blocks": 2}) == \
-        "TTM, fine-tuned (last 2 mixer blocks unfrozen) + MLP head"
+        "TTM, fine-tuned (last 2 mixer blocks unfrozen) + MLP head (gelu)"
     assert report.model_title("ft", {**fm, "lora": {"r": 8, "alpha": 16}}) == \
-        "TTM, fine-tuned (LoRA adapters of rank 8) + MLP head"
+        "TTM, fine-tuned (LoRA adapters of rank 8) + MLP head (gelu)"
     assert report.model_title("?", {**fm, "unfreeze_last_n_blocks": 1}) == \
-        "TTM, fine-tuned (last 1 mixer block unfrozen) + MLP head"
+        "TTM, fine-tuned (last 1 mixer block unfrozen) + MLP head (gelu)"
     assert report.model_title("?", fm) == "TTM, frozen backbone + linear head"
+    # head.type is independent of the mode: the config's head_type decides
+    assert report.model_title("fm", {**fm, "head_type": "mlp", "activation": "relu"}) == \
+        "TTM, frozen backbone + MLP head (relu)"
+    assert report.model_title("ft", {**fm, "lora": {"r": 8}, "head_type": "linear"}) == \
+        "TTM, fine-tuned (LoRA adapters of rank 8) + linear head"
 
 
 def details(subjects=42, positive_subjects=18, train_subjects=48) -> evaluation.Details:

@@ -1,6 +1,7 @@
 """stages/train.py on the tiny pipeline's windows: determinism, resume after SIGKILL, DDP on gloo, errors."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import yaml
 from conftest import ROOT, run_stage
 
 FT = {"finetune": {"unfreeze_last_n_blocks": 1, "windows_per_epoch": 256, "head_warmup_epochs": 2},
-      "head": {"hidden_dims": [32]},
+      "head": {"type": "mlp", "hidden_dims": [32]},
       "train": {"epochs": 3}}
 
 
@@ -49,6 +50,11 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_pipeline, 
     whole = train(tiny_pipeline, tmp_path / "whole", FT)
     assert whole.returncode == 0, whole.stderr[-2000:]
     assert "mode ft" in whole.stdout
+    # one line per epoch: the 2 warm-up epochs, then the 3 fine-tuning ones, each with its seconds
+    lines = [line for line in whole.stdout.splitlines() if re.match(r"(warm-up )?epoch \d+/\d+ ", line)]
+    assert [line.split()[0] for line in lines] == ["warm-up", "warm-up", "epoch", "epoch", "epoch"], whole.stdout
+    assert all(re.search(r"train_loss [\d.]+ +val_loss [\d.]+ +val_auroc [\d.]+ +lr \S+ +[\d.]+ s$", line)
+               for line in lines), lines
 
     work = tmp_path / "killed"
     args = prepare(tiny_pipeline, work, FT)
@@ -60,11 +66,15 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_pipeline, 
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)  # after the head warm-up and the first fine-tuning epoch
     proc.wait()
-    assert resume.exists() and not (work / "model.pt").exists() and not (work / "live").exists()
+    assert resume.exists() and not (work / "model.pt").exists()
+    # the log of the epochs it finished is there, readable: the 2 warm-up epochs and at least one more
+    partial = json.loads((work / "live" / "metrics.json").read_text())
+    assert partial["step"] >= 2 and "val_auroc" in partial
+    assert len((work / "live/plots/metrics/val_auroc.tsv").read_text().splitlines()) - 1 >= 3
 
     rerun = train(tiny_pipeline, work, FT)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming after epoch" in rerun.stdout
+    assert "resuming after epoch" in rerun.stdout and "(from the resume state)" in rerun.stdout
     assert outputs(work) == outputs(tmp_path / "whole")
     for plot in ["train_loss", "val_loss", "val_auroc"]:
         path = f"live/plots/metrics/{plot}.tsv"

@@ -156,7 +156,7 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(data, 
     whole = fm_model(train)
     expected = train_model(whole, train, val, loop, CPU)
 
-    def crash_in_epoch_2(record):
+    def crash_in_epoch_2(record, replayed=False):
         if record["epoch"] == 2:
             raise KeyboardInterrupt   # before epoch 2's state is saved
     with pytest.raises(KeyboardInterrupt):
@@ -165,9 +165,50 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(data, 
     logged = []
     resumed = fm_model(train)
     summary = train_model(resumed, train, val, loop, CPU, resume_path=tmp_path / "r", fingerprint="a",
-                          log_epoch=logged.append)
-    assert [r["epoch"] for r in logged] == [1, 2, 3] and summary == expected
+                          log_epoch=lambda record, replayed=False: logged.append((record["epoch"], replayed)))
+    # the log goes on where it stopped: epoch 1 replayed from the resume state, then epochs 2 and 3
+    assert logged == [(1, True), (2, False), (3, False)] and summary == expected
     for a, b in zip(resumed.head.parameters(), whole.head.parameters()):
         assert torch.equal(a, b)
     other = train_model(fm_model(train), train, val, loop, CPU, resume_path=tmp_path / "r", fingerprint="b")
     assert other == expected   # a state of other params is ignored
+
+
+def test_a_candidate_no_epoch_beats_is_what_the_model_keeps(data):
+    """LP-FT's warm-up head competes with the fine-tuning epochs: when none beats it on val, the
+    checkpoint holds the candidate's state (best_epoch 0), not the best of the worse epochs."""
+    train, val = data
+    model = fm_model(train)
+    from lib.model.ttm import trained_state
+    before = trained_state(model)
+    summary = train_model(model, train, val, replace(LOOP, epochs=2), CPU,
+                          candidate=({"epoch": 0, "val_auroc": 1.0, "val_loss": 0.0}, before))
+    assert summary["best_epoch"] == 0 and summary["best_val_auroc"] == 1.0 and summary["epochs_run"] == 2
+    for key, value in trained_state(model).items():
+        assert torch.equal(value, before[key]), key
+    # a candidate the epochs do beat is dropped
+    beaten = train_model(fm_model(train), train, val, replace(LOOP, epochs=2), CPU,
+                         candidate=({"epoch": 0, "val_auroc": 0.5, "val_loss": 9.0}, before))
+    assert beaten["best_epoch"] == 2 and beaten["best_val_auroc"] > 0.9
+
+
+def test_lp_ft_summary_says_whether_the_warm_up_head_was_kept(data, monkeypatch):
+    """fit in ft mode: the warm-up's best (record epoch 0) is the fine-tuning loop's candidate."""
+    import lib.model.training as training
+    train, val = data
+    seen = []
+    real = training.train_model
+
+    def spy(model, tr, va, cfg, device, **kw):
+        seen.append(kw.get("candidate"))
+        summary = real(model, tr, va, replace(cfg, epochs=1), device, **kw)
+        return summary if kw.get("candidate") is None else {**summary, "best_epoch": 0}
+    monkeypatch.setattr(training, "train_model", spy)
+    monkeypatch.setattr(training, "without_embeddings", lambda split: split)   # stay on the cached embeddings
+    monkeypatch.setattr(training, "backbone_frozen", lambda model: __import__("contextlib").nullcontext())
+    from lib.core.config import TrainConfig
+    from lib.core.params import Finetune, Train
+    cfg = TrainConfig(Train(epochs=1), Finetune(lora=True, head_warmup_epochs=1))
+    summary = fit(fm_model(train), train, val, cfg, CPU)
+    assert seen[0] is None and seen[1][0]["epoch"] == 0 and seen[1][0]["val_auroc"] == summary["head_warmup_best_val"]
+    assert summary["kept"] == "warmup"

@@ -38,10 +38,12 @@ class ModelConfig:
     context_length: int
     unfreeze_last_n_blocks: int
     lora: Lora | None          # the lora section when finetune.lora, else None
-    hidden_dims: tuple         # head.hidden_dims (ft mode's MLP head)
-    dropout: float             # head.dropout
+    hidden_dims: tuple         # head.hidden_dims (head.type mlp)
+    dropout: float             # head.dropout (head.type mlp)
     task: str                  # train.task
     views: tuple = ("waveform",)   # what the backbone embeds: the waveform windows, the trend view, or both
+    head_type: str = "linear"  # head.type
+    activation: str = "gelu"   # head.activation (head.type mlp)
 
     @classmethod
     def from_params(cls, params) -> "ModelConfig":
@@ -51,13 +53,16 @@ class ModelConfig:
                    input_scaling=m.input_scaling, context_length=m.context_length,
                    unfreeze_last_n_blocks=ft.unfreeze_last_n_blocks,
                    lora=lora if ft.lora else None, hidden_dims=head.hidden_dims,
-                   dropout=head.dropout, task=Train.pick(params, "task"), views=m.views)
+                   dropout=head.dropout, task=Train.pick(params, "task"), views=m.views, head_type=head.type,
+                   activation=head.activation)
 
     def __post_init__(self):   # the sections' own checks, also for a config read back from a checkpoint
         for name, value in (("input_channels", self.channels), ("input_scaling", self.input_scaling),
                             ("context_length", self.context_length), ("views", self.views)):
             Model.check_value(name, value)
         check_task_inputs(Train.check_value("task", self.task), self.channels)
+        Head.check_value("type", self.head_type)
+        Head.check_value("activation", self.activation)
 
     @property
     def mode(self) -> str:
@@ -69,6 +74,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
+        # A checkpoint from before head.type: fm mode had the linear head, ft mode the GELU MLP.
+        d.setdefault("head_type", "mlp" if training_mode(d["unfreeze_last_n_blocks"], bool(d.get("lora"))) == "ft"
+                     else "linear")
         d["lora"] = Lora(**{**d["lora"], "target_modules": tuple(d["lora"]["target_modules"])}) \
             if d.get("lora") else None
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

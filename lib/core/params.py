@@ -37,6 +37,8 @@ INPUT_SCALINGS = ("revin", "train_zscore")
 THRESHOLD_RULES = ("youden", "sensitivity")
 VOTING = ("soft", "hard", "none")
 SCHEDULES = ("cosine", "onecycle")
+HEAD_TYPES = ("linear", "mlp")
+ACTIVATIONS = ("gelu", "relu", "silu", "tanh")   # torch.nn's GELU, ReLU, SiLU, Tanh
 
 
 def read_params(path="params.yaml") -> dict:
@@ -497,8 +499,12 @@ class Lora(Section):
 
 @dataclass(frozen=True)
 class Head(Section):
+    """The head on the embeddings, in either training mode: linear, or an MLP of `hidden_dims`."""
+
     NAME = "head"
+    type: str = key("linear", one_of(*HEAD_TYPES))
     hidden_dims: tuple = key((256, 128), integers)
+    activation: str = key("gelu", one_of(*ACTIVATIONS))
     dropout: float = key(0.2, number(at_least=0, below=1))
 
 
@@ -520,6 +526,7 @@ class Train(Section):
     monitor: str = key("auto", one_of("auto", "val_auroc", "val_loss", "val_mae"))
     amp: str = key("auto", one_of("auto", "off"))
     device: str = key("auto", text)   # auto | cpu | cuda[:n]
+    nproc_per_node: int = key(1, integer(1))   # > 1: the stage command runs under torchrun (dvc.yaml templating)
 
     def check(self, path):
         if self.monitor != "auto" and self.monitor not in MONITORS[self.task]:

@@ -464,20 +464,22 @@ def summary_bins(ev: dict):
 
 def model_title(mode: str, model: dict) -> str:
     """The model in words from its training mode (details' `mode`) and the checkpoint's config: fm is
-    the frozen TTM backbone with a trained linear head; ft unfreezes mixer blocks and/or adds LoRA
-    adapters (the mode is worked out from the config where it is unknown)."""
+    the frozen TTM backbone with a trained head; ft unfreezes mixer blocks and/or adds LoRA adapters
+    (the mode is worked out from the config where it is unknown). The head is the config's
+    `head_type`; a config from before head.type had the linear head in fm mode and the MLP in ft."""
     blocks, lora = int(model.get("unfreeze_last_n_blocks") or 0), model.get("lora")
     if mode not in ("fm", "ft") and "unfreeze_last_n_blocks" in model:
         mode = "ft" if blocks or lora else "fm"
+    head_type = model.get("head_type") or ("mlp" if mode == "ft" else "linear")
+    head = f"MLP head ({model.get('activation') or 'gelu'})" if head_type == "mlp" else "linear head"
     if mode == "fm":
-        return "TTM, frozen backbone + linear head"
+        return f"TTM, frozen backbone + {head}"
     if mode != "ft":
         return f"TTM ({mode} mode)"
     how = [f"last {blocks} mixer block{'s' if blocks != 1 else ''} unfrozen"] if blocks else []
     if lora:
         r = lora.get("r") if isinstance(lora, dict) else getattr(lora, "r", None)
         how.append("LoRA adapters" + (f" of rank {r}" if r is not None else ""))
-    head = "MLP head" if model.get("hidden_dims") else "linear head"
     return f"TTM, fine-tuned ({', '.join(how) or 'backbone trained'}) + {head}"
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from dvclive import Live
 
-from lib.core.atomic import atomic_dir, write_json
+from lib.core.atomic import atomic_dir, atomic_path, write_json
 from lib.core.errors import PipelineError
 from lib.core.params import Evaluate, Inference
 from lib.core.schema import map_ahead_column
@@ -127,11 +127,12 @@ def recalibration_report(run: TestPredictions, calibrations: dict, ids, cfg: Eva
 
 def evaluate(checkpoint, calibrator_path, baselines_dir, test_h5, val_h5, clinical_csv, cohort_files: dict,
              cfg: Evaluate, inference: Inference, device: str, recalibrate_fraction: float = 0.0,
-             after_inference=lambda: None) -> tuple:
+             after_inference=lambda: None, scores_path=None) -> tuple:
     """(Details, Figures, report.Provenance) of the frozen model and its baselines on `test_h5`; the alarms'
     operating points are chosen on `val_h5`; `cohort_files` {split: windows file} are the report's cohort
     table and masking counts. `recalibrate_fraction` > 0 adds `recalibration_report` (an external cohort).
-    `after_inference` runs once the predictions are made (the stage's memory policy, lib/core/memory.py)."""
+    `after_inference` runs once the predictions are made (the stage's memory policy, lib/core/memory.py).
+    `scores_path` (clf): every scored window's calibrated probabilities are written there (`write_scores`)."""
     test_h5, val_h5 = Path(test_h5), Path(val_h5)
     run = predict_test(checkpoint, baselines_dir, test_h5, device, inference, val_h5)
     check_window_rule(run.windows_rule, test_h5)
@@ -153,6 +154,8 @@ def evaluate(checkpoint, calibrator_path, baselines_dir, test_h5, val_h5, clinic
         figures.plots += plots
         if recalibrate_fraction > 0:
             summary.recalibration = recalibration_report(run, calibrations, ids, cfg, recalibrate_fraction)
+        if scores_path:
+            write_scores(scores_path, run, calibrations, ids)
     else:
         summary, figures = evaluation.evaluate_regressor(run.targets, run.predictions, ids, cfg)
     details = dataclasses.replace(summary, horizon_min=run.horizon_min, mode=run.train_summary.get("mode", "?"),
@@ -170,6 +173,19 @@ def evaluate(checkpoint, calibrator_path, baselines_dir, test_h5, val_h5, clinic
                                    windows={k: v for k, v in windows_h5.attrs(test_h5).items() if k != "masking"},
                                    calibration=calibration, evaluate=dataclasses.asdict(cfg))
     return details, figures, provenance
+
+
+def write_scores(path, run: TestPredictions, calibrations: dict, ids) -> None:
+    """One row per scored test window: who and when (subjectid, caseid, t_end_s), its label, and each
+    scorer's calibrated probability (Parquet, byte-reproducible). Variants scored on the same test
+    split line up row by row, so they can be compared paired, on the same bootstrap replicates
+    (bench/ablation.py), without reading the test split again."""
+    frame = pd.DataFrame({"subjectid": ids.subjectid, "caseid": ids.caseid, "t_end_s": ids.t_end,
+                          "label": run.targets.astype(np.int8),
+                          **{name: calibrations[name].predict_proba(z).astype(np.float32)
+                             for name, z in run.predictions.items()}})
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def write(live_dir, report_path, details, figures, provenance, **report_extra) -> None:

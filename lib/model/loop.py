@@ -29,8 +29,12 @@ from lib.model.ttm import save_torch, trained_state
 
 
 def train_model(model, train: Split, val: Split, cfg: LoopConfig, device, *, resume_path=None, fingerprint: str = "",
-                log_epoch=None, rank: int = 0, world_size: int = 1) -> dict:
+                log_epoch=None, rank: int = 0, world_size: int = 1, candidate=None) -> dict:
     """Train in place and restore the best epoch's weights (on `cfg.monitor`). Returns a summary.
+
+    `candidate` (record, trained state): a state that competes with the epochs, as the best so far
+    before the first (LP-FT's warm-up head, record epoch 0); kept when no epoch beats it on val.
+    `log_epoch(record, replayed=False)` is called as each epoch ends (replayed: from a resume state).
 
     Trains on `train`'s cached embeddings when it has them (the head alone), else on its windows.
     `resume_path`: the state after each finished epoch is saved there (rank 0); when it exists with
@@ -47,12 +51,14 @@ def train_model(model, train: Split, val: Split, cfg: LoopConfig, device, *, res
     opt = Optimiser.create(model, cfg, cfg.epochs * steps_per_epoch(n_per_epoch, cfg, world_size), device)
     loss = Loss.for_model(model, train, device)
     stopper, history = EarlyStopping(cfg.monitor, cfg.early_stopping_patience), []
+    if candidate is not None:
+        stopper.best, stopper.best_state = candidate
     resume_path = Path(resume_path) if resume_path else None
     if resume_path and resume_path.is_file():
         history = load_resume_state(resume_path, fingerprint, model, opt, stopper)
         for record in history:
             if log_epoch:
-                log_epoch(record)
+                log_epoch(record, replayed=True)
 
     while len(history) < cfg.epochs and not stopper.stopped:
         epoch = len(history)
@@ -123,7 +129,7 @@ def run_epoch(net: nn.Module, train: Split, positions, loss, opt: "Optimiser", m
     ddp = isinstance(net, nn.parallel.DistributedDataParallel)
     total, seen = 0.0, 0
     batches = range(0, len(positions), micro_batch)
-    for step, start in enumerate(tqdm(batches, desc=desc, unit="batch", leave=False, disable=None if show else True)):
+    for step, start in enumerate(tqdm(batches, desc=desc, unit="batch", disable=None if show else True)):
         sl = slice(start, start + micro_batch)
         x, ctx, y = train.inputs(positions[sl]).to(device), context[sl].to(device), targets[sl].to(device)
         last_micro = (step + 1) % grad_accum_steps == 0 or step == len(batches) - 1

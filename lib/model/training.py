@@ -5,7 +5,8 @@
 * ft mode: unfrozen blocks / LoRA adapters train with the head; each epoch draws
   `windows_per_epoch` training windows (seeded by epoch) and runs them through the backbone.
   The head is first warmed up on the cached embeddings with the backbone frozen (LP-FT, Kumar
-  et al., ICLR 2022: a random head's gradients would otherwise distort the pretrained features).
+  et al., ICLR 2022: a random head's gradients would otherwise distort the pretrained features);
+  the warm-up's best head stays a candidate, kept when no fine-tuning epoch beats it on val.
 
 The backbone runs in eval mode (TTM's own 0.4 dropout off); the head's and LoRA's dropout train.
 The loop itself is lib.model.loop.train_model. The test split is never read here.
@@ -23,6 +24,7 @@ from lib.core.errors import PipelineError
 from lib.data.dataset import Split, without_embeddings
 from lib.model.engines import require_eager
 from lib.model.loop import train_model
+from lib.model.ttm import trained_state
 
 SCALER_BATCH = 4096   # windows per read while fitting the head's input scaling
 
@@ -40,16 +42,29 @@ def fit(model, train: Split, val: Split, cfg: TrainConfig, device, *, resume_pat
     fit_scalers(model, train)
     resume_path = Path(resume_path) if resume_path else None
     warmup = cfg.finetune.head_warmup_epochs if cfg.finetune.mode == "ft" else 0
+    candidate, log_epoch = None, loop_extra.pop("log_epoch", None)
     if warmup:  # LP-FT: the head first learns on the frozen backbone's cached embeddings
         with backbone_frozen(model):
             warm = train_model(model, train, val, dataclasses.replace(cfg.loop, epochs=warmup), device,
-                               resume_path=resume_path and resume_path.with_suffix(".warmup.resume"), **loop_extra)
+                               resume_path=resume_path and resume_path.with_suffix(".warmup.resume"),
+                               log_epoch=log_epoch and warmup_log(log_epoch), **loop_extra)
+        # The warm-up's best head (on the untouched backbone) competes with the fine-tuning epochs,
+        # so LP-FT never returns a model worse on val than its own first phase.
+        candidate = ({"epoch": 0, **{k[len("best_"):]: v for k, v in warm.items() if k.startswith("best_val_")}},
+                     trained_state(model))
         # ft: the backbone trains, its embeddings change every step, so windows go through it.
         train, val = without_embeddings(train), without_embeddings(val)
-    summary = train_model(model, train, val, cfg.loop, device, resume_path=resume_path, **loop_extra)
+    summary = train_model(model, train, val, cfg.loop, device, resume_path=resume_path, log_epoch=log_epoch,
+                          candidate=candidate, **loop_extra)
     if warmup:
-        summary.update(head_warmup_epochs=warmup, head_warmup_best_val=warm[f"best_{cfg.loop.monitor}"])
+        summary.update(head_warmup_epochs=warmup, head_warmup_best_val=warm[f"best_{cfg.loop.monitor}"],
+                       kept="warmup" if summary["best_epoch"] == 0 else "finetuned")
     return summary
+
+
+def warmup_log(log_epoch):
+    """The warm-up's epochs go to the same log, marked as the warm-up's."""
+    return lambda record, **kw: log_epoch({**record, "phase": "warmup"}, **kw)
 
 
 def fit_scalers(model, train: Split, batch: int = SCALER_BATCH) -> None:

@@ -140,11 +140,14 @@ def add_lora(backbone: nn.Module, lora: Lora, exclude=()):
     return peft.get_peft_model(backbone, config)
 
 
-def make_head(n_features: int, hidden_dims, dropout: float, n_outputs: int) -> nn.Module:
-    """Linear (no hidden dims) or MLP: [Linear → GELU → Dropout] per hidden dim, then Linear."""
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}   # head.activation
+
+
+def make_head(n_features: int, hidden_dims, dropout: float, n_outputs: int, activation: str = "gelu") -> nn.Module:
+    """Linear (no hidden dims) or MLP: [Linear → activation → Dropout] per hidden dim, then Linear."""
     layers, width = [], n_features
     for hidden in hidden_dims:
-        layers += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[activation](), nn.Dropout(dropout)]
         width = hidden
     return nn.Sequential(*layers, nn.Linear(width, n_outputs))
 
@@ -160,7 +163,7 @@ class HypotensionModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, channels, d_model: int, *, level_features: bool = True,
                  context=(), input_scaling: str = "revin", hidden_dims=(), dropout: float = 0.0,
-                 task: str = "clf", context_length: int = TTM_CONTEXT):
+                 activation: str = "gelu", task: str = "clf", context_length: int = TTM_CONTEXT):
         super().__init__()
         self.backbone = backbone
         self.channels, self.context, self.d_model = list(channels), list(context), d_model
@@ -179,7 +182,7 @@ class HypotensionModel(nn.Module):
         n_outputs = 1 if task == "clf" else len(REG_TARGETS)
         self.register_buffer("target_mean", torch.zeros(n_outputs))
         self.register_buffer("target_std", torch.ones(n_outputs))
-        self.head = make_head(n_features, hidden_dims, dropout, n_outputs)
+        self.head = make_head(n_features, hidden_dims, dropout, n_outputs, activation)
 
     def set_input_stats(self, stats: dict) -> None:
         set_input_stats(self, stats)
@@ -260,15 +263,15 @@ def model_inputs(cfg: ModelConfig) -> list:
 def build_model(cfg: ModelConfig) -> HypotensionModel:
     """The model as configured (the checkpoint's `config` holds `cfg.to_dict()`).
 
-    fm mode (nothing in the backbone trains) gets a linear head, ft mode the MLP of `cfg.hidden_dims`.
+    The head is linear, or with head.type mlp the MLP of `cfg.hidden_dims`, in either mode.
     """
     channels, input_scaling, context_length, task = cfg.channels, cfg.input_scaling, cfg.context_length, cfg.task
     ttm = load_ttm(cfg.weights_dir, revin=input_scaling == "revin")
     backbone = configure_backbone(ttm.backbone, cfg.unfreeze_last_n_blocks, cfg.lora)
     return HypotensionModel(backbone, model_inputs(cfg), ttm.config.d_model, level_features=cfg.level_features,
                             context=context_features(channels, cfg.level_features), input_scaling=input_scaling,
-                            hidden_dims=cfg.hidden_dims if cfg.mode == "ft" else (), dropout=cfg.dropout, task=task,
-                            context_length=context_length)
+                            hidden_dims=cfg.hidden_dims if cfg.head_type == "mlp" else (), dropout=cfg.dropout,
+                            activation=cfg.activation, task=task, context_length=context_length)
 
 
 def embedding_model(cfg: EmbeddingConfig) -> HypotensionModel:

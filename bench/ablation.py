@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,7 +88,6 @@ def run(name: str, overrides) -> dict:
 def time_train_stage() -> float:
     """The train stage's wall time on the workspace's inputs and params (a variant whose train stage
     DVC restored from its cache printed none): stages/train.py run into a temporary directory."""
-    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "stages/train.py", "data/windows", "data/embeddings", f"{tmp}/model.pt",
                                f"{tmp}/live"], cwd=ROOT, check=True, capture_output=True, text=True)
@@ -206,9 +206,9 @@ def main(argv=None) -> None:
         for name in args.only or variants:
             overrides = variants[name][0] + (FT_COMMON if args.group == "finetuning" else [])
             timing = run(name, overrides)
-            if args.group == "finetuning" and timing["train_s"] is None and not variants[name][0]:
-                timing["train_s"] = time_train_stage()   # the workspace's own params: its train stage was cached
             if args.group == "finetuning":
+                if timing["train_s"] is None and not variants[name][0]:
+                    timing["train_s"] = time_train_stage()   # the workspace's own params: its train stage was cached
                 times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
                 TIMES.write_text(json.dumps({**times, name: timing}, indent=1) + "\n")
     text = finetuning_table() if args.group == "finetuning" else table(experiments())

@@ -13,7 +13,7 @@ setting (`-S inference.engine=inductor -S inference.bf16=true`).
 
 `--noise`: no params change; every stage is rerun (`--force`) with the environment of `--env`, e.g.
 other numeric kernels, as another machine would pick them (lib/core/kernels.py). The file then
-records run-to-run noise, and `make pr-report` (scripts/pr_report.py) marks a metric change
+records run-to-run noise, and `make pr-report` (scripts/metrics_noise.py) marks a metric change
 within the largest such noise as noise. It also lists the outputs whose bytes changed.
 """
 import argparse
@@ -60,7 +60,7 @@ def experiment_file(rev: str, path: str) -> bytes:
             if out["path"] == path:
                 md5 = out["md5"]
                 return (ROOT / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_bytes()
-    raise SystemExit(f"ablation: {path} is not an output of experiment {rev[:7]}")
+    raise SystemExit(f"{path} is not an output of experiment {rev[:7]}")
 
 
 def outs_mb(lock: dict) -> dict:

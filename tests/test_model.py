@@ -7,10 +7,12 @@ from conftest import WEIGHTS
 from model_helpers import LORA, model_config
 from transformers import PreTrainedModel
 
+from lib.core import params
 from lib.core.config import ModelConfig
 from lib.core.errors import PipelineError
 from lib.core.params import Lora, Model
 from lib.core.schema import TREND_INPUTS
+from lib.model import ttm
 from lib.model.ttm import build_model, load_checkpoint, load_ttm, mixer_layer_names, save_checkpoint
 
 
@@ -87,6 +89,7 @@ def test_unfreezing_the_last_blocks_trains_exactly_those_and_the_head_is_chosen_
         ["Linear", "ReLU", "Dropout", "Linear"]
     with pytest.raises(PipelineError, match="head.activation"):
         build(head_type="mlp", activation="swish")
+    assert set(params.ACTIVATIONS) == set(ttm.ACTIVATIONS)   # params.yaml's choices are the ones make_head builds
     with pytest.raises(PipelineError, match="unfreeze_last_n_blocks=7"):
         build(unfreeze_last_n_blocks=7)
 

@@ -74,12 +74,17 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
-        # A checkpoint from before head.type: fm mode had the linear head, ft mode the GELU MLP.
-        d.setdefault("head_type", "mlp" if training_mode(d["unfreeze_last_n_blocks"], bool(d.get("lora"))) == "ft"
-                     else "linear")
+        d.setdefault("head_type", head_type_before_head_type(
+            training_mode(d["unfreeze_last_n_blocks"], bool(d.get("lora")))))
         d["lora"] = Lora(**{**d["lora"], "target_modules": tuple(d["lora"]["target_modules"])}) \
             if d.get("lora") else None
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def head_type_before_head_type(mode: str) -> str:
+    """The head of a checkpoint saved before head.type existed: fm mode had the linear head, ft mode
+    the GELU MLP."""
+    return "mlp" if mode == "ft" else "linear"
 
 
 @dataclass(frozen=True)

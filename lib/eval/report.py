@@ -19,6 +19,7 @@ import yaml
 from sklearn.metrics import roc_curve
 
 from lib.core.atomic import atomic_path
+from lib.core.config import head_type_before_head_type
 from lib.model import scorers
 from lib.signal.labels import describe_rule
 
@@ -470,7 +471,7 @@ def model_title(mode: str, model: dict) -> str:
     blocks, lora = int(model.get("unfreeze_last_n_blocks") or 0), model.get("lora")
     if mode not in ("fm", "ft") and "unfreeze_last_n_blocks" in model:
         mode = "ft" if blocks or lora else "fm"
-    head_type = model.get("head_type") or ("mlp" if mode == "ft" else "linear")
+    head_type = model.get("head_type") or head_type_before_head_type(mode)
     head = f"MLP head ({model.get('activation') or 'gelu'})" if head_type == "mlp" else "linear head"
     if mode == "fm":
         return f"TTM, frozen backbone + {head}"

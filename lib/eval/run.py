@@ -147,15 +147,16 @@ def evaluate(checkpoint, calibrator_path, baselines_dir, test_h5, val_h5, clinic
         summary, figures = evaluation.evaluate_classifier(run.targets, run.predictions, calibrations, ids,
                                                           cfg, clinical, horizon_min=run.horizon_min)
         val_ids = evaluation.read_test_windows(val_h5, run.val_indices)
+        probabilities = {name: calibrations[name].predict_proba(z) for name, z in run.predictions.items()}
         summary.monitor, plots = evaluation.monitor_report(
-            run.targets, {name: calibrations[name].predict_proba(z) for name, z in run.predictions.items()}, ids,
+            run.targets, probabilities, ids,
             {name: calibrations[name].predict_proba(z) for name, z in run.val_predictions.items()}, val_ids,
             {name: calibrations[name].threshold for name in run.predictions}, cfg)
         figures.plots += plots
         if recalibrate_fraction > 0:
             summary.recalibration = recalibration_report(run, calibrations, ids, cfg, recalibrate_fraction)
         if scores_path:
-            write_scores(scores_path, run, calibrations, ids)
+            write_scores(scores_path, ids, run.targets, probabilities)
     else:
         summary, figures = evaluation.evaluate_regressor(run.targets, run.predictions, ids, cfg)
     details = dataclasses.replace(summary, horizon_min=run.horizon_min, mode=run.train_summary.get("mode", "?"),
@@ -175,15 +176,14 @@ def evaluate(checkpoint, calibrator_path, baselines_dir, test_h5, val_h5, clinic
     return details, figures, provenance
 
 
-def write_scores(path, run: TestPredictions, calibrations: dict, ids) -> None:
+def write_scores(path, ids, labels, probabilities: dict) -> None:
     """One row per scored test window: who and when (subjectid, caseid, t_end_s), its label, and each
-    scorer's calibrated probability (Parquet, byte-reproducible). Variants scored on the same test
-    split line up row by row, so they can be compared paired, on the same bootstrap replicates
-    (bench/ablation.py), without reading the test split again."""
+    scorer's calibrated probability (`probabilities` {scorer: per window}; Parquet, byte-reproducible).
+    Variants scored on the same test split line up row by row, so they can be compared paired, on the
+    same bootstrap replicates (bench/ablation.py), without reading the test split again."""
     frame = pd.DataFrame({"subjectid": ids.subjectid, "caseid": ids.caseid, "t_end_s": ids.t_end,
-                          "label": run.targets.astype(np.int8),
-                          **{name: calibrations[name].predict_proba(z).astype(np.float32)
-                             for name, z in run.predictions.items()}})
+                          "label": labels.astype(np.int8),
+                          **{name: p.astype(np.float32) for name, p in probabilities.items()}})
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
 

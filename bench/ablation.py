@@ -30,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from variant_metrics import experiment_file, experiment_rev  # noqa: E402  (bench/, this script's folder)
 
-from lib.eval.metrics import ranking_metrics, subject_bootstrap  # noqa: E402
+from lib.eval.metrics import RankingTable, Subjects, subject_bootstrap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FT = "trend.finetune=true"   # adds the fine-tuned forecaster's column; every other scorer is the default run's
@@ -101,9 +101,11 @@ def paired_gain(scores: pd.DataFrame, reference: pd.DataFrame, n_boot: int, seed
             and np.array_equal(scores["label"], reference["label"])):
         raise SystemExit("ablation: the variants were not scored on the same test windows")
     y, mine, theirs = scores["label"].to_numpy(), scores["ttm"].to_numpy(), reference["ttm"].to_numpy()
+    subjects = Subjects(scores["subjectid"].to_numpy())
+    tables = [RankingTable(y, s, subjects) for s in (mine, theirs)]
     gains = []
-    for w in [np.ones((1, len(y))), *subject_bootstrap(scores["subjectid"].to_numpy(), n_boot, seed)]:
-        gains.append(ranking_metrics(y, mine, w)[0] - ranking_metrics(y, theirs, w)[0])
+    for counts in [None, *subject_bootstrap(len(subjects), n_boot, seed, tables[0].n_cells)]:
+        gains.append(tables[0].metrics(counts)[0] - tables[1].metrics(counts)[0])
     point, replicates = gains[0][0], np.concatenate(gains[1:])
     low, high = np.nanpercentile(replicates, [2.5, 97.5])
     return point, low, high

@@ -177,6 +177,125 @@ def memory_sections(results: Path) -> list:
 STORAGE_VARIANTS = {"float16": "windows.dtype and embed.dtype float16", "embed16": "embed.dtype float16"}
 
 
+def statistics_sections(results: Path, scale: dict | None) -> list:
+    """evaluate's statistics before and after per-subject tables (bench/evaluate_statistics.py), and their
+    share of the evaluate stage's wall time in the scale runs."""
+    path = results / "evaluate_statistics.json"
+    if not path.exists():
+        return []
+    e = json.loads(path.read_text())
+    now, before = e["runs"]["now"], e["runs"].get("before", {})
+    lines = ["## evaluate's statistics: per-subject tables", "",
+             "`python bench/evaluate_statistics.py --before REV` at commit "
+             f"{e['commit']}{' against ' + e['before_commit'] if before else ''}: everything evaluate does after "
+             "inference (every level, subgroup, the backward analysis, the alarms with their val-chosen "
+             "operating points, gray zone, MAP-matched AUROC, decision curve; 1,000 subject-bootstrap replicates; "
+             "6 scorers) on the default demo's test windows tiled k times as k times the subjects, in a fresh "
+             "process on 2 cores. *Bootstrap CIs*: the time inside the subject bootstrap (metrics.with_ci).", "",
+             "| scale | windows | subjects | bootstrap CIs (s) | after inference (s) | ms per window | CPU (s) | "
+             "peak RSS (MB) |", "|---|---|---|---|---|---|---|---|"]
+
+    def pair(key, scale, digits=1):
+        mine = now[scale][key]
+        if scale in before:
+            return f"{before[scale][key]:,.{digits}f} → **{mine:,.{digits}f}**"
+        return f"**{mine:,.{digits}f}**"
+    for k in sorted(now, key=float):
+        r = now[k]
+        lines.append(f"| {times(float(k))} | {r['windows']:,} | {r['subjects']:,} | {pair('bootstrap_ci_s', k)} | "
+                     f"{pair('total_s', k)} | {pair('ms_per_window', k, 3)} | {pair('cpu_s', k)} | "
+                     f"{pair('peak_rss_mb', k, 0)} |")
+    lines.append("")
+    rows = {r["scale"]: r for r in (scale or {}).get("rows", [])}
+    if 4.0 in rows and "4" in now:
+        wall = rows[4.0]["stages"]["evaluate"]["wall_s"]
+        lines += [f"At 4× the evaluate stage took {wall:.0f} s in the scale run below: the bootstrap CIs are "
+                  f"**{100 * now['4']['bootstrap_ci_s'] / wall:.0f} %** of it, everything after inference "
+                  f"{100 * now['4']['total_s'] / wall:.0f} %.", ""]
+    lines += ["Every statistic is a count matrix (replicates × subjects) times per-subject tables built once per "
+              "scorer and level (lib/eval/metrics.py), so the bootstrap grows with subjects, not windows. Point "
+              "estimates and the replicates of counts, Brier, ECE and errors are exact; AUROC and average "
+              "precision use the tied-score groups while they fit 4,096 cells, a score grid beyond "
+              "(tests/test_metrics.py holds every replicate within 1e-3 of the exact one). On the default demo "
+              "the reported metrics are the same: point estimates bit-identical, CIs within 5e-4. What still "
+              "grows with windows is per-window work done once: the tables' sums, calibration slopes and the "
+              "alarm simulation of the operating-point search on val.", ""]
+    return lines
+
+
+def _now_and_before(results: Path, stem: str) -> tuple:
+    now, before = results / f"{stem}.json", results / f"{stem}_before.json"
+    return (json.loads(now.read_text()) if now.exists() else None,
+            json.loads(before.read_text()) if before.exists() else None)
+
+
+def _change(before, now, digits: int = 3) -> str:
+    if before is None:
+        return f"**{now:.{digits}f}**"
+    return f"{before:.{digits}f} → **{now:.{digits}f}** ({before / now:.1f}×)" if now else f"{before:.{digits}f} → 0"
+
+
+def _rate_section(results: Path, script: str, title: str, same: str, what, columns: list) -> tuple:
+    """(now, before, the section's title, text and table header) of a per-signal-hour benchmark's JSON, now and
+    at its before-commit (`what(now)`: the text; the last three columns in CPU s/h); (None, None, []) without it."""
+    now, before = _now_and_before(results, script)
+    if now is None:
+        return None, None, []
+    at = f" and at {before['commit']}{same}" if before else ""
+    head = [*columns[:2], *(f"{c} (CPU s/h)" for c in columns[2:])]
+    return now, before, [f"## {title}", "", f"`python bench/{script}.py` at commit {now['commit']}{at}: {what(now)}",
+                         "", f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
+
+
+def windows_rate_sections(results: Path) -> list:
+    """The windows stage's per-case work per signal hour (bench/windows_rate.py), now and before."""
+    now, before, lines = _rate_section(
+        results, "windows_rate", "The windows stage per signal hour", " (the same recordings)",
+        lambda r: f"{r['cases_per_srate']} simulated demo cases ({r['minutes'][0]:g}-{r['minutes'][1]:g} min) per "
+                  "sample rate, each windowed in one process as one worker of the stage does it (`process_case`, then "
+                  "the HDF5 append), with the train/val rule and with the test split's overlapping rule; CPU seconds "
+                  "per signal hour, medians over rounds. The stage runs windows.workers of these at once.",
+        ["sample rate", "rule", "process_case", "HDF5 append", "both"])
+    if now is None:
+        return []
+    for srate, r in now["srates"].items():
+        b = (before or {}).get("srates", {}).get(srate)
+        for rule in ("train", "test"):
+            cells = []
+            for step in ("process_case", "write"):
+                cells.append(_change(b[rule][step]["cpu_s_per_signal_hour"] if b else None,
+                                     r[rule][step]["cpu_s_per_signal_hour"]))
+            both = sum(r[rule][step]["cpu_s_per_signal_hour"] for step in ("process_case", "write"))
+            both_before = (sum(b[rule][step]["cpu_s_per_signal_hour"] for step in ("process_case", "write"))
+                           if b else None)
+            lines.append(f"| {float(srate):g} Hz | {rule} | {cells[0]} | {cells[1]} | {_change(both_before, both)} |")
+    steps = list(now["srates"].values())[-1].get("cpu_s_per_signal_hour_by_step", {})
+    if steps:
+        top = ", ".join(f"{name.rsplit('.', 1)[-1]} {v:.3f}" for name, v in list(steps.items())[1:6])
+        lines += ["", f"Where it goes now at {float(list(now['srates'])[-1]):g} Hz (CPU s/h, pyinstrument; "
+                  f"`bench/results/profile_windows_rate_*.txt`): {top}."]
+    return lines + [""]
+
+
+def simulator_rate_sections(results: Path) -> list:
+    """The demo simulator per signal hour (bench/simulator_rate.py), now and before."""
+    now, before, lines = _rate_section(
+        results, "simulator_rate", "The demo simulator per signal hour", "",
+        lambda r: f"{r['cases_per_cohort']} cases per cohort simulated and written as one worker of the cohort "
+                  "stage does it (`simulate_case`, then `write_vital`); CPU seconds per signal hour, medians over "
+                  "rounds. The recordings' content is bit-identical; the files are gzip level 1 "
+                  "(lib/data/vital_io.py GZIP_LEVEL), ~10 % larger than at level 6.",
+        ["cohort", "sample rate", "simulate", "write", "both"])
+    if now is None:
+        return []
+    for name, r in now["cohorts"].items():
+        b = (before or {}).get("cohorts", {}).get(name)
+        cells = [_change(b[step]["cpu_s_per_signal_hour"] if b else None, r[step]["cpu_s_per_signal_hour"])
+                 for step in ("simulate", "write", "total")]
+        lines.append(f"| {name} | {r['srate_hz']:g} Hz | {' | '.join(cells)} |")
+    return lines + [""]
+
+
 def storage_sections(results: Path) -> list:
     """float16 storage against the default float32 (bench/variant_metrics.py): outputs and metrics."""
     checks = {name: json.loads((results / f"{name}_metrics.json").read_text())
@@ -419,6 +538,9 @@ def write_results(f: dict, path: Path, png: Path | None = None) -> None:
         *default_sections(f),
         *engine_sections(png.parent),
         *score_sections(png.parent),
+        *statistics_sections(png.parent, f.get("scale")),
+        *windows_rate_sections(png.parent),
+        *simulator_rate_sections(png.parent),
         *storage_sections(png.parent),
         *filter_sections(png.parent),
         *memory_sections(png.parent),

@@ -1,7 +1,7 @@
 """Every figure of bench/RESULTS.md, from one command; RESULTS.md is rewritten whole.
 
-usage: python bench/run_all.py [--scales 0.25 1 4] [--only default scale calibration] [--set KEY=VALUE ...]
-                               [--results bench/results] [--out bench/RESULTS.md]
+usage: python bench/run_all.py [--scales 0.25 1 4] [--only default scale calibration speed] [--set KEY=VALUE ...]
+                               [--before REV] [--results bench/results] [--out bench/RESULTS.md]
 
 default (the pipeline as params.yaml has it, in a fresh clone of this commit):
 1. Full `dvc repro -f` (its own empty DVC cache), stage by stage, then the no-op `dvc repro`.
@@ -15,6 +15,9 @@ scale (bench/scale.py): `/usr/bin/time -v dvc exp run --temp -S demo.n_cases=N -
    slopes, the projection to the full VitalDB selection (13,123 h) and the PNG.
 calibration: the demo simulator against published figures (lib.data.demo.calibration_figures, fast
    path, 300 cases per seed; the check tests/test_demo_calibration.py makes).
+speed: evaluate's statistics at 1x/4x/16x the demo's test set (bench/evaluate_statistics.py), the windows
+   stage's and the demo simulator's cost per signal hour at 100 and 500 Hz (bench/windows_rate.py,
+   bench/simulator_rate.py), each now and at commit --before.
 With --only, the sections not named keep their figures from run_all.json. Raw figures go to
 bench/results/*.json; the profile to bench/results/profile_<stage>.txt.
 """
@@ -36,7 +39,8 @@ from scale import default_cases, plot, project, run_scale  # bench/ is this scri
 ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ["default", "scale", "calibration"]
+SECTIONS = ["default", "scale", "calibration", "speed"]
+SPEED_BEFORE = "2ac4951"   # speed's "before": window-weighted bootstrap, per-segment beat detectors, gzip level 6
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
        # stages import lib/ from the clone they run in (cwd), else from this checkout
        "PYTHONPATH": os.pathsep.join(filter(None, [".", str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -171,6 +175,26 @@ def demo_calibration(seeds=(1, 2), cases: int = 300) -> dict:
             "markdown": "\n".join(lines)}
 
 
+def speed(before: str) -> None:
+    """evaluate's statistics, the windows stage and the demo simulator, each by its own script (its JSON in
+    bench/results, read by report.py), at this checkout and at commit `before`: evaluate_statistics.py takes
+    the older lib/ itself; the other two run in a worktree of `before` (the script copied in: it times the
+    stage functions that commit has), the windows stage on the very same recordings."""
+    sh([sys.executable, "bench/evaluate_statistics.py", "--before", before], ROOT)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree, cases = Path(tmp) / "before", Path(tmp) / "cases"
+        sh(["git", "worktree", "add", "--detach", str(tree), before], ROOT)
+        try:
+            for script, extra in (("windows_rate.py", ["--cases-dir", str(cases)]), ("simulator_rate.py", [])):
+                stem = script.removesuffix(".py")
+                sh([sys.executable, f"bench/{script}", *extra], ROOT)
+                (tree / "bench" / script).write_text((ROOT / "bench" / script).read_text())
+                sh([sys.executable, f"bench/{script}", *extra, "--no-profile", "--out",
+                    str(RESULTS / f"{stem}_before.json")], tree)
+        finally:
+            sh(["git", "worktree", "remove", "--force", str(tree)], ROOT)
+
+
 def default_run(figures: dict) -> None:
     """Sections 1-3 and 5: the default pipeline (demo cohort, fasttrack as in params.yaml) in a fresh clone."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,6 +221,7 @@ def main():
                         help="measure only these sections; the others keep their figures from the JSON")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="extra `dvc exp run -S` override for every scale run (quick checks only)")
+    parser.add_argument("--before", default=SPEED_BEFORE, help="the commit the speed section compares with")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of run_all.json and the PNG")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
@@ -218,6 +243,8 @@ def main():
         plot(rows, args.results / "scaling.png")
     if "calibration" in args.only:
         figures["demo_calibration"] = demo_calibration()
+    if "speed" in args.only:
+        speed(args.before)
     path.write_text(json.dumps(figures, indent=2) + "\n")
     from report import write_results  # bench/ is on sys.path: the script runs from it
     write_results(figures, args.out, args.results / "scaling.png")

@@ -184,7 +184,8 @@ def slope(hours, values) -> float | None:
 
 def project(rows: list, assumed: dict = ASSUMED, target: dict = FULL_VITALDB) -> dict:
     """Per stage: cost per signal hour at the largest scale, log-log slope, and the time at `target` hours
-    on the measuring machine (linear from the largest scale, and the fitted power law) and on a 16-core + 1 GPU
+    on the measuring machine (linear from the largest scale, and the fitted power law; beside them the
+    least-squares fixed + per-hour line over the scales, `affine_h`) and on a 16-core + 1 GPU
     machine (projected, not measured: `assumed`). RSS: the largest process's peak at the largest scale plus
     the least-squares growth per hour over the scales (never negative) times the hours still to go."""
     rows = sorted(rows, key=lambda r: r["signal_hours"])
@@ -200,11 +201,16 @@ def project(rows: list, assumed: dict = ASSUMED, target: dict = FULL_VITALDB) ->
         linear = wall * ratio
         power = wall * ratio ** k if k is not None else linear
         here = max(linear, power)   # the more pessimistic of the two
+        # fixed + per hour: the least-squares line through every scale (a stage's start-up counted once)
+        per_hour, fixed = np.polyfit(hours, walls, 1) if len(set(hours)) > 1 else (wall / big["signal_hours"], 0.0)
+        affine = max(fixed, 0.0) + max(per_hour, 0.0) * target["hours"]
         speedup = cpu_factor if name in CPU_STAGES else assumed["gpu_speedup"] if name in GPU_STAGES else 1
         growth = max(0.0, float(np.polyfit(hours, rss, 1)[0])) if len(set(hours)) > 1 else 0.0   # MB per hour
         out["stages"][name] = {
             "s_per_signal_hour": round(wall / big["signal_hours"], 3), "slope": k,
             "linear_h": round(linear / 3600, 2), "power_law_h": round(power / 3600, 2),
+            "affine_h": round(affine / 3600, 2), "fixed_s": round(float(fixed), 1),
+            "marginal_s_per_signal_hour": round(float(per_hour), 3),
             "this_machine_h": round(here / 3600, 2), "speedup_assumed": round(speedup, 1),
             "gpu_machine_h": round(here / speedup / 3600, 2), "rss_slope": slope(hours, rss),
             "rss_mb_per_1000h": round(growth * 1000),
@@ -212,6 +218,7 @@ def project(rows: list, assumed: dict = ASSUMED, target: dict = FULL_VITALDB) ->
         }
     st = out["stages"].values()
     out["total"] = {"this_machine_h": round(sum(s["this_machine_h"] for s in st), 1),
+                    "affine_h": round(sum(s["affine_h"] for s in st), 1),
                     "gpu_machine_h": round(sum(s["gpu_machine_h"] for s in st), 1),
                     "slope": slope(hours, [r["wall_s"] for r in rows]),
                     "rss_largest_mb": max(s["rss_largest_mb"] for s in st)}

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from lib.eval import alarms as al
-from lib.eval import decision, metrics
+from lib.eval import decision
 from lib.signal.labels import event_timing
 
 STEP = 2.0   # s between window ends in these timelines
@@ -147,11 +147,18 @@ def test_vectorised_alarms_over_many_cases_match_a_per_window_reference(hold, re
     perm = rng.permutation(len(w["t"]))   # the caller's order does not matter
     w = {k: v[perm] for k, v in w.items()}
     tl = timelines(w, step_s=STEP)
-    got = al._alarm_windows(tl.case, tl.t, tl.sort(w["risk"]), 0.55, hold, refractory, rearm, tl.step_s)
+    risk = tl.sort(w["risk"])
+    got = al._alarm_windows(tl.case, tl.t, risk, 0.55, hold, refractory, rearm, tl.step_s)
     for c in range(5):
         mine = tl.case == c
-        expected = naive_alarms(tl.t[mine], tl.sort(w["risk"])[mine], 0.55, hold, refractory, rearm, 1.5 * STEP)
+        expected = naive_alarms(tl.t[mine], risk[mine], 0.55, hold, refractory, rearm, 1.5 * STEP)
         assert list(tl.t[got[tl.case[got] == c]]) == expected
+    # a threshold search's shortcut: the hold's least risk, once, gives the same alarms at every threshold
+    held = al.hold_minimum(tl.case, tl.t, risk, hold, tl.step_s)
+    for threshold in (0.3, 0.5, 0.55, 0.62, 0.7):
+        np.testing.assert_array_equal(
+            al._alarm_windows(tl.case, tl.t, risk, threshold, hold, refractory, rearm, tl.step_s, held),
+            al._alarm_windows(tl.case, tl.t, risk, threshold, hold, refractory, rearm, tl.step_s))
 
 
 # --- event-level metrics --------------------------------------------------------------------------
@@ -371,9 +378,3 @@ def test_decision_curve_treat_none_is_zero_and_treat_all_matches_prevalence():
     pt = 0.15
     tp, fp = np.sum((p >= pt) & (y == 1)), np.sum((p >= pt) & (y == 0))
     assert rows[15]["ttm"] == pytest.approx(tp / 500 - fp / 500 * pt / (1 - pt), abs=1e-6)
-
-
-def test_subject_bootstrap_draws_are_per_subject_counts():
-    # the alarm bootstrap passes one 'window' per subject, so its weights are the subjects' draw counts
-    weights = next(metrics.subject_bootstrap(np.array(["a", "b", "c"]), 10, 0))
-    assert weights.shape == (10, 3) and (weights.sum(axis=1) == 3).all()

@@ -38,7 +38,8 @@ def _ci_width(n_subjects: int) -> float:
     subjects = np.repeat(np.arange(n_subjects), 50)
     y = (rng.random(len(subjects)) < 0.3).astype(float)
     p = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, len(y)), 0, 1)
-    out = metrics.with_ci(lambda w: metrics.weighted_classification(y, p, 0.5, w), len(y), subjects, 400, 0)
+    table = metrics.ClassifierTable(y, p, 0.5, metrics.Subjects(subjects))
+    out = metrics.with_ci(table.metrics, n_subjects, 400, 0, width=table.width)
     assert out["auroc_ci_low"] <= out["auroc"] <= out["auroc_ci_high"]
     return out["auroc_ci_high"] - out["auroc_ci_low"]
 
@@ -48,11 +49,94 @@ def test_subject_bootstrap_ci_shrinks_with_more_subjects():
     assert widths[0] > widths[1] > widths[2] > 0
 
 
-def test_bootstrap_resamples_subjects_not_windows():
-    subjects = np.array([7, 7, 7, 9, 9, 3])
-    for weights in metrics.subject_bootstrap(subjects, 50, 0):
-        assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 4]).all()
-        assert (weights[:, [0, 3, 5]].sum(axis=1) == 3).all()   # three subjects drawn per replicate
+def test_bootstrap_draws_whole_subjects_the_same_in_any_block_size():
+    blocks = list(metrics.subject_bootstrap(3, 50, 0))
+    assert all((block.sum(axis=1) == 3).all() for block in blocks)   # three subjects drawn per replicate
+    small = np.concatenate(list(metrics.subject_bootstrap(3, 50, 0, width=metrics.BOOTSTRAP_ELEMENTS // 7)))
+    np.testing.assert_array_equal(np.concatenate(blocks), small)     # blocks of 7: the same replicates
+
+
+def _window_weighted(y, p, threshold, n_bins, weights):
+    """The definition the tables must meet: every window weighted by its subject's count."""
+    predicted = (p >= threshold).astype(float)
+    tp, fp = weights @ (y * predicted), weights @ ((1 - y) * predicted)
+    fn, tn = weights @ (y * (1 - predicted)), weights @ ((1 - y) * (1 - predicted))
+    total = weights.sum(axis=1)
+    gaps = {}
+    for strategy in ("width", "mass"):
+        bins = metrics.calibration_bins(p, n_bins, strategy)
+        gaps[strategy] = sum(np.abs(weights[:, bins == b] @ (y - p)[bins == b]) for b in np.unique(bins))
+    auroc, auprc = metrics.ranking_metrics(y, p, weights)
+    return {"auroc": auroc, "auprc": auprc, "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp), "brier": weights @ (p - y) ** 2 / total, "ece": gaps["width"] / total,
+            "ece_mass": gaps["mass"] / total}
+
+
+def _cohort(n_subjects=30, per_subject=200, seed=3):
+    rng = np.random.default_rng(seed)
+    subjects = rng.permutation(np.repeat(np.arange(n_subjects) * 7 + 100, per_subject))   # unsorted ids
+    risk = rng.normal(0, 1, n_subjects)[(subjects - 100) // 7]
+    y = (rng.random(len(subjects)) < 1 / (1 + np.exp(2.5 - risk))).astype(float)
+    p = np.clip(0.15 + 0.25 * y + 0.1 * risk + rng.normal(0, 0.15, len(y)), 0, 1)
+    return subjects, y, np.round(p, 3)   # rounded: ties across subjects
+
+
+def test_subject_tables_give_the_window_weighted_replicates():
+    subjects, y, p = _cohort()
+    who = metrics.Subjects(subjects)
+    table = metrics.ClassifierTable(y, p, 0.4, who, 10)
+    assert table.ranking.exact
+    counts = next(metrics.subject_bootstrap(len(who), 200, 0))
+    mine, definition = table.metrics(counts), _window_weighted(y, p, 0.4, 10, counts[:, who.row])
+    for key in ("auroc", "auprc", "sensitivity", "specificity", "ppv"):
+        np.testing.assert_array_equal(mine[key], definition[key], err_msg=key)   # exact: the same bits
+    for key in ("brier", "ece", "ece_mass"):
+        np.testing.assert_allclose(mine[key], definition[key], rtol=1e-12, atol=1e-15, err_msg=key)
+    point = table.metrics(None)
+    assert point == metrics.ClassifierTable(y, p, 0.4, who, 10).point
+    assert {k: float(v[0]) for k, v in point.items()} == metrics.classification_metrics(y, p, 0.4, 10)
+
+
+def test_score_grid_moves_ranking_replicates_by_less_than_1e3(monkeypatch):
+    subjects, y, _ = _cohort(per_subject=400)
+    p = np.clip(0.2 + 0.2 * y + np.random.default_rng(5).normal(0, 0.2, len(y)), 0, 1)   # all distinct
+    who = metrics.Subjects(subjects)
+    monkeypatch.setattr(metrics, "GRID_CELLS", 10**6)
+    exact = metrics.RankingTable(y, p, who)
+    monkeypatch.setattr(metrics, "GRID_ELEMENTS", 30 * 1600)   # ~1,100 cells for 12,000 windows
+    monkeypatch.setattr(metrics, "MIN_CELLS", 10)
+    grid = metrics.RankingTable(y, p, who)
+    assert exact.exact and not grid.exact and grid.n_cells <= 1600 and 8 * grid.n_cells < exact.n_cells
+    counts = next(metrics.subject_bootstrap(len(who), 300, 0))
+    for a, b in zip(exact.metrics(counts), grid.metrics(counts)):   # AUROC, average precision
+        assert np.abs(a - b).max() < 1e-3
+        assert np.abs(np.percentile(a, [2.5, 97.5]) - np.percentile(b, [2.5, 97.5])).max() < 1e-3
+    assert grid.metrics(None) == exact.metrics(None)   # point estimates stay exact
+
+
+def test_auroc_within_bands_counts_only_same_band_pairs():
+    rng = np.random.default_rng(2)
+    subjects, y = np.repeat(np.arange(12), 25), (rng.random(300) < 0.3).astype(float)
+    band, score = rng.integers(0, 4, 300), np.round(rng.random(300) + 0.3 * y, 1)
+    table = metrics.RankingTable(y, score, metrics.Subjects(subjects), band)
+    counts = next(metrics.subject_bootstrap(12, 5, 1))
+    w = counts[:, metrics.Subjects(subjects).row]
+    same = (band[:, None] == band[None, :]) & (y[:, None] == 1) & (y[None, :] == 0)
+    win = np.where(score[:, None] > score[None, :], 1.0, np.where(score[:, None] == score[None, :], 0.5, 0.0))
+    for row, weights in zip(table.metrics(counts)[0], w):
+        pair_weight = np.outer(weights, weights) * same
+        assert row == pytest.approx((pair_weight * win).sum() / pair_weight.sum(), abs=1e-12)
+
+
+def test_error_table_equals_window_weighted_errors():
+    rng = np.random.default_rng(4)
+    subjects, errors = rng.integers(0, 15, 500), rng.normal(2, 6, 500)
+    who = metrics.Subjects(subjects)
+    table = metrics.ErrorTable(errors, who)
+    counts = next(metrics.subject_bootstrap(len(who), 50, 0))
+    definition = metrics.weighted_errors(errors, counts[:, who.row])
+    for key, value in table.metrics(counts).items():
+        np.testing.assert_allclose(value, definition[key], rtol=1e-10, err_msg=key)
 
 
 def test_aami_and_bhs_on_hand_built_errors():
@@ -133,17 +217,15 @@ def test_bootstrap_counts_the_replicates_it_drops():
     subjects = np.arange(20)
     y = (subjects == 0).astype(float)                           # one positive subject: often not drawn
     p = np.linspace(0, 1, 20)
-    out = metrics.with_ci(lambda w: {"auroc": metrics.ranking_metrics(y, p, w)[0]}, 20, subjects, 200, 0)
+    table = metrics.RankingTable(y, p, metrics.Subjects(subjects))
+    out = metrics.with_ci(lambda c: {"auroc": table.metrics(c)[0]}, 20, 200, 0, width=table.n_cells)
     # P(subject 0 not drawn in 20 draws) = (19/20)^20 ~ 0.36
     assert 40 < out["auroc_ci_dropped"] < 100
 
 
-def test_bootstrap_blocks_are_bounded_by_the_window_count(monkeypatch):
-    """Memory of the CIs must not grow with the test set (evaluate hit 2.1 GB at 4x the demo with
-    fixed blocks of 100 replicates): each weight matrix holds at most BOOTSTRAP_ELEMENTS entries,
-    and all n_boot replicates still come out."""
+def test_bootstrap_blocks_are_bounded_by_the_table_width(monkeypatch):
+    """Memory of the CIs must not grow with the test set: each block of replicates times the widest
+    table holds at most BOOTSTRAP_ELEMENTS entries, and all n_boot replicates still come out."""
     monkeypatch.setattr(metrics, "BOOTSTRAP_ELEMENTS", 1000)
-    subjects = np.repeat(np.arange(20), 30)   # 600 windows -> blocks of 1 replicate
-    blocks = list(metrics.subject_bootstrap(subjects, 7, 0))
-    assert all(b.size <= 1000 for b in blocks) and sum(len(b) for b in blocks) == 7
-    assert all(b.sum() == 600 for block in blocks for b in block)   # each replicate redraws 20 subjects x 30
+    blocks = list(metrics.subject_bootstrap(20, 7, 0, width=600))   # blocks of 1 replicate
+    assert all(len(b) == 1 for b in blocks) and sum(len(b) for b in blocks) == 7

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lib.signal.trend import numeric_track_1hz, trend_series
+from lib.signal.trend import numeric_track_1hz, trend_means, trend_series
 
 
 def _trace(n=3000, seed=0):
@@ -27,6 +27,30 @@ def test_rows_are_past_only(step_s):
             s, o = trend_series(other, ends[i:i + 1], step_s, 64)
             assert s[0].tobytes() == series[i].tobytes()
             assert np.array_equal(o[0], observed[i])
+
+
+def _bin_means_by_row(values, ends_s, step_s, context):
+    """The bin means of every row from the row's own edges (module doc), one (n, context + 1) table of edges."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, v, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite, dtype=np.int64)])
+    ends = np.floor(np.asarray(ends_s, dtype=np.float64) + 1e-9).astype(np.int64)
+    edges = np.clip(ends[:, None] + (np.arange(context + 1) - context) * step_s, 0, len(v))
+    count, total = np.diff(counts[edges], axis=1), np.diff(sums[edges], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(2 * count >= step_s, total / count, np.nan).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bin_means_are_each_rows_own_bins_bit_for_bit(seed):
+    """Rows are read off one grid of bins per phase of their end (modulo step_s): the same bits as each row's own."""
+    rng = np.random.default_rng(seed)
+    trace = _trace(n=int(rng.integers(1, 4000)), seed=seed)
+    step_s, context = int(rng.integers(1, 20)), int(rng.integers(1, 600))
+    ends = np.concatenate([np.arange(4.096, len(trace) + 30, rng.uniform(1, 9)), rng.uniform(-20, len(trace) + 20, 50)])
+    expected = _bin_means_by_row(trace, ends, step_s, context)
+    assert trend_means(trace, ends, step_s, context).tobytes() == expected.tobytes()
 
 
 def test_known_bin_means():

@@ -122,13 +122,39 @@ def choose_ioh_cases(cases: pd.DataFrame, fraction: float, seed: int) -> np.ndar
     return mask
 
 
+# Exact zeros of exp: below this argument np.exp returns 0.0 (exp(-745.14) < 2**-1075 rounds to 0), and libm's
+# underflow path for such arguments costs 2-4x a normal exp; the far tails of the narrow ECG peaks are there.
+EXP_ZERO_BELOW = -746.0
+
+
+def _exp(arg):
+    """np.exp(arg), overwriting `arg` (a temporary); arguments whose exponential is exactly 0 are not evaluated."""
+    if arg.size and arg.min() < EXP_ZERO_BELOW:
+        return np.exp(arg, out=np.zeros_like(arg), where=arg >= EXP_ZERO_BELOW)
+    return np.exp(arg, out=arg)
+
+
 def _gauss(u, centre, width):
-    return np.exp(-0.5 * ((u - centre) / width) ** 2)
+    """exp(-0.5 ((u - centre) / width)^2): the plain expression's operations in its order (the same floats),
+    on one temporary."""
+    arg = np.subtract(u, centre)
+    arg /= width
+    np.square(arg, out=arg)
+    arg *= -0.5
+    return _exp(arg)
 
 
-def _abp_shape(u, width=1.0, notch=1.0):
-    """ABP pulse over one cardiac cycle (phase u in [0, 1)): upstroke, dicrotic notch, run-off."""
-    return _gauss(u, 0.16, 0.06 * width) + 0.38 * notch * _gauss(u, 0.42, 0.07) + 0.22 * np.exp(-3.0 * u) * (u > 0.1)
+def _abp_shape(u, pulse_width=0.06, notch_height=0.38):
+    """ABP pulse over one cardiac cycle (phase u in [0, 1)): upstroke, dicrotic notch, run-off. The upstroke's
+    width and the notch's height may vary per sample (each beat's template)."""
+    shape = _gauss(u, 0.16, pulse_width)
+    shape += notch_height * _gauss(u, 0.42, 0.07)
+    run_off = np.multiply(-3.0, u)
+    np.exp(run_off, out=run_off)
+    run_off *= 0.22
+    run_off *= u > 0.1
+    shape += run_off
+    return shape
 
 
 _GRID = np.linspace(0, 1, 2001)[:-1]
@@ -307,39 +333,157 @@ def simulate_map(duration_s: int, patient: Patient, has_ioh: bool, rng) -> np.nd
 def simulate_case(duration_s: int, srate: float, has_ioh: bool, rng, patient: Patient | None = None) -> SimulatedCase:
     """Simulate one case's ABP, PPG and ECG at `srate` Hz (the same 1-Hz physiology as `simulate_map`)."""
     hemo = simulate_hemodynamics(duration_s, patient or Patient(), has_ioh, rng)
-    t1 = np.arange(int(duration_s), dtype=float)
 
     # Beat-by-beat waveforms on the sample grid; every beat's template is varied a little.
-    n = int(round(duration_s * srate))
-    t = np.arange(n) / srate
-    hr = np.interp(t, t1, hemo.hr)
-    phase = np.cumsum(hr / 60.0) / srate
+    n, n_seconds = int(round(duration_s * srate)), int(duration_s)
+    t = np.arange(n, dtype=np.float64) / srate   # a float arange holds the same whole numbers as arange(n)
+    blocks = [(block, _SecondGrid(t[block], n_seconds)) for block in _blocks(n)]
+    phase = _cardiac_phase(blocks, hemo.hr, srate, n)
     beat = np.floor(phase).astype(np.int64)
     n_beats = int(beat[-1]) + 3 if n else 3
-    jitter = {k: 1 + sd * rng.standard_normal(n_beats)[beat]
-              for k, sd in [("amp", 0.03), ("width", 0.06), ("notch", 0.12), ("ppg", 0.04), ("ppg_width", 0.05)]}
-    resp = np.sin(2 * np.pi * rng.uniform(0.15, 0.25) * t + rng.uniform(0, 2 * np.pi))
-    pp = np.interp(t, t1, hemo.pp) * (1 + 0.06 * resp) * jitter["amp"]
-    mean = np.interp(t, t1, hemo.map)
-    u_abp = np.mod(phase - 0.08, 1.0)
-    shape = (_abp_shape(u_abp, jitter["width"], jitter["notch"]) - _ABP_MIN) / (_ABP_MAX - _ABP_MIN)
-    abp = mean - pp * _ABP_MEAN + pp * shape + rng.normal(0, 0.6, n)
-
-    u_ppg = np.mod(phase - 0.2, 1.0)
-    ppg = (20 + 3 * resp + np.interp(t, t1, hemo.ppg_amplitude) * jitter["ppg"]
-           * (_gauss(u_ppg, 0.22, 0.09 * jitter["ppg_width"]) + 0.3 * _gauss(u_ppg, 0.5, 0.08))
-           + rng.normal(0, 0.3, n))
-
-    u_ecg = np.mod(phase, 1.0)
-    ecg = (0.12 * _gauss(u_ecg, 0.08, 0.025) - 0.12 * _gauss(u_ecg, 0.185, 0.01)
-           + 1.1 * jitter["amp"] * _gauss(u_ecg, 0.2, 0.013) - 0.25 * _gauss(u_ecg, 0.218, 0.012)
-           + 0.3 * _gauss(u_ecg, 0.45, 0.05) + 0.08 * resp + rng.normal(0, 0.02, n))
+    jitter = {k: 1 + sd * rng.standard_normal(n_beats) for k, sd in BEAT_JITTER_SD}   # one factor per beat
+    resp = _breathing(t, rng)
+    abp, ppg, ecg = _waves(blocks, phase, beat, resp, jitter, hemo)
+    for wave, sd in [(abp, 0.6), (ppg, 0.3), (ecg, 0.02)]:   # white noise, drawn in this order
+        wave += rng.normal(0, sd, n)
 
     faults = _add_faults(abp, ppg, ecg, srate, rng)
-    signals = {name: (np.round(x / ADC_STEP[name]) * ADC_STEP[name]).astype(np.float32)
-               for name, x in [(ABP, abp), (PPG, ppg), (ECG, ecg)]}
-    numerics = monitor_numerics(signals[ABP], np.flatnonzero(np.diff(beat)) + 1, faults, srate)
+    signals = {name: _adc(x, ADC_STEP[name]) for name, x in [(ABP, abp), (PPG, ppg), (ECG, ecg)]}
+    numerics = monitor_numerics(signals[ABP], np.flatnonzero(beat[1:] != beat[:-1]) + 1, faults, srate)
     return SimulatedCase(signals, srate, int(duration_s), hemo.onsets_s, faults, numerics)
+
+
+# sd of each beat's template factor (1 + sd * N(0, 1)), drawn in this order
+BEAT_JITTER_SD = [("amp", 0.03), ("width", 0.06), ("notch", 0.12), ("ppg", 0.04), ("ppg_width", 0.05)]
+# Waveforms are synthesised this many samples at a time: each step's temporaries stay in the CPU's cache.
+WAVE_BLOCK = 1 << 16
+
+
+def _blocks(n: int):
+    return (slice(start, min(start + WAVE_BLOCK, n)) for start in range(0, n, WAVE_BLOCK))
+
+
+def _cardiac_phase(blocks, hr, srate: float, n: int):
+    """Beats since the recording's start at each of its `n` samples: the 1-Hz heart rate `hr` (/min) on the
+    sample grid, integrated."""
+    beats_per_s = np.empty(n)
+    for block, per_second in blocks:
+        beats_per_s[block] = per_second.interp(hr)
+    beats_per_s /= 60.0
+    phase = np.cumsum(beats_per_s, out=beats_per_s)
+    phase /= srate
+    return phase
+
+
+def _breathing(t, rng):
+    """sin(2 pi f t + phi) of a random breathing rate f (9-15 /min) and phase phi."""
+    resp = 2 * np.pi * rng.uniform(0.15, 0.25) * t
+    resp += rng.uniform(0, 2 * np.pi)
+    return np.sin(resp, out=resp)
+
+
+def _waves(blocks, phase, beat, resp, jitter, hemo):
+    """ABP, PPG and ECG (3, n) without their noise, synthesised block by block."""
+    waves = np.empty((3, len(phase)))
+    for block, per_second in blocks:
+        samples = _Samples(phase[block], beat[block], resp[block], per_second)
+        amp = jitter["amp"][samples.beat]   # the beat's pulse amplitude (ABP and ECG)
+        waves[0, block] = _abp_wave(samples, jitter, amp, hemo)
+        waves[1, block] = _ppg_wave(samples, jitter, hemo)
+        waves[2, block] = _ecg_wave(samples, amp)
+    return waves
+
+
+class _SecondGrid:
+    """Sample times on the 1-Hz grid of the hemodynamic traces: `interp(trace)` is
+    np.interp(t, arange(n_seconds), trace) to the bit (np.interp's slope * (t - second) + value at the second
+    below t, the trace's last value past its last second), for every trace with the index search done once."""
+
+    def __init__(self, t, n_seconds: int):
+        self.t, self.n_seconds = t, n_seconds
+        second = np.minimum(t.astype(np.int64), max(n_seconds - 1, 0))   # t >= 0: truncation is floor
+        self.into_second = t - second                                      # exact: the fraction of t past it
+        self.repeats = np.bincount(second, minlength=n_seconds)
+
+    def interp(self, trace):
+        if self.n_seconds < 2 or not np.isfinite(trace).all() or (trace == 0).any():
+            # np.interp's own special cases (a signed zero returned as is, NaN slopes)
+            return np.interp(self.t, np.arange(self.n_seconds, dtype=float), trace)
+        slope = np.append(np.diff(trace), 0.0)   # (y[j+1] - y[j]) / 1 s; flat past the last second
+        out = np.repeat(slope, self.repeats)
+        out *= self.into_second
+        out += np.repeat(trace, self.repeats)
+        return out
+
+
+@dataclass
+class _Samples:
+    """A run of consecutive samples: what every waveform is synthesised from."""
+
+    phase: np.ndarray          # cardiac phase: beats since the start
+    beat: np.ndarray           # the beat each sample belongs to (floor of phase)
+    resp: np.ndarray           # breathing, -1..1
+    per_second: _SecondGrid    # the 1-Hz traces at these samples
+
+
+def _fraction(x):
+    """np.mod(x, 1.0) to the bit, in place (x - floor(x) is exact, and for -1 < x < 0 rounds as np.mod's
+    x + 1 does)."""
+    x -= np.floor(x)
+    return x
+
+
+def _abp_wave(samples, jitter, amp, hemo):
+    """ABP without its noise: MAP plus the pulse (its template normalised to [0, 1], scaled by the pulse
+    pressure, shifted so that the cycle's mean stays MAP)."""
+    pp = samples.per_second.interp(hemo.pp)
+    breathing = 0.06 * samples.resp
+    breathing += 1
+    pp *= breathing
+    pp *= amp
+    beat = samples.beat
+    shape = _abp_shape(_fraction(samples.phase - 0.08), (0.06 * jitter["width"])[beat],
+                       (0.38 * jitter["notch"])[beat])
+    shape -= _ABP_MIN
+    shape /= _ABP_MAX - _ABP_MIN
+    shape *= pp
+    abp = np.subtract(samples.per_second.interp(hemo.map), pp * _ABP_MEAN)
+    abp += shape
+    return abp
+
+
+def _ppg_wave(samples, jitter, hemo):
+    """PPG without its noise: a baseline moved by breathing plus a delayed pulse of the beat's amplitude."""
+    u = _fraction(samples.phase - 0.2)
+    pulse = _gauss(u, 0.22, (0.09 * jitter["ppg_width"])[samples.beat])
+    pulse += 0.3 * _gauss(u, 0.5, 0.08)
+    amplitude = samples.per_second.interp(hemo.ppg_amplitude)
+    amplitude *= jitter["ppg"][samples.beat]
+    amplitude *= pulse
+    ppg = 3 * samples.resp
+    ppg += 20
+    ppg += amplitude
+    return ppg
+
+
+def _ecg_wave(samples, amp):
+    """ECG without its noise: P, Q, R, S and T waves over the cycle plus a breathing baseline."""
+    u = samples.phase - samples.beat   # np.mod(phase, 1.0): the beat is floor(phase)
+    ecg = 0.12 * _gauss(u, 0.08, 0.025)
+    ecg -= 0.12 * _gauss(u, 0.185, 0.01)
+    ecg += 1.1 * amp * _gauss(u, 0.2, 0.013)
+    ecg -= 0.25 * _gauss(u, 0.218, 0.012)
+    ecg += 0.3 * _gauss(u, 0.45, 0.05)
+    ecg += 0.08 * samples.resp
+    return ecg
+
+
+def _adc(x, step):
+    """x on the ADC's grid of `step` (a power of 2, so x * (1 / step) is x / step exactly), as float32."""
+    x *= 1 / step
+    np.rint(x, out=x)   # np.round to 0 decimals
+    x *= step
+    return x.astype(np.float32)
 
 
 NUMERIC_INTERVAL_S = 2.0   # the monitor's update interval (Solar8000: every ~2 s)
@@ -361,17 +505,18 @@ def monitor_numerics(abp, beat_starts, faults, srate) -> dict:
     stop = np.round(times * srate).astype(np.int64)
     start = stop - span
 
-    def overlaps(kinds):   # does [start, stop) overlap a fault span of these kinds?
-        hit = np.zeros(n + 1, dtype=np.int64)
+    def overlaps(kinds):   # does [start, stop) share a sample with a fault span [begin, end) of these kinds?
+        hit = np.zeros(len(times), dtype=bool)
         for kind, begin_s, end_s in faults:
             if kind in kinds:
-                hit[int(round(begin_s * srate))] += 1
-                hit[int(round(end_s * srate))] -= 1
-        inside = np.concatenate([[0], np.cumsum(np.cumsum(hit)[:n] > 0)])   # fault samples before each index
-        return inside[stop] > inside[start]
+                begin, end = int(round(begin_s * srate)), min(int(round(end_s * srate)), n)
+                hit |= np.maximum(start, begin) < np.minimum(stop, end)
+        return hit
 
-    finite = np.isfinite(abp)   # NaN only in disconnections, which blank the value anyway
-    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, abp, 0.0), dtype=np.float64)])
+    values = np.zeros(n + 1)
+    values[1:] = abp   # float64: a cumsum casting float32 on the fly takes 5x as long (the same sums)
+    values[1:][~np.isfinite(abp)] = 0.0   # NaN only in disconnections, which blank the value anyway
+    sums = np.cumsum(values, out=values)
     map_values = np.round((sums[stop] - sums[start]) / span)
     # beats in [t - span, t): the first and last of them, and the mean interval between them
     beat_times = np.concatenate([np.asarray(beat_starts, dtype=np.float64) / srate, [np.inf]])

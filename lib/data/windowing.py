@@ -120,7 +120,8 @@ def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = D
     for channel, (samples, _) in list(tracks.items()):
         if channel in absent:
             continue
-        finite = samples[np.isfinite(samples)]
+        finite_mask = np.isfinite(samples)
+        finite = samples if finite_mask.all() else samples[finite_mask]
         if every_window and channel != "abp" and (finite.size == 0 or finite.max() - finite.min() < 1e-6):
             absent.append(channel)   # no usable signal: masked throughout, as a missing track
             tracks[channel] = (np.zeros_like(tracks["abp"][0]), tracks["abp"][1])
@@ -130,6 +131,8 @@ def process_case(path, track_aliases: dict, spec: Windows, trend_spec: Trend = D
         if finite.max() - finite.min() < 1e-6:
             raise CaseError(f"{path}: the {channel.upper()} track is a flat line at {finite[0]:g} for the whole "
                             "recording (disconnected?)", "flatline")
+    # every step below computes in float64: each track is converted once, not by each step
+    tracks = {c: (np.asarray(samples, dtype=np.float64), srate) for c, (samples, srate) in tracks.items()}
     filtered, abp_raw, abp_invalid, invalid = _filtered_channels(tracks, spec)
     for channel in absent:
         invalid[channel] = np.ones_like(invalid[channel])

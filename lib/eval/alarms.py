@@ -67,7 +67,7 @@ reaches it; for each alarm budget the lowest threshold whose val false alarms pe
 it. The MAP comparator is a scorer like the others (`map_risk`: risk = -MAP, threshold = -X, so the
 same alarm code fires when MAP < X).
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -124,6 +124,7 @@ class Timelines:
     event_subject: np.ndarray  # (E,) subject index
     event_onset: np.ndarray    # (E,) onset (s from the recording start)
     event_end: np.ndarray      # (E,) end where a later window tells it (exact or an upper bound); NaN: unknown
+    cache: dict = field(default_factory=dict, repr=False, compare=False)   # threshold-free sums, computed once
 
     @property
     def n_windows(self) -> int:
@@ -135,6 +136,13 @@ class Timelines:
         if len(values) != len(self.order):
             raise ValueError(f"{len(values)} values for {len(self.order)} windows")
         return values[self.order]
+
+    def monitor_per_subject(self) -> np.ndarray:
+        """(S,) seconds monitored outside events per subject."""
+        if "monitor_per_subject" not in self.cache:
+            self.cache["monitor_per_subject"] = np.bincount(self.subject, self.monitor,
+                                                            minlength=len(self.subjects)).astype(np.float64)
+        return self.cache["monitor_per_subject"]
 
     def monitoring_s(self) -> np.ndarray:
         """(C,) seconds monitored outside events per case."""
@@ -236,19 +244,49 @@ def _runs(case, t, high, max_gap_s):
     return np.where(high, run_start, -1)
 
 
+def hold_minimum(case, t, risk, hold_s: float, step_s: float) -> np.ndarray:
+    """Per window, the least risk over the linked windows (same case, no gap above MAX_GAP_STRIDES strides)
+    back to the latest one at least hold_s before it; -inf where the linked windows do not reach that far
+    back, or a risk among them is NaN. A window completes an alarm's hold at a threshold exactly when this
+    is at or above it, so a threshold search computes it once instead of the runs at every threshold."""
+    risk = np.where(np.isnan(risk), -np.inf, np.asarray(risk, dtype=np.float64))
+    n, index = len(t), np.arange(len(t))
+    linked = np.zeros(n, dtype=bool)
+    linked[1:] = (case[1:] == case[:-1]) & (np.diff(t) <= MAX_GAP_STRIDES * step_s + EPS)
+    segment_start = np.maximum.accumulate(np.where(linked, 0, index)) if n else index
+    least, pending = risk.copy(), np.ones(n, dtype=bool)
+    reached = np.zeros(n, dtype=bool)
+    for back in range(n):   # the hold's windows, one step further back per pass
+        i = index[pending] if back else index
+        inside = i - back >= segment_start[i]
+        i = i[inside]
+        least[i] = np.minimum(least[i], risk[i - back])
+        done = t[i] - t[i - back] >= hold_s - EPS
+        reached[i[done]] = True
+        pending[:] = False
+        pending[i[~done]] = True
+        if not pending.any():
+            break
+    return np.where(reached, least, -np.inf)
+
+
 def _alarm_windows(case, t, risk, threshold: float, hold_s: float, refractory_s: float, rearm: bool,
-                   step_s: float) -> np.ndarray:
+                   step_s: float, held=None) -> np.ndarray:
     """Sorted indices of the windows where an alarm starts (module doc), all cases at once: the hold is
     vectorised; the refractory time advances every case's chain of alarms together (one numpy step per
-    alarm of the case with the most)."""
-    with np.errstate(invalid="ignore"):
-        high = np.asarray(risk, dtype=np.float64) >= threshold   # NaN: not high
-    run = _runs(case, t, high, MAX_GAP_STRIDES * step_s)
-    eligible = high & (t - t[np.clip(run, 0, None)] >= hold_s - EPS)
-    cand = np.flatnonzero(eligible)
+    alarm of the case with the most). `held`: hold_minimum of these windows and risks, when the caller has it."""
+    if held is not None and rearm:   # the runs are needed only to alarm once per episode
+        cand = np.flatnonzero(held >= threshold)
+        run = None
+    else:
+        with np.errstate(invalid="ignore"):
+            high = np.asarray(risk, dtype=np.float64) >= threshold   # NaN: not high
+        run = _runs(case, t, high, MAX_GAP_STRIDES * step_s)
+        cand = np.flatnonzero(high & (t - t[np.clip(run, 0, None)] >= hold_s - EPS))
     if len(cand) == 0:
         return cand
-    c_case, c_t, c_run = case[cand], t[cand], run[cand]
+    c_case, c_t = case[cand], t[cand]
+    c_run = None if run is None else run[cand]
     if refractory_s <= 0 and rearm:
         return cand
     ptr = np.flatnonzero(np.r_[True, c_case[1:] != c_case[:-1]])   # each case's first candidate
@@ -318,18 +356,31 @@ class SubjectTable:
     events_total: int = 0        # events with an onset some window precedes (evaluable or not)
 
 
-def subject_table(tl: Timelines, risk_sorted, threshold: float, rule: AlarmRule) -> SubjectTable:
-    """The per-subject statistics of the alarms at `threshold` (risk already in the timelines' order)."""
+def _evaluable(tl: Timelines, rule: AlarmRule) -> np.ndarray:
+    """(E,) bool: events some window outside an event precedes by lead_min_s .. lead_max_s (threshold-free)."""
+    key = ("evaluable", rule.lead_min_s, rule.lead_max_s)
+    if key not in tl.cache:
+        E = len(tl.event_onset)
+        with np.errstate(invalid="ignore"):
+            in_window = (~tl.in_event & (tl.next_onset >= rule.lead_min_s - EPS)
+                         & (tl.next_onset <= rule.lead_max_s + EPS))
+        tl.cache[key] = np.bincount(tl.event[in_window], minlength=E) > 0 if E else np.zeros(0, dtype=bool)
+    return tl.cache[key]
+
+
+def subject_table(tl: Timelines, risk_sorted, threshold: float, rule: AlarmRule, held=None) -> SubjectTable:
+    """The per-subject statistics of the alarms at `threshold` (risk already in the timelines' order;
+    `held`: its hold_minimum, when the caller has it)."""
     S, E = len(tl.subjects), len(tl.event_onset)
     risk_sorted = np.asarray(risk_sorted, dtype=np.float64)
-    a = _alarm_windows(tl.case, tl.t, risk_sorted, threshold, rule.hold_s, rule.refractory_s, rule.rearm, tl.step_s)
+    a = _alarm_windows(tl.case, tl.t, risk_sorted, threshold, rule.hold_s, rule.refractory_s, rule.rearm, tl.step_s,
+                       held)
     lead = tl.next_onset[a]
     inside = tl.in_event[a]
     with np.errstate(invalid="ignore"):
         followed = ~inside & (lead <= rule.lead_max_s + EPS)      # NaN lead: nothing follows
         timely = followed & (lead >= rule.lead_min_s - EPS)
-        in_window = ~tl.in_event & (tl.next_onset >= rule.lead_min_s - EPS) & (tl.next_onset <= rule.lead_max_s + EPS)
-    evaluable = np.bincount(tl.event[in_window], minlength=E) > 0 if E else np.zeros(0, dtype=bool)
+    evaluable = _evaluable(tl, rule)
     best = np.full(E, -np.inf)
     np.maximum.at(best, tl.event[a[timely]], lead[timely])      # the earliest warning of each event
     caught = np.isfinite(best) & evaluable
@@ -345,7 +396,7 @@ def subject_table(tl: Timelines, risk_sorted, threshold: float, rule: AlarmRule)
         alarms=per_subject((~inside).astype(float), tl.subject[a]),
         false_alarms=per_subject((~inside & ~followed).astype(float), tl.subject[a]),
         alarms_in_event=per_subject(inside.astype(float), tl.subject[a]),
-        monitor_s=per_subject(tl.monitor, tl.subject), alarm_s=per_subject(tl.monitor * high, tl.subject),
+        monitor_s=tl.monitor_per_subject(), alarm_s=per_subject(tl.monitor * high, tl.subject),
         lead_s=best[caught], lead_subject=tl.event_subject[caught], events_total=E)
 
 
@@ -372,7 +423,9 @@ def weighted_quantiles(values, owner, weights, qs) -> dict:
 
 def table_metrics(table: SubjectTable, weights) -> dict:
     """RATIO_METRICS per row of `weights` (replicates, subjects): the sums of the table's columns over
-    the drawn subjects (a subject drawn k times counts k times)."""
+    the drawn subjects (a subject drawn k times counts k times); None: every subject once (the point)."""
+    weights = np.ones((1, len(table.events))) if weights is None else weights
+
     def total(column):
         return weights @ column
     events, caught, alarms_ = total(table.events), total(table.caught), total(table.alarms)
@@ -413,15 +466,16 @@ def event_metrics(tl: Timelines, risk, threshold: float, rule: AlarmRule = Alarm
     `min_positive_subjects` subjects with an evaluable event. Lead times in minutes; false alarms per
     hour of monitoring outside events; time_in_alarm a share of that time."""
     table = subject_table(tl, tl.sort(risk), threshold, rule)
-    stats = metrics.with_ci(lambda w: table_metrics(table, w), len(tl.subjects), tl.subjects, n_boot, seed, level)
+    stats = metrics.with_ci(lambda w: table_metrics(table, w), len(tl.subjects), n_boot, seed, level)
     out = {"threshold": float(threshold), **counts(table), **stats}
     reason = alarm_na_reason(table, min_subjects, min_positive_subjects)
     return out if reason is None else metrics.blank(out, reason, keep=("threshold", *COUNTS))
 
 
-def point_metrics(tl: Timelines, risk_sorted, threshold: float, rule: AlarmRule) -> dict:
-    """Point estimates (no CI) of RATIO_METRICS and the counts; risk in the timelines' order."""
-    table = subject_table(tl, risk_sorted, threshold, rule)
+def point_metrics(tl: Timelines, risk_sorted, threshold: float, rule: AlarmRule, held=None) -> dict:
+    """Point estimates (no CI) of RATIO_METRICS and the counts; risk in the timelines' order (`held`: its
+    hold_minimum, when the caller has it)."""
+    table = subject_table(tl, risk_sorted, threshold, rule, held)
     point = table_metrics(table, np.ones((1, len(tl.subjects))))
     return {**counts(table), **{k: float(v[0]) for k, v in point.items()}}
 
@@ -454,15 +508,28 @@ def candidate_thresholds(risk, n_grid: int = 200) -> np.ndarray:
     return np.unique(np.quantile(r, np.linspace(0, 1, n_grid), method="nearest"))
 
 
-def _search(tl: Timelines, risk_sorted, rule: AlarmRule, metric: str, ok, highest: bool, n_grid: int):
+def _measured(tl: Timelines, risk_sorted, rule: AlarmRule):
+    """point_metrics at a threshold, each threshold measured once (the searches of one scorer share them)."""
+    seen, held = {}, hold_minimum(tl.case, tl.t, risk_sorted, rule.hold_s, tl.step_s)
+
+    def at(threshold: float) -> dict:
+        if threshold not in seen:
+            seen[threshold] = point_metrics(tl, risk_sorted, threshold, rule, held)
+        return seen[threshold]
+    return at
+
+
+def _search(tl: Timelines, risk_sorted, rule: AlarmRule, metric: str, ok, highest: bool, n_grid: int, measured=None):
     """The highest (or lowest) candidate threshold whose val `metric` satisfies `ok`: a coarse grid of
     quantiles, then every distinct risk between the chosen grid point and its neighbour on the failing
-    side (the exact answer when the metric is monotone there). (threshold, value) or (None, None)."""
+    side (the exact answer when the metric is monotone there). (threshold, value) or (None, None).
+    `measured`: a `_measured` of these timelines, risks and rule, to share measurements between searches."""
     values = np.unique(risk_sorted[np.isfinite(risk_sorted)])
+    measured = measured or _measured(tl, risk_sorted, rule)
 
     def best(grid):
         for thr in (grid[::-1] if highest else grid):
-            value = point_metrics(tl, risk_sorted, thr, rule)[metric]
+            value = measured(float(thr))[metric]
             if np.isfinite(value) and ok(value):
                 return thr, value
         return None, None
@@ -515,20 +582,22 @@ def operating_points(val: Timelines, val_risk, rule: AlarmRule = AlarmRule(), va
     (`sensitivity_threshold`), one per false-alarm budget (`budget_threshold`), and `fixed` {name:
     threshold} as given (e.g. the MAP alarm at 72 mmHg: {"map_72": map_threshold(72)})."""
     risk_sorted = val.sort(val_risk)
+    measured = _measured(val, risk_sorted, rule)
     chosen = []   # (name, rule, threshold, target)
     if val_threshold is not None:
         chosen.append(("val_threshold", "val_threshold", float(val_threshold), None))
     for target in targets:
-        thr = _search(val, risk_sorted, rule, "event_sensitivity", lambda v, x=target: v >= x - 1e-12, True, n_grid)[0]
+        thr = _search(val, risk_sorted, rule, "event_sensitivity", lambda v, x=target: v >= x - 1e-12, True, n_grid,
+                      measured)[0]
         chosen.append((point_name("sensitivity", target), "sensitivity", thr, float(target)))
     for budget in budgets:
         thr = _search(val, risk_sorted, rule, "false_alarms_per_hour", lambda v, x=budget: v <= x + 1e-12, False,
-                      n_grid)[0]
+                      n_grid, measured)[0]
         chosen.append((point_name("budget", budget), "budget", thr, float(budget)))
     chosen += [(name, "fixed", float(thr), None) for name, thr in (fixed or {}).items()]
     points = {}
     for name, how, thr, target in chosen:
-        seen = point_metrics(val, risk_sorted, thr, rule) if thr is not None else {}
+        seen = measured(thr) if thr is not None else {}
         points[name] = OperatingPoint(name, how, thr, target, _float(seen.get("event_sensitivity")),
                                       _float(seen.get("false_alarms_per_hour")))
     return points

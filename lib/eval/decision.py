@@ -41,27 +41,30 @@ def _counts(y, subjects) -> dict:
             "positive_subjects": int(len(np.unique(subjects[y == 1])))}
 
 
-def _report(y, scores: dict, subjects, metric_fn, reference, n_boot, seed, level, min_subjects,
+def _report(y, tables: dict, subjects: metrics.Subjects, reference, n_boot, seed, level, min_subjects,
             min_positive_subjects) -> dict:
-    out = {"counts": _counts(y, subjects)}
+    """Each scorer's AUROC from its RankingTable (`tables`), with the gains of `reference` over the others."""
+    who = subjects.ids[subjects.row]
+    out = {"counts": _counts(y, who)}
     if len(y) == 0 or np.min(y) == np.max(y):
         return {**out, "na_reason": f"{int(np.sum(y))} positive and {int(len(y) - np.sum(y))} negative windows; "
                                     "both are needed"}
 
-    def with_gains(weights):
-        values = metric_fn(weights)
-        if reference in scores:
-            for other in scores:
+    def metric_fn(counts):
+        values = {f"{name}/auroc": table.metrics(counts)[0] for name, table in tables.items()}
+        if reference in tables:
+            for other in tables:
                 if other != reference:
                     values[f"gain_over_{other}/auroc"] = values[f"{reference}/auroc"] - values[f"{other}/auroc"]
         return values
 
-    flat = metrics.with_ci(with_gains, len(y), subjects, n_boot, seed, level)
+    width = max(table.n_cells for table in tables.values())
+    flat = metrics.with_ci(metric_fn, len(subjects), n_boot, seed, level, width)
     level_out = {}
     for key, value in flat.items():
         head, _, tail = key.partition("/")
         level_out.setdefault(head, {})[tail] = value
-    reason = metrics.na_reason(subjects, y, min_subjects, min_positive_subjects)
+    reason = metrics.na_reason(who, y, min_subjects, min_positive_subjects)
     if reason is not None:
         level_out = {name: metrics.blank(stats, reason) for name, stats in level_out.items()}
     return {**out, "window": level_out}
@@ -79,44 +82,11 @@ def gray_zone_auroc(y, scores: dict, map_now, subjects, zone=GRAY_ZONE_MMHG, ref
     statistics n/a (None) below the subject minimums."""
     y = np.asarray(y, dtype=np.float64)
     mask = gray_zone_mask(map_now, zone)
-    y_in, who = y[mask], np.asarray(subjects)[mask]
-    sub = {name: np.asarray(s, dtype=np.float64)[mask] for name, s in scores.items()}
-    rankings = {name: metrics.Ranking(y_in, s) for name, s in sub.items()} if len(y_in) else {}
-
-    def metric_fn(weights):
-        return {f"{name}/auroc": metrics.ranking_metrics(y_in, s, weights, rankings[name])[0]
-                for name, s in sub.items()}
-
-    out = _report(y_in, sub, who, metric_fn, reference, n_boot, seed, level, min_subjects, min_positive_subjects)
+    y_in, who = y[mask], metrics.Subjects(np.asarray(subjects)[mask])
+    tables = {name: metrics.RankingTable(y_in, np.asarray(s, dtype=np.float64)[mask], who)
+              for name, s in scores.items()} if len(y_in) else {}
+    out = _report(y_in, tables, who, reference, n_boot, seed, level, min_subjects, min_positive_subjects)
     return {"definition": {"map_low": float(zone[0]), "map_high": float(zone[1])}, **out}
-
-
-class BandedRanking:
-    """Windows sorted by (MAP band, score) and the groups of tied scores within a band: sorted once per
-    scorer, then used by every bootstrap block (`banded_auroc`)."""
-
-    def __init__(self, y, band, scores):
-        self.order = np.lexsort((np.asarray(scores), np.asarray(band)))
-        b, s = np.asarray(band)[self.order], np.asarray(scores)[self.order]
-        self.labels = np.asarray(y, dtype=np.float64)[self.order]
-        self.starts = np.flatnonzero(np.r_[True, (b[1:] != b[:-1]) | (s[1:] != s[:-1])])
-        group_band = b[self.starts]
-        new_band = np.r_[True, group_band[1:] != group_band[:-1]]
-        self.band_first = np.flatnonzero(new_band)         # each band's first group
-        self.group_band = np.cumsum(new_band) - 1           # each group's band
-
-
-def banded_auroc(ranking: BandedRanking, weights) -> np.ndarray:
-    """Per row of `weights` (replicates, windows): P(score of a positive > a negative's) over the pairs
-    in the same band, ties one half (pairs pooled over bands); NaN without such a pair."""
-    w, y = weights[:, ranking.order], ranking.labels
-    pos = np.add.reduceat(w * y, ranking.starts, axis=1)
-    neg = np.add.reduceat(w * (1 - y), ranking.starts, axis=1)
-    before = np.cumsum(neg, axis=1) - neg                  # negatives in earlier groups, any band
-    below = before - before[:, ranking.band_first][:, ranking.group_band]   # ... of the same band
-    concordant = (pos * (below + 0.5 * neg)).sum(axis=1)
-    pairs = (np.add.reduceat(pos, ranking.band_first, axis=1) * np.add.reduceat(neg, ranking.band_first, axis=1))
-    return metrics._ratio(concordant, pairs.sum(axis=1))
 
 
 def map_matched_auroc(y, scores: dict, map_now, subjects, bin_mmhg: float = 2.0, zone=None,
@@ -128,16 +98,12 @@ def map_matched_auroc(y, scores: dict, map_now, subjects, bin_mmhg: float = 2.0,
     y = np.asarray(y, dtype=np.float64)
     m = np.asarray(map_now, dtype=np.float64)
     mask = np.isfinite(m) if zone is None else gray_zone_mask(m, zone)
-    y_in, who = y[mask], np.asarray(subjects)[mask]
+    y_in, who = y[mask], metrics.Subjects(np.asarray(subjects)[mask])
     band = np.floor(m[mask] / bin_mmhg).astype(np.int64)
-    sub = {name: np.asarray(s, dtype=np.float64)[mask] for name, s in scores.items()}
-    rankings = {name: BandedRanking(y_in, band, s) for name, s in sub.items()}
-
-    def metric_fn(weights):
-        return {f"{name}/auroc": banded_auroc(rankings[name], weights) for name in sub}
-
+    tables = {name: metrics.RankingTable(y_in, np.asarray(s, dtype=np.float64)[mask], who, band)
+              for name, s in scores.items()} if len(y_in) else {}
     both = sum(1 for b in np.unique(band) if 0 < y_in[band == b].sum() < (band == b).sum())
-    out = _report(y_in, sub, who, metric_fn, reference, n_boot, seed, level, min_subjects, min_positive_subjects)
+    out = _report(y_in, tables, who, reference, n_boot, seed, level, min_subjects, min_positive_subjects)
     definition = {"bin_mmhg": float(bin_mmhg), "bands_with_both_classes": int(both),
                   "zone": None if zone is None else [float(zone[0]), float(zone[1])]}
     return {"definition": definition, **out}

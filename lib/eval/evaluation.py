@@ -188,22 +188,21 @@ def classification_report(y, probabilities: dict, thresholds: dict, ids: TestWin
     and `reference`'s gain over every other scorer."""
     y = np.asarray(y, dtype=np.float64)
     others = [name for name in probabilities if name != reference]
-    rankings = {name: metrics.Ranking(y, p) for name, p in probabilities.items()}   # one sort per scorer
+    subjects = metrics.Subjects(ids.subjectid)
+    tables = {name: metrics.ClassifierTable(y, p, thresholds[name], subjects, n_bins)
+              for name, p in probabilities.items()}
 
-    def metric_fn(weights):
-        out = {}
-        for name, p in probabilities.items():
-            for key, value in metrics.weighted_classification(y, p, thresholds[name], weights, n_bins,
-                                                              rankings[name]).items():
-                if key in metrics.CLF_METRICS:
-                    out[f"{name}/{key}"] = value
+    def metric_fn(counts):
+        out = {f"{name}/{key}": value for name, table in tables.items()
+               for key, value in table.metrics(counts).items() if key in metrics.CLF_METRICS}
         for other in others:
             for key in GAIN_METRICS:   # brier: lower is better, so the gain is other − reference
                 sign = -1 if key == "brier" else 1
                 out[f"gain_over_{other}/{key}"] = sign * (out[f"{reference}/{key}"] - out[f"{other}/{key}"])
         return out
 
-    out = _nest(metrics.with_ci(metric_fn, len(y), ids.subjectid, boot.n, boot.seed, boot.level))
+    out = _nest(metrics.with_ci(metric_fn, len(subjects), boot.n, boot.seed, boot.level,
+                                max(table.width for table in tables.values())))
     for name, p in probabilities.items():   # logistic recalibration on test (point estimates)
         out[name].update(metrics.calibration_slope(y, p))
         # calibration-in-the-large: mean predicted risk minus the observed rate (> 0: risk overestimated)
@@ -282,16 +281,14 @@ def subgroup_report(y, p, threshold: float, groups: dict, ids: TestWindows, boot
         for code, group in enumerate(labels.categories):
             mask = labels.codes == code
             sub = TestWindows(ids.caseid[mask], ids.subjectid[mask], ids.t_end[mask], ids.window_s)
-            y_group, p_group = y[mask], np.asarray(p)[mask]
-            ranking = metrics.Ranking(y_group, p_group)
-
-            def metric_fn(weights, y_group=y_group, p_group=p_group, ranking=ranking):
-                m = metrics.weighted_classification(y_group, p_group, threshold, weights, n_bins, ranking)
-                return {k: m[k] for k in SUBGROUP_METRICS}
-
+            y_group = y[mask]
+            table = metrics.ClassifierTable(y_group, np.asarray(p)[mask], threshold, metrics.Subjects(sub.subjectid),
+                                            n_bins)
             group_counts = asdict(counts(y_group, sub))
             reason = metrics.na_reason(sub.subjectid, y_group, min_subjects, min_positive_subjects)
-            stats = metrics.with_ci(metric_fn, int(mask.sum()), sub.subjectid, boot.n, boot.seed, boot.level)
+            stats = metrics.with_ci(lambda c, table=table: {k: v for k, v in table.metrics(c).items()
+                                                            if k in SUBGROUP_METRICS},
+                                    group_counts["subjects"], boot.n, boot.seed, boot.level, table.width)
             out[f"{attribute}={group}"] = {**group_counts, **(stats if reason is None else
                                                               metrics.blank(stats, reason))}
     return out
@@ -306,11 +303,11 @@ def regression_report(targets, predictions, names, ids: TestWindows, boot: Boots
         reason = f"{n_subjects} test subjects (< evaluate.min_subjects = {min_subjects})"
         blank = {f"{k}{part}": None for k in ("mae", "me", "sd") for part in ("", "_ci_low", "_ci_high", "_ci_dropped")}
         return {name: {**blank, "aami_pass": None, "bhs_grade": None, "na_reason": reason} for name in names}
-    out = {}
+    out, subjects = {}, metrics.Subjects(ids.subjectid)
     for i, name in enumerate(names):
         e = errors[:, i]
-        stats = metrics.with_ci(lambda w, e=e: metrics.weighted_errors(e, w), len(e), ids.subjectid, boot.n,
-                                boot.seed, boot.level)
+        table = metrics.ErrorTable(e, subjects)
+        stats = metrics.with_ci(table.metrics, len(subjects), boot.n, boot.seed, boot.level, table.width)
         out[name] = {**stats, "aami_pass": metrics.aami_pass(stats["me"], stats["sd"]),
                      "aami_subjects_ok": bool(len(np.unique(ids.subjectid)) >= 85),
                      "bhs_grade": metrics.bhs_grade(e), **metrics.bhs_shares(e)}
@@ -333,9 +330,9 @@ def forecast_report(forecasts: dict, actual: dict, subjects, cfg: Evaluate) -> d
                         "na_reason": f"{n_subjects} subjects with a valid MAP ahead (< evaluate.min_subjects)"}
             continue
         errors = (np.asarray(forecast, dtype=np.float64) - actual[minutes])[ok]
+        table = metrics.ErrorTable(errors, metrics.Subjects(who))
         out[key] = {"windows": int(ok.sum()), "subjects": n_subjects,
-                    **metrics.with_ci(lambda w, e=errors: metrics.weighted_errors(e, w), len(errors), who, boot.n,
-                                      boot.seed, boot.level)}
+                    **metrics.with_ci(table.metrics, n_subjects, boot.n, boot.seed, boot.level, table.width)}
     return out
 
 

@@ -5,9 +5,26 @@ filters can run, and every window that touches a bridged sample (plus a margin f
 ringing) is rejected later by the quality gates.
 """
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 from scipy import signal
+
+
+def butter_sos(order: int, cutoff, btype: str, fs: float) -> np.ndarray:
+    """`signal.butter(order, cutoff, btype, fs=fs, output="sos")` (cutoff a float or a (low, high) tuple),
+    designed once per process for each set of arguments (every case uses the same few)."""
+    return _design("butter", (order, cutoff), btype, fs).copy()
+
+
+def cheby2_sos(order: int, attenuation_db: float, cutoff, btype: str, fs: float) -> np.ndarray:
+    """`signal.cheby2(order, attenuation_db, cutoff, btype, fs=fs, output="sos")`, designed once as `butter_sos`."""
+    return _design("cheby2", (order, attenuation_db, cutoff), btype, fs).copy()
+
+
+@lru_cache(maxsize=64)
+def _design(kind: str, args: tuple, btype: str, fs: float) -> np.ndarray:
+    return getattr(signal, kind)(*args, btype=btype, fs=fs, output="sos")
 
 
 def fill_gaps(x: np.ndarray):
@@ -17,10 +34,19 @@ def fill_gaps(x: np.ndarray):
     if invalid.all():
         return np.zeros_like(x), invalid
     if invalid.any():
-        idx = np.arange(len(x))
+        starts, stops = true_runs(invalid)
+        # a bridge is np.interp between the valid samples on either side of its gap: only those are needed
+        sides = np.concatenate([starts - 1, stops])
+        known = np.unique(sides[(sides >= 0) & (sides < len(x))])
         x = x.copy()
-        x[invalid] = np.interp(idx[invalid], idx[~invalid], x[~invalid])
+        x[invalid] = np.interp(np.flatnonzero(invalid), known, x[known])
     return x, invalid
+
+
+def true_runs(mask: np.ndarray) -> tuple:
+    """(starts, stops) of the runs of True in a boolean array, stops exclusive."""
+    step = np.diff(mask.astype(np.int8), prepend=0, append=0)
+    return np.flatnonzero(step == 1), np.flatnonzero(step == -1)
 
 
 def resample_to(x: np.ndarray, fs_in: float, fs_out: float):
@@ -35,10 +61,22 @@ def resample_to(x: np.ndarray, fs_in: float, fs_out: float):
 
 
 def dilate(mask: np.ndarray, margin: int) -> np.ndarray:
-    """Grow True runs by `margin` samples on each side (filter ringing around gaps)."""
+    """Grow True runs by `margin` samples on each side (filter ringing around gaps).
+
+    A sample is marked when the count of masked samples within `margin` of it is positive as a signed
+    8-bit integer: the count of np.convolve over int8 0/1 samples, which wraps modulo 256. So 128 or more
+    masked neighbours read as not positive, and the inside of a gap longer than about 128 samples stays
+    unmarked (only its borders are). Counted by prefix sums (np.convolve takes 2 * margin + 1 products a
+    sample); np.convolve itself for a mask shorter than its kernel, whose 'same' output is the kernel's length.
+    """
     if margin <= 0 or not mask.any():
         return mask
-    return np.convolve(mask.astype(np.int8), np.ones(2 * margin + 1, dtype=np.int8), "same") > 0
+    if len(mask) < 2 * margin + 1:
+        return np.convolve(mask.astype(np.int8), np.ones(2 * margin + 1, dtype=np.int8), "same") > 0
+    counts = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+    at = np.arange(len(mask))
+    near = counts[np.minimum(at + margin + 1, len(mask))] - counts[np.maximum(at - margin, 0)]
+    return near.astype(np.int8) > 0   # int8 wraps modulo 256, as np.convolve's int8 sum does
 
 
 def _sos_filtfilt(sos, x):
@@ -47,17 +85,17 @@ def _sos_filtfilt(sos, x):
 
 def bandpass_ppg(x: np.ndarray, fs: float, low: float = 0.4, high: float = 7.0) -> np.ndarray:
     """PPG: 4th-order Chebyshev type II band-pass, zero-phase (Liang et al., 2018, Diagnostics)."""
-    sos = signal.cheby2(4, 20, [low, high], btype="bandpass", fs=fs, output="sos")
+    sos = cheby2_sos(4, 20, (low, high), "bandpass", fs)
     return _sos_filtfilt(sos, x)
 
 
 def bandpass_ecg(x: np.ndarray, fs: float, low: float = 0.5, high: float = 40.0) -> np.ndarray:
     """ECG: 4th-order Butterworth band-pass, zero-phase (removes baseline wander and EMG)."""
-    sos = signal.butter(4, [low, min(high, 0.45 * fs)], btype="bandpass", fs=fs, output="sos")
+    sos = butter_sos(4, (low, min(high, 0.45 * fs)), "bandpass", fs)
     return _sos_filtfilt(sos, x)
 
 
 def lowpass_abp(x: np.ndarray, fs: float, cutoff: float = 20.0) -> np.ndarray:
     """ABP: 4th-order Butterworth low-pass, zero-phase. Keeps the DC level: MAP *is* the label."""
-    sos = signal.butter(4, min(cutoff, 0.45 * fs), btype="lowpass", fs=fs, output="sos")
+    sos = butter_sos(4, min(cutoff, 0.45 * fs), "lowpass", fs)
     return _sos_filtfilt(sos, x)

@@ -25,6 +25,7 @@ changing anything after it leaves the row bit-identical (tests/test_trend.py).
 import warnings
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 MAX_AGE_S = 10.0  # numeric_track_1hz: a sample older than this no longer stands for the current second
 
@@ -54,13 +55,21 @@ def trend_means(values_1hz: np.ndarray, window_end_s: np.ndarray, step_s: int, c
     sums = np.concatenate([[0.0], np.cumsum(np.where(finite, v, 0.0))])
     counts = np.concatenate([[0], np.cumsum(finite, dtype=np.int64)])
     ends = _ends(window_end_s)
-    # bin edges (n, context + 1): edge i = e' - (context - i) * step_s; outside the trace = no data
-    edges = ends[:, None] + (np.arange(context + 1, dtype=np.int64) - context) * step_s
-    edges = np.clip(edges, 0, len(v))
-    count = np.diff(counts[edges], axis=1)
-    total = np.diff(sums[edges], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(2 * count >= step_s, total / count, np.nan).astype(np.float32)
+    out = np.empty((len(ends), context), dtype=np.float32)
+    # A bin is fixed by its first second. Windows whose ends agree modulo step_s share one grid of bins: each
+    # grid's bin means are computed once and every window's row is read off its grid.
+    phase = ends % step_s
+    for grid_phase in np.unique(phase):
+        rows = np.flatnonzero(phase == grid_phase)
+        first_edge = ends[rows] - context * step_s
+        # bin edges on this grid, from the earliest row's first to the latest row's last; outside the trace = no data
+        edges = np.clip(np.arange(first_edge.min(), ends[rows].max() + 1, step_s), 0, len(v))
+        count = np.diff(counts[edges])
+        total = np.diff(sums[edges])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(2 * count >= step_s, total / count, np.nan).astype(np.float32)
+        out[rows] = sliding_window_view(means, context)[(first_edge - first_edge.min()) // step_s]
+    return out
 
 
 def numeric_track_1hz(times_s: np.ndarray, values: np.ndarray, n_seconds: int,

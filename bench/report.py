@@ -392,7 +392,7 @@ def gpu_sections(results: Path, proj: dict | None, rows: list) -> list:
     return lines + [""]
 
 
-def scale_sections(s: dict, png: str) -> list:
+def scale_sections(s: dict, png: str, results: Path | None = None) -> list:
     rows, proj = sorted(s["rows"], key=lambda r: r["signal_hours"]), s["projection"]
     scales = [r["scale"] for r in rows]
     stages = list(rows[-1]["stages"])
@@ -467,12 +467,32 @@ def scale_sections(s: dict, png: str) -> list:
         f"![scale]({png})",
         "",
     ]
-    lines += projection_sections(proj, rows)
+    lines += projection_sections(proj, rows, results)
     lines += gpu_sections(ROOT / "bench" / "results", proj, rows)
     return lines
 
 
-def projection_sections(proj: dict, rows: list) -> list:
+def at_500_hz(proj: dict, results: Path | None) -> str:
+    """The projection's windows stage priced at VitalDB's 500 Hz (bench/windows_rate.py's ratio of CPU per signal
+    hour at 500 Hz to 100 Hz, train rule); empty without that benchmark."""
+    path = None if results is None else results / "windows_rate.json"
+    if path is None or not path.exists() or "windows" not in proj["stages"]:
+        return ""
+    rates = {float(k): sum(v["train"][step]["cpu_s_per_signal_hour"] for step in ("process_case", "write"))
+             for k, v in json.loads(path.read_text())["srates"].items()}
+    if not {100.0, 500.0} <= set(rates):
+        return ""
+    ratio = rates[500.0] / rates[100.0]
+    windows = proj["stages"]["windows"]
+    more = (ratio - 1) * windows["this_machine_h"]
+    return (f"- At 500 Hz the windows stage's per-case work costs {ratio:.1f}× its 100 Hz cost per signal hour "
+            f"(*The windows stage per signal hour*): priced at 500 Hz the stage takes "
+            f"{windows['this_machine_h'] * ratio:.2f} h instead of {windows['this_machine_h']:.2f} h, the 2-core "
+            f"total {proj['total']['this_machine_h'] + more:.1f} h (fixed + per hour: "
+            f"{proj['total'].get('affine_h', 0) + (ratio - 1) * windows.get('affine_h', 0):.1f} h).")
+
+
+def projection_sections(proj: dict, rows: list, results: Path | None = None) -> list:
     target, a = proj["target"], proj["assumed"]
     lines = [
         f"### Projection to the full VitalDB selection ({target['hours']:,} h, {target['cases']:,} cases)",
@@ -486,21 +506,24 @@ def projection_sections(proj: dict, rows: list) -> list:
         f"{a['gpu_speedup']:g} for the stages that run TTM or the CNN (embed, train, calibrate, baselines, "
         "evaluate); the other stages are left as measured. Largest-process RSS: its peak at the largest scale plus "
         "its least-squares growth per signal hour over the scales (never negative) for the remaining hours; "
-        "a growth fitted on small scales is mostly noise, which this extrapolation multiplies. It also takes "
-        "growth that stops for growth that goes on: evaluate's bootstrap blocks grow with the test set up to "
-        "their cap (4 M replicates × windows) and not beyond it. The section *Memory per window* measures what "
-        "does go on growing, per window, at sizes beyond that cap.",
+        "a growth fitted on small scales is mostly noise, which this extrapolation multiplies. The section "
+        "*Memory per window* measures what does go on growing, per window. Beside the pessimistic figure, "
+        "*fixed + per hour* is the least-squares line through every measured scale (a stage's start-up counted "
+        "once, its cost per further signal hour for the rest). The external cohort's stages (external_*) score a "
+        "cohort of its own size (external.demo), the same at every scale: they are projected as measured.",
         "",
         "| stage | s per signal hour | slope | linear, 2 cores (h) | power law, 2 cores (h) | "
-        f"**2 cores (h)** | assumed speed-up | **{a['cores']} cores + 1 GPU, projected (h)** | "
+        f"**2 cores (h)** | fixed + per hour, 2 cores (h) | assumed speed-up | "
+        f"**{a['cores']} cores + 1 GPU, projected (h)** | "
         "largest process RSS growth (MB per 1,000 h) | largest process RSS, projected (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *[f"| {name} | {p['s_per_signal_hour']} | {n(p['slope'], 2)} | {p['linear_h']:,.2f} | "
-          f"{p['power_law_h']:,.2f} | {p['this_machine_h']:,.2f} | {p['speedup_assumed']:g}× | "
-          f"{p['gpu_machine_h']:,.2f} | {p['rss_mb_per_1000h']:,} | {p['rss_largest_mb']:,} |"
-          for name, p in proj["stages"].items()],
-        f"| **total** | | {n(proj['total']['slope'], 2)} | | | **{proj['total']['this_machine_h']:,.1f}** | | "
-        f"**{proj['total']['gpu_machine_h']:,.1f}** | | {proj['total']['rss_largest_mb']:,} |",
+          f"{p['power_law_h']:,.2f} | {p['this_machine_h']:,.2f} | {n(p.get('affine_h'), 2)} | "
+          f"{p['speedup_assumed']:g}× | {p['gpu_machine_h']:,.2f} | {p['rss_mb_per_1000h']:,} | "
+          f"{p['rss_largest_mb']:,} |" for name, p in proj["stages"].items()],
+        f"| **total** | | {n(proj['total']['slope'], 2)} | | | **{proj['total']['this_machine_h']:,.1f}** | "
+        f"**{n(proj['total'].get('affine_h'), 1)}** | | **{proj['total']['gpu_machine_h']:,.1f}** | | "
+        f"{proj['total']['rss_largest_mb']:,} |",
         "",
         f"Disk at {target['hours']:,} h (linear in signal hours): outputs **{proj['disk_gb']['outs_mb']:,.1f} GB** "
         f"with windows.dtype and embed.dtype float32, **{proj['disk_gb']['outs_float16_mb']:,.1f} GB** with both "
@@ -520,6 +543,7 @@ def projection_sections(proj: dict, rows: list) -> list:
         "data.download.workers), not a simulation: both are priced here at the demo's rate.",
         "- Stages that are small at every measured scale (splits, cv) are extrapolated all the same; a slope "
         "fitted over a narrow range of hours is noisy, hence the pessimistic choice per stage.",
+        *filter(None, [at_500_hz(proj, results)]),
         "",
     ]
     return lines
@@ -546,7 +570,7 @@ def write_results(f: dict, path: Path, png: Path | None = None) -> None:
         *memory_sections(png.parent),
     ]
     if "scale" in f:
-        lines += scale_sections(f["scale"], os.path.relpath(png, path.parent))
+        lines += scale_sections(f["scale"], os.path.relpath(png, path.parent), png.parent)
     else:
         lines += ["## Scale", "", "Not measured yet: `python bench/run_all.py --only scale`.", ""]
     calibration = f.get("demo_calibration")

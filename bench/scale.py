@@ -38,6 +38,7 @@ FULL_VITALDB = {"hours": 13123, "cases": 3313}   # VitalDB's default selection (
 RSS_LIMIT_MB = 2048                                # memory budget of the largest process (2 GB)
 CPU_STAGES = ("cohort", "windows")                 # spread over data.workers / windows.workers processes
 GPU_STAGES = ("embed", "train", "calibrate", "baselines", "evaluate")   # TTM / CNN forward and backward
+FIXED_SIZE = "external_"   # stages of the external cohort: its own size (external.demo), not demo.n_cases
 ASSUMED = {"cores": 16, "cpu_efficiency": 0.8, "gpu_speedup": 10}
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
        # the stages import lib/ from the experiment's own copy, not from wherever the venv was installed
@@ -185,7 +186,8 @@ def slope(hours, values) -> float | None:
 def project(rows: list, assumed: dict = ASSUMED, target: dict = FULL_VITALDB) -> dict:
     """Per stage: cost per signal hour at the largest scale, log-log slope, and the time at `target` hours
     on the measuring machine (linear from the largest scale, and the fitted power law; beside them the
-    least-squares fixed + per-hour line over the scales, `affine_h`) and on a 16-core + 1 GPU
+    least-squares fixed + per-hour line over the scales, `affine_h`; the external cohort's stages, whose size
+    does not follow the scale, as measured) and on a 16-core + 1 GPU
     machine (projected, not measured: `assumed`). RSS: the largest process's peak at the largest scale plus
     the least-squares growth per hour over the scales (never negative) times the hours still to go."""
     rows = sorted(rows, key=lambda r: r["signal_hours"])
@@ -204,6 +206,8 @@ def project(rows: list, assumed: dict = ASSUMED, target: dict = FULL_VITALDB) ->
         # fixed + per hour: the least-squares line through every scale (a stage's start-up counted once)
         per_hour, fixed = np.polyfit(hours, walls, 1) if len(set(hours)) > 1 else (wall / big["signal_hours"], 0.0)
         affine = max(fixed, 0.0) + max(per_hour, 0.0) * target["hours"]
+        if name.startswith(FIXED_SIZE):   # the same cohort at every scale: projected as measured
+            linear = power = affine = here = wall
         speedup = cpu_factor if name in CPU_STAGES else assumed["gpu_speedup"] if name in GPU_STAGES else 1
         growth = max(0.0, float(np.polyfit(hours, rss, 1)[0])) if len(set(hours)) > 1 else 0.0   # MB per hour
         out["stages"][name] = {

@@ -1,6 +1,7 @@
 """Stage baselines: every scorer of the registry (lib.model.scorers.REGISTRY: logistic regressions,
 a 1-D CNN on the raw windows, TTM MAP forecasters), trained on train and calibrated on val exactly
-like the model (test is not read). calibration.json records what each was fitted on (its horizon).
+like the model (test is not read). calibration.json records what each was fitted on (its horizon),
+val_scores.parquet the val logits each was calibrated on.
 
 usage: python stages/baselines.py <windows_dir> <out_dir> <metrics_json>
 """
@@ -16,7 +17,7 @@ from lib.core.errors import run_stage
 from lib.core.memory import keep_heap_bounded
 from lib.core.params import Calibrate, read_params
 from lib.data import windows_h5
-from lib.eval.calibration import fit_on_val
+from lib.eval.calibration import VAL_SCORES, fit_on_val, write_val_scores
 from lib.model import baselines, scorers
 from lib.model.inference import pick_device
 
@@ -52,6 +53,7 @@ def main(argv):
             summary[name].update(calibrated)
             calibrations[name] = calibration.to_dict()
         write_json(tmp / "calibration.json", calibrations)
+        write_val_scores(tmp / VAL_SCORES, val.indices, val_logits)   # evaluate's alarm operating points
     write_json(metrics_path, summary)
 
 

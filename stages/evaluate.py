@@ -17,8 +17,8 @@ Only `evaluate.*`, `inference.*` and `train.device` are read from params.yaml: t
 come from the checkpoint, the window duration and the label rule from the test windows file,
 demographics from the cohort's own clinical table.
 
-usage: python stages/evaluate.py <checkpoint> <calibrator_json> <baselines_dir> <windows_dir> <clinical_csv>
-       <live_dir> <report_md> <scores_parquet>
+usage: python stages/evaluate.py <checkpoint> <calibrator_json> <val_scores> <baselines_dir> <windows_dir>
+       <clinical_csv> <live_dir> <report_md> <scores_parquet>
 """
 import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 from pathlib import Path
@@ -42,13 +42,15 @@ def config(params) -> Config:
 
 def main(argv):
     keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
-    checkpoint, calibrator_path, baselines_dir, windows_dir, clinical_csv, live_dir, report_path, scores = argv
+    checkpoint, calibrator_path, val_scores, baselines_dir, windows_dir, clinical_csv, live_dir, report_path, \
+        scores = argv
     cfg = config(read_params())
     windows_dir = Path(windows_dir)
     splits = {split: windows_dir / f"{split}.h5" for split in ("train", "val", "test")}
-    details, figures, provenance = run.evaluate(checkpoint, calibrator_path, baselines_dir, splits["test"],
-                                                splits["val"], clinical_csv, splits, cfg.evaluate, cfg.inference,
-                                                cfg.device, after_inference=after_inference, scores_path=scores)
+    details, figures, provenance = run.evaluate(checkpoint, calibrator_path, val_scores, baselines_dir,
+                                                splits["test"], splits["val"], clinical_csv, splits, cfg.evaluate,
+                                                cfg.inference, cfg.device, after_inference=after_inference,
+                                                scores_path=scores)
     run.write(live_dir, report_path, details, figures, provenance)
 
 

@@ -12,8 +12,8 @@ evaluate writes, for the external cohort (lib.eval.run):
 
 With `external.source: none` it records that external validation is off.
 
-usage: python stages/external_evaluate.py <checkpoint> <calibrator_json> <baselines_dir> <external_windows_dir>
-       <val_h5> <external_clinical_csv> <internal_details_json> <live_dir> <report_md>
+usage: python stages/external_evaluate.py <checkpoint> <calibrator_json> <val_scores> <baselines_dir>
+       <external_windows_dir> <val_h5> <external_clinical_csv> <internal_details_json> <live_dir> <report_md>
 """
 import lib  # noqa: F401  # isort: skip  (first: pins the numeric kernels before numpy/torch load)
 import json
@@ -42,7 +42,8 @@ def config(params) -> Config:
 
 def main(argv):
     keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
-    checkpoint, calibrator, baselines_dir, windows_dir, val_h5, clinical_csv, internal_json, live_dir, report = argv
+    checkpoint, calibrator, val_scores, baselines_dir, windows_dir, val_h5, clinical_csv, internal_json, live_dir, \
+        report = argv
     cfg = config(read_params())
     if cfg.source == "none":
         with atomic_dir(live_dir) as tmp:
@@ -53,14 +54,12 @@ def main(argv):
             tmp.write_text(external.OFF_REPORT)
         return
     test_h5 = Path(windows_dir) / "test.h5"
-    details, figures, provenance = run.evaluate(checkpoint, calibrator, baselines_dir, test_h5, val_h5, clinical_csv,
-                                                {"external": test_h5}, cfg.evaluate, cfg.inference, cfg.device,
-                                                cfg.recalibrate_fraction, after_inference)
+    details, figures, provenance = run.evaluate(checkpoint, calibrator, val_scores, baselines_dir, test_h5, val_h5,
+                                                clinical_csv, {"external": test_h5}, cfg.evaluate, cfg.inference,
+                                                cfg.device, cfg.recalibrate_fraction, after_inference)
     internal = json.loads(Path(internal_json).read_text())
     run.write(live_dir, report, details, figures, provenance, heading="External validation",
               preface=external.comparison(internal, details.to_dict(), provenance))
-
-
 
 
 if __name__ == "__main__":

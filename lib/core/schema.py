@@ -11,6 +11,7 @@ OBSERVED = {"ppg": "ppg_observed", "ecg": "ecg_observed"}
 CONTEXT_SOURCES = {"map": "abp", "map_slope": "abp", "hr": "ecg", "pp": "abp",
                    **{flag: channel for channel, flag in OBSERVED.items()}}
 CONTEXT = tuple(CONTEXT_SOURCES)
+MODEL = "ttm"   # the trained model's name among the scorers (its scores' column, its results' key)
 BEAT_PRESSURES = ("sbp", "dbp", "map", "pp")   # the window's own beat-derived pressures (mmHg)
 REG_TARGETS = ("sbp", "dbp", "map")            # task reg: what the cuffless model estimates
 # Per-window IOH event timing (float32 s, lib.signal.labels.event_timing), for backward (case-control) analyses:

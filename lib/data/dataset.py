@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.core.config import EmbeddingConfig, ModelConfig
 from lib.core.errors import PipelineError
 from lib.core.schema import CHANNELS, OBSERVED, REG_TARGETS, TREND_BLOCK, TREND_INPUTS, label_column
 from lib.data import windows_h5
@@ -133,9 +134,17 @@ def load_split(path, task: str, horizon_min: float, channels, context, embedding
     return split
 
 
-def checkpoint_split(model, ckpt: dict, path, every_window: bool = False) -> Split:
-    """A split's windows as a trained model uses them (its task, horizon, channels and context)."""
-    return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context, every_window=every_window)
+def checkpoint_split(model, ckpt: dict, path, every_window: bool = False, embeddings_path=None) -> Split:
+    """A split's windows as a trained model uses them (its task, horizon, channels and context).
+
+    `embeddings_path`: the embed stage's cache of `path`. A checkpoint whose backbone is the frozen
+    pretrained one (fm mode) then runs its head on the cached embeddings, as training did: the same
+    logits, bit for bit, without running the backbone again (tests/test_pipeline.py)."""
+    cfg = ModelConfig.from_dict(ckpt["config"])
+    cached = embeddings_path if cfg.mode == "fm" else None
+    return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context, cached,
+                      EmbeddingConfig(cfg.weights_dir, cfg.input_scaling, cfg.context_length, cfg.views).cache_key(),
+                      every_window=every_window)
 
 
 def subset(split: Split, positions) -> Split:

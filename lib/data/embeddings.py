@@ -15,7 +15,7 @@ import numpy as np
 
 from lib.core.errors import PipelineError
 from lib.core.schema import INPUTS
-from lib.data.windows_h5 import CHUNK_WINDOWS, count, set_attrs, storable
+from lib.data.windows_h5 import CHUNK_WINDOWS, count, row_reader, set_attrs, storable
 
 # HDF5's chunk cache per open cache file. The cache is written unfiltered, so a row read bypasses
 # the chunk cache whenever a chunk is larger than it: a small cache means that reading one row
@@ -117,13 +117,16 @@ class CachedEmbeddings:
 
     def _read(self, unique: np.ndarray) -> np.ndarray:
         """The rows `unique` (sorted, distinct) with the view's channels: one contiguous read when
-        they are dense, else one read per run of consecutive rows (h5py's point selection of many
-        rows is several times slower than reading them one slice at a time)."""
+        they are dense, else straight from the file (`windows_h5.RowReader`), or where that does not apply
+        one read per run of consecutive rows (h5py's point selection of many rows is several times slower
+        than reading them one slice at a time)."""
         data = self._dataset()
         channels, pick = self._channel_reads()
         first, last = (int(unique[0]), int(unique[-1]) + 1) if len(unique) else (0, 0)
         if last - first <= 2 * len(unique):
             out = data[first:last, channels][unique - first]
+        elif (rows := row_reader(self.path, "embeddings")) is not None:   # scattered: training's random batches
+            out = rows.read(unique)[:, channels]
         else:
             width = len(range(*channels.indices(data.shape[1])))
             out = np.empty((len(unique), width, *data.shape[2:]), dtype=data.dtype)

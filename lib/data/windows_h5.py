@@ -27,6 +27,7 @@ batches (each touches whole 256-window chunks) 10x and more. No filter reads fas
 without a filter is still smaller than float32 with gzip, so windows.dtype is the size knob.
 """
 import errno
+import functools
 import json
 import os
 import resource
@@ -224,6 +225,7 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None, name: str = "signa
             for start in range(0, data.shape[0], batch):
                 yield start, cast(data[start:start + batch])
         else:
+            rows = row_reader(path, name)
             for pos in range(0, len(indices), batch):
                 wanted = np.asarray(indices[pos:pos + batch])
                 first, last = int(wanted[0]), int(wanted[-1]) + 1
@@ -231,8 +233,83 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None, name: str = "signa
                     # Dense selection (e.g. the labelled windows): one contiguous read, then pick in
                     # memory; h5py's point selection is ~3x slower than a slice.
                     yield pos, cast(data[first:last][wanted - first])
-                else:
-                    yield pos, cast(data[wanted])
+                else:   # scattered (training's random batches)
+                    yield pos, cast(data[wanted] if rows is None else rows.read(wanted))
+
+
+class RowReader:
+    """Scattered rows of one unfiltered HDF5 dataset, read from the file at their byte offsets.
+
+    Training draws random batches: a batch's rows are scattered over the file, and h5py reads them
+    at tens of microseconds a row (a point selection, or a slice per row), which made reading most of
+    a CNN or fm training epoch. Unfiltered rows lie in the file as they are in memory, so each run of
+    consecutive rows is one `os.preadv` into the output array, at the byte offset HDF5 itself reports
+    for its chunk (h5py's `get_chunk_info_by_coord`, or `get_offset` for a contiguous dataset): the
+    same bytes as h5py returns (tests/test_windows_h5.py), without HDF5's per-selection machinery.
+    `row_reader` gives one, or None for a dataset this does not apply to (filtered, virtual, chunks
+    not spanning whole rows, chunks not allocated), which is then read through h5py.
+    """
+
+    def __init__(self, path, name: str):
+        with h5py.File(path, "r") as f:
+            data = f[name]
+            plist = data.id.get_create_plist()
+            if data.is_virtual or plist.get_nfilters() or data.dtype.hasobject or not data.dtype.isnative:
+                raise ValueError("not a plain dataset")
+            self.dtype, self.shape = data.dtype, data.shape
+            self.row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
+            if data.chunks is None:
+                offset = data.id.get_offset()
+                if offset is None:
+                    raise ValueError("not allocated")
+                self.chunk_rows, self.offsets = max(data.shape[0], 1), np.array([offset], dtype=np.int64)
+            else:
+                if tuple(data.chunks[1:]) != tuple(data.shape[1:]):
+                    raise ValueError("chunks do not span whole rows")
+                self.chunk_rows = data.chunks[0]
+                tail = (0,) * (data.ndim - 1)
+                self.offsets = np.array([data.id.get_chunk_info_by_coord((start, *tail)).byte_offset
+                                         for start in range(0, data.shape[0], self.chunk_rows)], dtype=np.int64)
+                if (self.offsets < 0).any():
+                    raise ValueError("chunks not allocated")
+        self.path, self.fd = str(path), os.open(path, os.O_RDONLY)
+
+    def __del__(self):
+        if hasattr(self, "fd"):
+            os.close(self.fd)
+
+    def read(self, rows) -> np.ndarray:
+        """The rows `rows` (sorted, distinct), as stored (dtype and shape of the dataset)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        if not len(rows):
+            return out
+        if rows[0] < 0 or rows[-1] >= self.shape[0]:
+            raise PipelineError(f"{self.path}: rows up to {int(rows[-1])} asked of {self.shape[0]}")
+        chunk = rows // self.chunk_rows
+        breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(chunk) != 0)) + 1
+        starts, ends = np.r_[0, breaks], np.r_[breaks, len(rows)]
+        offsets = self.offsets[chunk[starts]] + (rows[starts] - chunk[starts] * self.chunk_rows) * self.row_bytes
+        raw = out.reshape(len(rows), -1).view(np.uint8)
+        for start, end, offset in zip(starts.tolist(), ends.tolist(), offsets.tolist()):
+            if os.preadv(self.fd, [raw[start:end]], offset) != (end - start) * self.row_bytes:
+                raise PipelineError(f"{self.path}: file shorter than its HDF5 index says (truncated?); rerun dvc repro")
+        return out
+
+
+@functools.lru_cache(maxsize=16)
+def _row_reader(path: str, name: str, identity: tuple) -> "RowReader | None":
+    try:
+        return RowReader(path, name)
+    except (ValueError, TypeError, KeyError, AttributeError):   # TypeError: an unallocated chunk's offset (None)
+        return None
+
+
+def row_reader(path, name: str) -> RowReader | None:
+    """The `RowReader` of dataset `name` in `path`, kept open while the file is unchanged (a file rewritten
+    in place of it, as the stages' atomic writes do, gets a new one); None where h5py must read it."""
+    stat = os.stat(path)
+    return _row_reader(str(Path(path).resolve()), name, (stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
 
 def concat_virtual(sources, path, attrs_from: int = 0, extra_attrs: dict | None = None) -> None:

@@ -8,13 +8,14 @@ calibrated val probabilities; evaluate uses the threshold as it is.
 import json
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from lib.core.atomic import write_json
+from lib.core.atomic import atomic_path, write_json
 from lib.core.errors import PipelineError
 from lib.core.params import THRESHOLD_RULES, Calibrate
 from lib.eval.metrics import expected_calibration_error
@@ -226,6 +227,29 @@ def _read(path, parse, stage: str):
         return parse(json.loads(open(path).read()))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise PipelineError(f"calibrator {path} is missing or corrupt ({type(err).__name__}); "
+                            f"rerun dvc repro {stage}") from err
+
+
+VAL_SCORES = "val_scores.parquet"   # the baselines stage's file of its scorers' val logits, in its directory
+
+
+def write_val_scores(path, rows, logits: dict) -> None:
+    """The val logits each calibrator was fitted on: one row per val window (`row`: its row in the val
+    windows file) and a column per scorer. evaluate chooses the alarms' operating points on them
+    instead of predicting val again (`read_val_scores`)."""
+    frame = pd.DataFrame({"row": np.asarray(rows, dtype=np.int64),
+                          **{name: np.asarray(z, dtype=np.float32) for name, z in logits.items()}})
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def read_val_scores(path, stage: str) -> tuple:
+    """(rows, {scorer: val logits}) from `write_val_scores`' file; one line naming the stage that writes it."""
+    try:
+        frame = pd.read_parquet(path)
+        return frame["row"].to_numpy(), {name: frame[name].to_numpy() for name in frame.columns if name != "row"}
+    except (OSError, ValueError, KeyError) as err:
+        raise PipelineError(f"val scores {path} are missing or corrupt ({type(err).__name__}); "
                             f"rerun dvc repro {stage}") from err
 
 

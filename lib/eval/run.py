@@ -28,7 +28,7 @@ from lib.core.schema import map_ahead_column
 from lib.data import windows_h5
 from lib.data.dataset import checkpoint_split
 from lib.eval import evaluation, report
-from lib.eval.calibration import Calibration, read_calibrations
+from lib.eval.calibration import VAL_SCORES, Calibration, read_calibrations, read_val_scores
 from lib.model.inference import pick_device, predict
 from lib.model.scorers import MODEL, score_saved
 from lib.model.ttm import load_checkpoint
@@ -49,9 +49,11 @@ class TestPredictions(NamedTuple):
 
 
 def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
-                 inference: Inference | None = None, val_h5=None) -> TestPredictions:
-    """The model and the baselines on the test windows (and, for clf with `val_h5`, on the val windows,
-    where the alarms' operating points are chosen): the only place evaluate touches lib.model."""
+                 inference: Inference | None = None, val_scores=None) -> TestPredictions:
+    """The model and the baselines on the test windows: the only place evaluate touches lib.model. For clf
+    with `val_scores` (the calibrate stage's file of the model's val logits; the baselines stage wrote its
+    scorers' beside their calibration), the val logits the calibrators were fitted on, where the alarms'
+    operating points are chosen: read, not predicted again."""
     dev = pick_device(device_name)
     model, ckpt = load_checkpoint(checkpoint, dev, inference)
     summary = ckpt.get("summary", {})
@@ -63,13 +65,17 @@ def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
         horizons = windows_h5.attrs(test_h5)["params"]["horizons_min"]
         logits, forecasts = score_saved(baselines_dir, test_h5, horizon, dev, horizons)
         predictions = {MODEL: outputs, **logits}
-        if val_h5 is not None:
-            val = checkpoint_split(model, ckpt, val_h5)
-            val_predictions = {MODEL: predict(model, val, dev), **score_saved(baselines_dir, val_h5, horizon, dev)[0]}
+        if val_scores is not None:
+            val, model_val = read_val_scores(val_scores, "calibrate")
+            rows, baselines_val = read_val_scores(Path(baselines_dir) / VAL_SCORES, "baselines")
+            if not np.array_equal(val, rows):
+                raise PipelineError(f"{val_scores} and {Path(baselines_dir) / VAL_SCORES} score other val windows "
+                                    f"({len(val)} and {len(rows)}); rerun dvc repro")
+            val_predictions = {**model_val, **baselines_val}
     else:
         predictions = model.to_mmhg(torch.from_numpy(outputs)).numpy()
     return TestPredictions(model.task, horizon, test.indices, test.targets, predictions, forecasts,
-                           dict(ckpt["config"]), dict(summary), None if val is None else val.indices, val_predictions,
+                           dict(ckpt["config"]), dict(summary), val, val_predictions,
                            ckpt.get("windows"))
 
 
@@ -125,16 +131,18 @@ def recalibration_report(run: TestPredictions, calibrations: dict, ids, cfg: Eva
     return out
 
 
-def evaluate(checkpoint, calibrator_path, baselines_dir, test_h5, val_h5, clinical_csv, cohort_files: dict,
-             cfg: Evaluate, inference: Inference, device: str, recalibrate_fraction: float = 0.0,
+def evaluate(checkpoint, calibrator_path, val_scores, baselines_dir, test_h5, val_h5, clinical_csv,
+             cohort_files: dict, cfg: Evaluate, inference: Inference, device: str, recalibrate_fraction: float = 0.0,
              after_inference=lambda: None, scores_path=None) -> tuple:
     """(Details, Figures, report.Provenance) of the frozen model and its baselines on `test_h5`; the alarms'
-    operating points are chosen on `val_h5`; `cohort_files` {split: windows file} are the report's cohort
+    operating points are chosen on the windows of `val_h5` from the val logits the calibrators were fitted on
+    (`val_scores`: the calibrate stage's; the baselines stage's are in `baselines_dir`); `cohort_files` {split:
+    windows file} are the report's cohort
     table and masking counts. `recalibrate_fraction` > 0 adds `recalibration_report` (an external cohort).
     `after_inference` runs once the predictions are made (the stage's memory policy, lib/core/memory.py).
     `scores_path` (clf): every scored window's calibrated probabilities are written there (`write_scores`)."""
     test_h5, val_h5 = Path(test_h5), Path(val_h5)
-    run = predict_test(checkpoint, baselines_dir, test_h5, device, inference, val_h5)
+    run = predict_test(checkpoint, baselines_dir, test_h5, device, inference, val_scores)
     check_window_rule(run.windows_rule, test_h5)
     after_inference()
     clinical = evaluation.read_clinical(clinical_csv)

@@ -104,6 +104,13 @@ class TrendForecaster:
             float(softness_mmhg), float(threshold)
         self.model = fc.load_forecaster(weights_dir, fc.steps_for(96 * self.step_s / 60, self.step_s))
         self.finetuned = False
+        self._frozen = None   # the TorchScript forecaster `score` runs, traced once the weights are final
+
+    def frozen(self):
+        """`self.model` traced and frozen (`forecast.freeze_forecaster`): the same forecasts, 1.5-2x faster."""
+        if self._frozen is None:
+            self._frozen = fc.freeze_forecaster(self.model.eval())
+        return self._frozen
 
     def to_dict(self) -> dict:
         return {"weights_dir": self.weights_dir, "step_s": self.step_s, "softness_mmhg": self.softness,
@@ -117,7 +124,7 @@ class TrendForecaster:
         pairs = [fc.shifted_pairs(map_rows(split, n, seed), steps)
                  for split, n in ((train, cfg.windows), (val, max(cfg.windows // 4, 64)))]
         summary = fc.finetune_forecaster(self.model, *pairs, cfg.epochs, cfg.lr, cfg.patience, seed)
-        self.finetuned = True
+        self.finetuned, self._frozen = True, None
         return summary
 
     def minute_bins(self, minutes: float) -> slice | None:
@@ -131,7 +138,7 @@ class TrendForecaster:
         scores, ahead = [], {m: [] for m in minutes if self.minute_bins(m) is not None}
         for _, rows in trend_rows(split):
             series, observed = trend.fill_unobserved(rows[:, 0])
-            f = fc.forecast(self.model, series, observed)
+            f = fc.forecast(self.frozen(), series, observed, batch_size=fc.FROZEN_BATCH)
             scores.append(fc.risk_score(f, self.step_s, horizon_min, self.threshold, self.softness))
             for m in ahead:
                 ahead[m].append(f[:, self.minute_bins(m)].mean(axis=1))
@@ -153,7 +160,7 @@ class TrendForecaster:
         weights = Path(directory) / f"{name}.pt"
         if weights.exists():
             forecaster.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-            forecaster.finetuned = True
+            forecaster.finetuned, forecaster._frozen = True, None
         forecaster.model.eval()
         return forecaster
 

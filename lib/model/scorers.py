@@ -32,14 +32,14 @@ import torch
 
 from lib.core.config import BaselinesConfig
 from lib.core.errors import PipelineError
-from lib.core.schema import CONTEXT, CONTEXT_SOURCES
+from lib.core.schema import CONTEXT, CONTEXT_SOURCES, MODEL
 from lib.data.dataset import Split, load_split
 from lib.model.baselines import TrendForecaster, WindowCNN, logistic_baseline, logistic_logits, trend_inputs
 from lib.model.inference import predict
 from lib.model.loop import train_model
 from lib.model.ttm import save_torch
 
-MODEL, MODEL_DISPLAY_NAME = "ttm", "TTM (this model)"   # the model every scorer is compared with
+MODEL_DISPLAY_NAME = "TTM (this model)"   # MODEL (lib.core.schema): the model every scorer is compared with
 MANIFEST = "calibration.json"   # the baselines stage's calibration per fitted scorer (its `fitted_on`)
 
 

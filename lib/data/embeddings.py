@@ -95,7 +95,8 @@ class CachedEmbeddings:
         if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= n):
             raise PipelineError(f"{path}: embeddings cache holds {n} windows, not rows up to {int(self.rows.max())}")
         self.shape = (len(self.rows), width if self.channels is None else len(self.channels), d)
-        self._file = None
+        self._file = self._data = None
+        self._rows = False   # the file's RowReader (None where h5py reads it), looked up on first use
 
     @classmethod
     def open(cls, path, windows_path, rows, cache_key: dict, channels=None) -> "CachedEmbeddings":
@@ -120,14 +121,14 @@ class CachedEmbeddings:
         they are dense, else straight from the file (`windows_h5.RowReader`), or where that does not apply
         one read per run of consecutive rows (h5py's point selection of many rows is several times slower
         than reading them one slice at a time)."""
-        data = self._dataset()
         channels, pick = self._channel_reads()
         first, last = (int(unique[0]), int(unique[-1]) + 1) if len(unique) else (0, 0)
         if last - first <= 2 * len(unique):
-            out = data[first:last, channels][unique - first]
-        elif (rows := row_reader(self.path, "embeddings")) is not None:   # scattered: training's random batches
-            out = rows.read(unique)[:, channels]
+            out = self._dataset()[first:last, channels][unique - first]
+        elif self._row_reader() is not None:   # scattered: training's random batches
+            out = self._rows.read(unique)[:, channels]
         else:
+            data = self._dataset()
             width = len(range(*channels.indices(data.shape[1])))
             out = np.empty((len(unique), width, *data.shape[2:]), dtype=data.dtype)
             breaks = np.flatnonzero(np.diff(unique) != 1) + 1
@@ -152,7 +153,13 @@ class CachedEmbeddings:
             except OSError as err:
                 raise PipelineError(f"{self.path}: embeddings cache unreadable ({type(err).__name__}); "
                                     "rerun dvc repro embed") from err
-        return self._file["embeddings"]
+            self._data = self._file["embeddings"]   # looked up once: h5py's lookup costs as much as a batch's read
+        return self._data
+
+    def _row_reader(self):
+        if self._rows is False:
+            self._rows = row_reader(self.path, "embeddings")
+        return self._rows
 
     def chunks(self, batch: int):
         """Yield (start, float32 (≤ batch, channels, d)) over the view in order."""
@@ -170,14 +177,15 @@ class CachedEmbeddings:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-            self._file = None
+            self._file = self._data = None
+        self._rows = False
 
     def __array__(self, *args, **kwargs):
         raise TypeError("CachedEmbeddings reads on demand: index it (view[positions]), iterate view.chunks(batch), "
                         "or call view.load() for the whole view")
 
     def __getstate__(self):
-        return {**self.__dict__, "_file": None}   # an open HDF5 handle does not pickle; reopened on demand
+        return {**self.__dict__, "_file": None, "_data": None, "_rows": False}   # handles do not pickle; reopened
 
     def __repr__(self):
         return f"CachedEmbeddings({self.path}, {self.shape})"

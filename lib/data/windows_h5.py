@@ -101,6 +101,8 @@ class WindowWriter:
                                      chunks=(CHUNK_WINDOWS * 16,))
         self.file.attrs["channels"] = list(channels)
         self.set_attrs(attrs)
+        # Opened once: h5py's lookup by name costs about a millisecond a dataset, as much as writing it.
+        self.datasets = {name: self.file[name] for name in ["signals", *self.blocks, *self.columns]}
 
     def set_attrs(self, attrs: dict) -> None:
         set_attrs(self.file, attrs)
@@ -111,10 +113,8 @@ class WindowWriter:
         if n == 0:
             return
         arrays = {**arrays, "signals": storable(arrays["signals"], self.dtype, where or str(self.file.filename))}
-        names = ["signals", *self.blocks, *self.columns]
-        check_room(self.file.filename, sum(np.asarray(arrays[k]).nbytes for k in names))
-        for name in names:
-            dataset = self.file[name]
+        check_room(self.file.filename, sum(np.asarray(arrays[k]).nbytes for k in self.datasets))
+        for name, dataset in self.datasets.items():
             start = dataset.shape[0]
             dataset.resize(start + n, axis=0)
             dataset[start:] = arrays[name]

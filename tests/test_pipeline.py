@@ -10,9 +10,15 @@ import torch
 import yaml
 from conftest import ROOT, STAGES, run_stage
 
-from lib.core.schema import label_column
+from lib.core.errors import PipelineError
+from lib.core.schema import MODEL, label_column
 from lib.data import windows_h5
+from lib.data.dataset import checkpoint_split
 from lib.eval import report
+from lib.eval.calibration import read_val_scores
+from lib.eval.run import read_alarm_val_scores
+from lib.model.inference import predict
+from lib.model.ttm import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +174,31 @@ def test_calibration_is_fitted_on_val(pipeline):
     calibrator = json.loads((work / "models/calibrator.json").read_text())
     assert calibrator["fitted_on"]["split"] == "val" and calibrator["method"] == "platt"
     assert calibrator["threshold_rule"] == "youden" and 0 < calibrator["threshold"] < 1
+
+
+def test_calibrate_scores_val_on_the_cached_embeddings_as_the_backbone_would(pipeline):
+    """fm mode: the val logits calibrate fitted on, from the embed stage's cache, are the whole model's on the
+    val windows bit for bit; the baselines' val logits cover the same windows, every scorer's. evaluate
+    chooses the alarms' operating points on these instead of predicting val again."""
+    work, _ = pipeline
+    rows, scores = read_val_scores(work / "models/val_scores.parquet", "calibrate")
+    model, ckpt = load_checkpoint(work / "models/model.pt")
+    val = checkpoint_split(model, ckpt, work / "data/windows/val.h5")
+    assert val.embeddings is None and ckpt["summary"]["mode"] == "fm"
+    np.testing.assert_array_equal(rows, val.indices)
+    np.testing.assert_array_equal(scores[MODEL], predict(model, val, "cpu"))
+    baseline_rows, baseline_scores = read_val_scores(work / "models/baselines/val_scores.parquet", "baselines")
+    np.testing.assert_array_equal(baseline_rows, rows)
+    assert set(baseline_scores) == set(json.loads((work / "models/baselines/calibration.json").read_text()))
+
+
+def test_val_scores_of_other_windows_are_refused_in_one_line(pipeline, tmp_path):
+    work, _ = pipeline
+    shutil.copytree(work / "models", tmp_path / "models")
+    frame = pd.read_parquet(tmp_path / "models/baselines/val_scores.parquet")
+    frame.iloc[1:].to_parquet(tmp_path / "models/baselines/val_scores.parquet", index=False)
+    with pytest.raises(PipelineError, match="score other val windows"):
+        read_alarm_val_scores(tmp_path / "models/val_scores.parquet", tmp_path / "models/baselines")
 
 
 def test_calibrators_do_not_change_when_the_test_split_changes(pipeline, tmp_path):

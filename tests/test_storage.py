@@ -108,3 +108,53 @@ def test_a_value_that_overflows_float16_is_an_error_naming_split_and_case(tmp_pa
     assert np.nanmax(read_all(path)) == pytest.approx(7e4)
     with pytest.raises(PipelineError, match=r"split train, case 8: 1 values .*70000.* windows\.dtype=float16"):
         write(tmp_path, "float16", cases)
+
+
+@pytest.mark.parametrize("layout", ["chunked", "chunked float16", "contiguous"])
+def test_the_row_reader_reads_the_bytes_h5py_reads(tmp_path, layout):
+    """Scattered rows read straight from the file (training's random batches) are h5py's rows exactly:
+    across chunk boundaries, in a partial last chunk, for runs and single rows; a wrong chunk offset,
+    row size or dtype would fail here."""
+    rng = np.random.default_rng(0)
+    dtype = np.float16 if "float16" in layout else np.float32
+    data = rng.normal(size=(1000, 3, 16)).astype(dtype)
+    path = tmp_path / "rows.h5"
+    with h5py.File(path, "w") as f:
+        if layout == "contiguous":
+            f.create_dataset("x", data=data)
+        else:   # appended in uneven blocks, as WindowWriter does
+            ds = f.create_dataset("x", shape=(0, 3, 16), maxshape=(None, 3, 16), dtype=dtype, chunks=(64, 3, 16))
+            for start in range(0, 1000, 77):
+                ds.resize(min(start + 77, 1000), axis=0)
+                ds[start:] = data[start:start + 77]
+    reader = windows_h5.row_reader(path, "x")
+    assert reader is not None
+    for rows in (np.sort(rng.choice(1000, 50, replace=False)), np.arange(60, 70), np.array([63, 64, 999]),
+                 np.array([0]), np.array([], dtype=np.int64)):
+        assert reader.read(rows).tobytes() == data[rows].tobytes()
+    with pytest.raises(PipelineError, match="rows up to 1000"):
+        reader.read(np.array([5, 1000]))
+
+
+def test_a_filtered_or_virtual_dataset_is_left_to_h5py(tmp_path):
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gz", data=np.zeros((300, 4), np.float32), chunks=(64, 4), compression="gzip")
+        f.create_dataset("part", data=np.zeros((300, 4), np.float32), chunks=(64, 2))   # chunks split a row
+    assert windows_h5.row_reader(path, "gz") is None and windows_h5.row_reader(path, "part") is None
+    layout = h5py.VirtualLayout(shape=(300, 4), dtype=np.float32)
+    layout[:] = h5py.VirtualSource(str(path), "gz", shape=(300, 4))
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_virtual_dataset("v", layout)
+    assert windows_h5.row_reader(tmp_path / "v.h5", "v") is None
+
+
+def test_scattered_windows_of_a_split_are_read_exactly(files):
+    """Split.windows at random positions (a CNN batch) equals the file's windows, float16 widened."""
+    for path in files.values():
+        with h5py.File(path, "r") as f:
+            signals = f["signals"][:].astype(np.float32)
+        rows = np.arange(len(signals))
+        split = Split(path, rows, np.zeros(len(rows), np.float32), np.zeros((len(rows), 0), np.float32), list(CHANNELS))
+        positions = np.random.default_rng(2).permutation(len(rows))[:max(3, len(rows) // 3)]
+        np.testing.assert_array_equal(split.windows(positions), signals[positions])

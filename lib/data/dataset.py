@@ -140,10 +140,13 @@ def checkpoint_split(model, ckpt: dict, path, every_window: bool = False, embedd
     `embeddings_path`: the embed stage's cache of `path`. A checkpoint whose backbone is the frozen
     pretrained one (fm mode) then runs its head on the cached embeddings, as training did: the same
     logits, bit for bit, without running the backbone again (tests/test_pipeline.py)."""
-    cfg = ModelConfig.from_dict(ckpt["config"])
-    cached = embeddings_path if cfg.mode == "fm" else None
-    return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context, cached,
-                      EmbeddingConfig(cfg.weights_dir, cfg.input_scaling, cfg.context_length, cfg.views).cache_key(),
+    cached, key = None, None
+    if embeddings_path is not None:
+        cfg = ModelConfig.from_dict(ckpt["config"])
+        if cfg.mode == "fm":
+            cached = embeddings_path
+            key = EmbeddingConfig(cfg.weights_dir, cfg.input_scaling, cfg.context_length, cfg.views).cache_key()
+    return load_split(path, model.task, ckpt["horizon_min"], model.channels, model.context, cached, key,
                       every_window=every_window)
 
 

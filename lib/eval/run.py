@@ -58,25 +58,32 @@ def predict_test(checkpoint, baselines_dir, test_h5, device_name: str,
     model, ckpt = load_checkpoint(checkpoint, dev, inference)
     summary = ckpt.get("summary", {})
     horizon = float(ckpt.get("horizon_min", summary.get("horizon_min")))
+    val, val_predictions = None, None
+    if model.task == "clf" and val_scores is not None:   # read first: a bad file fails before any inference
+        val, val_predictions = read_alarm_val_scores(val_scores, baselines_dir)
     test = checkpoint_split(model, ckpt, test_h5)
     outputs = predict(model, test, dev)
-    forecasts, val, val_predictions = {}, None, None
+    forecasts = {}
     if model.task == "clf":
         horizons = windows_h5.attrs(test_h5)["params"]["horizons_min"]
         logits, forecasts = score_saved(baselines_dir, test_h5, horizon, dev, horizons)
         predictions = {MODEL: outputs, **logits}
-        if val_scores is not None:
-            val, model_val = read_val_scores(val_scores, "calibrate")
-            rows, baselines_val = read_val_scores(Path(baselines_dir) / VAL_SCORES, "baselines")
-            if not np.array_equal(val, rows):
-                raise PipelineError(f"{val_scores} and {Path(baselines_dir) / VAL_SCORES} score other val windows "
-                                    f"({len(val)} and {len(rows)}); rerun dvc repro")
-            val_predictions = {**model_val, **baselines_val}
     else:
         predictions = model.to_mmhg(torch.from_numpy(outputs)).numpy()
     return TestPredictions(model.task, horizon, test.indices, test.targets, predictions, forecasts,
                            dict(ckpt["config"]), dict(summary), val, val_predictions,
                            ckpt.get("windows"))
+
+
+def read_alarm_val_scores(val_scores, baselines_dir) -> tuple:
+    """(val rows, {scorer: val logits}): the model's (`val_scores`, the calibrate stage's) and the baselines'
+    (their directory's VAL_SCORES), which must score the same val windows."""
+    rows, model_val = read_val_scores(val_scores, "calibrate")
+    baselines_rows, baselines_val = read_val_scores(Path(baselines_dir) / VAL_SCORES, "baselines")
+    if not np.array_equal(rows, baselines_rows):
+        raise PipelineError(f"{val_scores} and {Path(baselines_dir) / VAL_SCORES} score other val windows "
+                            f"({len(rows)} and {len(baselines_rows)}); rerun dvc repro")
+    return rows, {**model_val, **baselines_val}
 
 
 def cohort_source(clinical: pd.DataFrame) -> str:

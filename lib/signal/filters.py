@@ -61,22 +61,15 @@ def resample_to(x: np.ndarray, fs_in: float, fs_out: float):
 
 
 def dilate(mask: np.ndarray, margin: int) -> np.ndarray:
-    """Grow True runs by `margin` samples on each side (filter ringing around gaps).
-
-    A sample is marked when the count of masked samples within `margin` of it is positive as a signed
-    8-bit integer: the count of np.convolve over int8 0/1 samples, which wraps modulo 256. So 128 or more
-    masked neighbours read as not positive, and the inside of a gap longer than about 128 samples stays
-    unmarked (only its borders are). Counted by prefix sums (np.convolve takes 2 * margin + 1 products a
-    sample); np.convolve itself for a mask shorter than its kernel, whose 'same' output is the kernel's length.
-    """
+    """Grow True runs by `margin` samples on each side (filter ringing around gaps): a sample is marked
+    when any sample within `margin` of it is masked. Counted by prefix sums (a convolution takes
+    2 * margin + 1 products a sample)."""
     if margin <= 0 or not mask.any():
         return mask
-    if len(mask) < 2 * margin + 1:
-        return np.convolve(mask.astype(np.int8), np.ones(2 * margin + 1, dtype=np.int8), "same") > 0
     counts = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
     at = np.arange(len(mask))
     near = counts[np.minimum(at + margin + 1, len(mask))] - counts[np.maximum(at - margin, 0)]
-    return near.astype(np.int8) > 0   # int8 wraps modulo 256, as np.convolve's int8 sum does
+    return near > 0
 
 
 def _sos_filtfilt(sos, x):

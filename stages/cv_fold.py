@@ -14,6 +14,7 @@ from typing import NamedTuple
 from lib.core.atomic import write_json
 from lib.core.config import EmbeddingConfig, ModelConfig, TrainConfig
 from lib.core.errors import run_stage
+from lib.core.memory import keep_heap_bounded
 from lib.core.params import CV, Calibrate, read_params
 
 
@@ -31,15 +32,14 @@ def config(params) -> Config:
 
 
 def main(argv):
+    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     fold, windows_dir, embeddings_dir, metrics_path = int(argv[0]), Path(argv[1]), Path(argv[2]), argv[3]
     cfg = config(read_params())
     if not cfg.cv.enabled:
         write_json(metrics_path, {"enabled": False, "fold": fold})
         return
-    # Imported here: a disabled fold (the default) takes a second instead of loading torch and the model.
-    from lib.core.memory import keep_heap_bounded
+    # Imported here: a disabled fold (the default) never loads torch or the model.
     from lib.eval import cross_validation
-    keep_heap_bounded()   # freed memory goes back to the OS while the stage streams (lib/core/memory.py)
     write_json(metrics_path, cross_validation.run(fold, windows_dir, embeddings_dir, cfg.cv, cfg.model, cfg.train,
                                                   cfg.calibrate, cfg.embedding.cache_key()))
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from lib.core.errors import PipelineError
 from lib.core.schema import INPUTS
-from lib.data.windows_h5 import CHUNK_WINDOWS, count, row_reader, set_attrs, storable
+from lib.data.windows_h5 import CHUNK_WINDOWS, count, read_rows, row_reader, set_attrs, storable
 
 # HDF5's chunk cache per open cache file. The cache is written unfiltered, so a row read bypasses
 # the chunk cache whenever a chunk is larger than it: a small cache means that reading one row
@@ -117,34 +117,11 @@ class CachedEmbeddings:
         return picked[inverse.reshape(-1)] if len(unique) != len(rows) or (np.diff(rows) < 0).any() else picked
 
     def _read(self, unique: np.ndarray) -> np.ndarray:
-        """The rows `unique` (sorted, distinct) with the view's channels: one contiguous read when
-        they are dense, else straight from the file (`windows_h5.RowReader`), or where that does not apply
-        one read per run of consecutive rows (h5py's point selection of many rows is several times slower
-        than reading them one slice at a time)."""
-        channels, pick = self._channel_reads()
-        first, last = (int(unique[0]), int(unique[-1]) + 1) if len(unique) else (0, 0)
-        if last - first <= 2 * len(unique):
-            out = self._dataset()[first:last, channels][unique - first]
-        elif self._row_reader() is not None:   # scattered: training's random batches
-            out = self._rows.read(unique)[:, channels]
-        else:
-            data = self._dataset()
-            width = len(range(*channels.indices(data.shape[1])))
-            out = np.empty((len(unique), width, *data.shape[2:]), dtype=data.dtype)
-            breaks = np.flatnonzero(np.diff(unique) != 1) + 1
-            for start, end in zip(np.r_[0, breaks], np.r_[breaks, len(unique)], strict=True):
-                out[start:end] = data[int(unique[start]):int(unique[end - 1]) + 1, channels]
-        return np.ascontiguousarray(out if pick is None else out[:, pick], dtype=np.float32)
-
-    def _channel_reads(self) -> tuple:
-        """(the slice of channels to read, the channels to pick from it after the read or None):
-        the view's channels are read as a slice when they are consecutive."""
-        if self.channels is None:
-            return slice(None), None
-        first = self.channels[0] if self.channels else 0
-        if self.channels == list(range(first, first + len(self.channels))):
-            return slice(first, first + len(self.channels)), None
-        return slice(None), self.channels
+        """The rows `unique` (sorted, distinct) with the view's channels (`windows_h5.read_rows`)."""
+        if self._rows is False:   # looked up once: the file's RowReader, or None where h5py reads it
+            self._rows = row_reader(self.path, "embeddings")
+        out = read_rows(self._dataset(), unique, self._rows)
+        return np.ascontiguousarray(out if self.channels is None else out[:, self.channels], dtype=np.float32)
 
     def _dataset(self):
         if self._file is None:
@@ -155,11 +132,6 @@ class CachedEmbeddings:
                                     "rerun dvc repro embed") from err
             self._data = self._file["embeddings"]   # looked up once: h5py's lookup costs as much as a batch's read
         return self._data
-
-    def _row_reader(self):
-        if self._rows is False:
-            self._rows = row_reader(self.path, "embeddings")
-        return self._rows
 
     def chunks(self, batch: int):
         """Yield (start, float32 (≤ batch, channels, d)) over the view in order."""

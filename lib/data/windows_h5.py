@@ -225,16 +225,26 @@ def iter_signal_chunks(path, batch: int = 1024, indices=None, name: str = "signa
             for start in range(0, data.shape[0], batch):
                 yield start, cast(data[start:start + batch])
         else:
-            rows = row_reader(path, name)
+            reader = row_reader(path, name)
             for pos in range(0, len(indices), batch):
-                wanted = np.asarray(indices[pos:pos + batch])
-                first, last = int(wanted[0]), int(wanted[-1]) + 1
-                if last - first <= 2 * len(wanted):
-                    # Dense selection (e.g. the labelled windows): one contiguous read, then pick in
-                    # memory; h5py's point selection is ~3x slower than a slice.
-                    yield pos, cast(data[first:last][wanted - first])
-                else:   # scattered (training's random batches)
-                    yield pos, cast(data[wanted] if rows is None else rows.read(wanted))
+                yield pos, cast(read_rows(data, np.asarray(indices[pos:pos + batch]), reader))
+
+
+def read_rows(data, rows: np.ndarray, reader: "RowReader | None") -> np.ndarray:
+    """The rows `rows` (sorted, distinct) of the h5py dataset `data`, as stored. Dense rows (e.g. the
+    labelled windows) are one slice, picked in memory; scattered rows (training's random batches) are
+    read straight from the file by `reader` (`row_reader`'s), or where none applies one slice per run
+    of consecutive rows (h5py's point selection of many rows is several times slower than slices)."""
+    first, last = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+    if last - first <= 2 * len(rows):
+        return data[first:last][rows - first]
+    if reader is not None:
+        return reader.read(rows)
+    out = np.empty((len(rows), *data.shape[1:]), dtype=data.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for start, end in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+        out[start:end] = data[int(rows[start]):int(rows[end - 1]) + 1]
+    return out
 
 
 class RowReader:
@@ -245,7 +255,7 @@ class RowReader:
     a CNN or fm training epoch. Unfiltered rows lie in the file as they are in memory, so each run of
     consecutive rows is one `os.preadv` into the output array, at the byte offset HDF5 itself reports
     for its chunk (h5py's `get_chunk_info_by_coord`, or `get_offset` for a contiguous dataset): the
-    same bytes as h5py returns (tests/test_windows_h5.py), without HDF5's per-selection machinery.
+    same bytes as h5py returns (tests/test_storage.py), without HDF5's per-selection machinery.
     `row_reader` gives one, or None for a dataset this does not apply to (filtered, virtual, chunks
     not spanning whole rows, chunks not allocated), which is then read through h5py.
     """

@@ -160,7 +160,7 @@ class TrendForecaster:
         weights = Path(directory) / f"{name}.pt"
         if weights.exists():
             forecaster.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-            forecaster.finetuned, forecaster._frozen = True, None
+            forecaster.finetuned = True
         forecaster.model.eval()
         return forecaster
 

@@ -1,9 +1,21 @@
-import numpy as np
+from dataclasses import replace
 
-from lib.data import demo
-from lib.data.cohort import DEMO_CRITERIA
+import numpy as np
+import pandas as pd
+
+from lib.core.params import Demo, ExternalDemo, read_params
+from lib.data import demo, vital_io
+from lib.data.cohort import (
+    DEMO_CRITERIA,
+    _reads_as_simulated,
+    build_manifest,
+    generate_demo,
+    generate_second_hospital,
+    summarise_case,
+)
 from lib.data.vitaldb_source import select_cases
 from lib.signal import filters, labels
+from tests.conftest import ROOT
 
 
 def test_simulation_is_deterministic_per_seed():
@@ -81,3 +93,29 @@ def test_demo_cases_are_real_eligible_rows_with_multi_case_subjects(clinical):
     assert set(rows.caseid) <= set(clinical.caseid)
     assert (rows.subjectid.value_counts() >= 2).sum() >= 3
     assert (rows.age >= 18).all() and (rows.ane_type == "General").all()
+
+
+def test_simulated_summaries_are_what_reading_the_files_gives(clinical, tmp_path):
+    """The cohort stage takes a simulated case's manifest summary from the samples it wrote instead of
+    reading the file back: it must be summarise_case's, duration and hypotension alike, at 100 and 500 Hz."""
+    aliases = read_params(ROOT / "params.yaml")["data"]["tracks"]
+    long_ioh = dict(n_cases=3, min_minutes=35, max_minutes=40, ioh_fraction=1.0)
+    _, ours = generate_demo(tmp_path / "demo", clinical, replace(Demo(), n_multi_case_subjects=0, **long_ioh), 2)
+    _, theirs = generate_second_hospital(tmp_path / "ext", clinical, replace(ExternalDemo(), **long_ioh), (), 1)
+    for directory, summaries in [(tmp_path / "demo", ours), (tmp_path / "ext", theirs)]:
+        assert len(summaries) == 3 and any(s["has_hypotension"] for s in summaries.values())
+        for caseid, summary in summaries.items():
+            assert summary == summarise_case(directory / f"{caseid}.vital", aliases), caseid
+    files = vital_io.vital_files(tmp_path / "demo")
+    rows = clinical[clinical["caseid"].isin(list(files))]
+    pd.testing.assert_frame_equal(build_manifest(rows, files, aliases, 1, known=ours),
+                                  build_manifest(rows, files, aliases, 1))
+
+
+def test_simulated_summaries_are_used_only_where_the_aliases_read_the_simulated_tracks():
+    aliases = read_params(ROOT / "params.yaml")["data"]["tracks"]
+    assert _reads_as_simulated(aliases, philips=False) and _reads_as_simulated(aliases, philips=True)
+    assert not _reads_as_simulated({**aliases, "abp": ["SNUADC/PLETH"]}, philips=False)   # another wave as ABP
+    assert not _reads_as_simulated({**aliases, "abp": ["ART_MBP", "SNUADC/ART"]}, philips=False)   # a numeric first
+    assert not _reads_as_simulated({**aliases, "ecg": ["II"]}, philips=True)   # no track of that name
+    assert not _reads_as_simulated({**aliases, "ppg": ["SNUADC/PLETH"]}, philips=True)   # Philips files lack it

@@ -26,7 +26,8 @@ def tracks_of(path) -> dict:
 @pytest.fixture(scope="module")
 def second_hospital(clinical, tmp_path_factory):
     out = tmp_path_factory.mktemp("second_hospital")
-    return out, generate_second_hospital(out, clinical, SMALL, exclude_subjects=[], workers=1)
+    rows, _ = generate_second_hospital(out, clinical, SMALL, exclude_subjects=[], workers=1)
+    return out, rows
 
 
 def test_files_are_philips_500hz_waves_without_numerics(second_hospital):
@@ -51,7 +52,7 @@ def test_patients_are_older_and_sicker_one_case_each(second_hospital, clinical):
 def test_excluded_subjects_are_never_drawn(second_hospital, clinical, tmp_path):
     _, rows = second_hospital
     excluded = set(rows["subjectid"])   # the subjects drawn without exclusion
-    again = generate_second_hospital(tmp_path, clinical, SMALL, excluded, workers=1)
+    again, _ = generate_second_hospital(tmp_path, clinical, SMALL, excluded, workers=1)
     assert len(again) == SMALL.n_cases and not excluded & set(again["subjectid"])
 
 
@@ -78,7 +79,7 @@ DEMO_PIN_SHA256 = {814: "488f402ec30b3f0e7755857ae20f2b5f9420e8405e89276ce0b5979
 
 
 def test_generate_demo_output_is_unchanged(clinical, tmp_path):
-    rows = generate_demo(tmp_path, clinical, DEMO_PIN, workers=1)
+    rows, _ = generate_demo(tmp_path, clinical, DEMO_PIN, workers=1)
     assert rows["caseid"].tolist() == sorted(DEMO_PIN_SHA256)
     for caseid, expected in DEMO_PIN_SHA256.items():
         path = tmp_path / f"{caseid}.vital"

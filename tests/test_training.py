@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 from model_helpers import model_config
+from sklearn.metrics import roc_auc_score
 
 from lib.core.config import LoopConfig
 from lib.core.errors import PipelineError
 from lib.data.dataset import Split
-from lib.model.loop import EarlyStopping, make_schedule, train_model
+from lib.model.inference import predict
+from lib.model.loop import EarlyStopping, make_schedule, train_model, val_sample
 from lib.model.training import fit, fit_scalers
 from lib.model.ttm import build_model
 
@@ -212,3 +214,30 @@ def test_lp_ft_summary_says_whether_the_warm_up_head_was_kept(data, monkeypatch)
     summary = fit(fm_model(train), train, val, cfg, CPU)
     assert seen[0] is None and seen[1][0]["epoch"] == 0 and seen[1][0]["val_auroc"] == summary["head_warmup_best_val"]
     assert summary["kept"] == "warmup"
+
+
+def test_val_windows_per_epoch_scores_every_epoch_on_one_seeded_sample(data):
+    train, val = data
+    model = fm_model(train)
+    summary = train_model(model, train, val, replace(LOOP, epochs=1, val_windows_per_epoch=300), CPU)
+    sample = val_sample(val, 300, LOOP.seed, "clf")
+    # The record was measured on the sample (one epoch: the restored weights are the epoch's), not on val.
+    logits = predict(model, sample, CPU)
+    assert summary["best_val_auroc"] == pytest.approx(roc_auc_score(sample.targets, logits), abs=1e-6)
+    assert summary["best_val_auroc"] != pytest.approx(roc_auc_score(val.targets, predict(model, val, CPU)), abs=1e-6)
+    assert summary["n_val_windows"] == len(val) and summary["n_val_windows_per_epoch"] == 300
+    # One draw: rows sorted and distinct, targets, context and embeddings those of its rows, and the
+    # same windows on every call with the seed (every epoch, LP-FT's warm-up), others with another seed.
+    positions = np.searchsorted(val.indices, sample.indices)
+    assert len(np.unique(sample.indices)) == 300 and np.all(np.diff(sample.indices) > 0)
+    assert np.array_equal(val.indices[positions], sample.indices)
+    np.testing.assert_array_equal(sample.targets, val.targets[positions])
+    np.testing.assert_array_equal(sample.context, val.context[positions])
+    np.testing.assert_array_equal(sample.embeddings, val.embeddings[positions])
+    assert np.array_equal(val_sample(val, 300, LOOP.seed, "clf").indices, sample.indices)
+    assert not np.array_equal(val_sample(val, 300, LOOP.seed + 1, "clf").indices, sample.indices)
+    # 0 and anything >= the split mean all of val; a sample without positives is refused by name.
+    assert val_sample(val, 0, 3, "clf") is val and val_sample(val, len(val), 3, "clf") is val
+    negatives = replace(val, targets=np.zeros_like(val.targets))
+    with pytest.raises(PipelineError, match="sample of 300 windows per epoch"):
+        val_sample(negatives, 300, 3, "clf")

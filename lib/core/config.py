@@ -121,6 +121,7 @@ class LoopConfig:
     monitor: str = "val_auroc"
     amp: str = "auto"
     windows_per_epoch: int = 0   # 0 = all; with cached embeddings always all
+    val_windows_per_epoch: int = 0   # val windows each epoch's early-stopping record scores (one seeded draw); 0 = all
     seed: int = 0
 
     def __post_init__(self):
@@ -150,7 +151,7 @@ class TrainConfig:
                           weight_decay=t.weight_decay, grad_clip=t.grad_clip, schedule=t.schedule,
                           warmup_frac=t.warmup_frac, early_stopping_patience=t.early_stopping_patience,
                           monitor=t.monitored, amp=t.amp, windows_per_epoch=self.finetune.windows_per_epoch,
-                          seed=t.seed)
+                          val_windows_per_epoch=self.finetune.val_windows_per_epoch, seed=t.seed)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ class BaselinesConfig:
         loop = LoopConfig(epochs=b.cnn_epochs, batch_size=b.cnn_batch_size, grad_accum_steps=1, lr=b.cnn_lr,
                           weight_decay=weight_decay, grad_clip=grad_clip, schedule="cosine", warmup_frac=warmup_frac,
                           early_stopping_patience=b.cnn_early_stopping_patience, monitor="val_auroc", amp=amp,
-                          windows_per_epoch=b.cnn_windows_per_epoch, seed=seed)
+                          windows_per_epoch=b.cnn_windows_per_epoch,
+                          val_windows_per_epoch=b.cnn_val_windows_per_epoch, seed=seed)
         channels, weights_dir = Model.pick(params, "input_channels", "weights_dir")
         return cls(task=task, horizon_min=horizon, channels=channels, cnn_loop=loop, device=device,
                    weights_dir=weights_dir, trend_step_s=Trend.pick(params, "step_s"),

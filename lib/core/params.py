@@ -476,6 +476,7 @@ class Finetune(Section):
     unfreeze_last_n_blocks: int = key(0, integer(0))
     lora: bool = key(False, boolean)
     windows_per_epoch: int = key(2048, integer(0))
+    val_windows_per_epoch: int = key(0, integer(0))
     head_warmup_epochs: int = key(5, integer(0))
 
     @property
@@ -559,6 +560,7 @@ class Baselines(Section):
     cnn_batch_size: int = key(128, integer(1))
     cnn_lr: float = key(1e-3, number(above=0))
     cnn_windows_per_epoch: int = key(16384, integer(0))
+    cnn_val_windows_per_epoch: int = key(32768, integer(0))
     cnn_early_stopping_patience: int = key(4, integer(0))
     forecast_softness_mmhg: float = key(2.0, number(at_least=0))
 

@@ -14,6 +14,7 @@ import pandas as pd
 from lib.core.errors import CaseError, PipelineError
 from lib.core.parallel import parallel_map
 from lib.core.params import Data, Demo, ExternalDemo, Select
+from lib.core.schema import NUMERIC_TRENDS
 from lib.data import demo, vital_io, vitaldb_source
 from lib.data.vital_io import read_channels, write_vital
 from lib.signal import filters, labels
@@ -51,7 +52,8 @@ def load_clinical(path, required=REQUIRED_CLINICAL_COLUMNS) -> pd.DataFrame:
     return table
 
 
-def _simulate_and_write(job, srate, philips=False):
+def _simulate_and_write(job, srate, philips=False) -> dict:
+    """Simulate and write one case; returns its manifest summary, from the ABP samples as written."""
     caseid, duration_s, has_ioh, patient, seed, path = job
     case = demo.simulate_case(duration_s, srate, has_ioh, np.random.default_rng(seed), patient)
     dtstart = DEMO_EPOCH + caseid * 86400.0
@@ -60,11 +62,15 @@ def _simulate_and_write(job, srate, philips=False):
         write_vital(path, signals, srate, dtstart, demo.PHILIPS_UNITS)
     else:
         write_vital(path, case.signals, srate, dtstart, demo.UNITS, case.numerics)
+    # The file holds these samples as float32 (write_vital) and every track whole: reading it back
+    # would give the same ABP, so its summary is taken here instead (tests/test_demo_cohort.py).
+    return summarise_abp(np.asarray(case.signals[demo.ABP], dtype=np.float32), srate)
 
 
-def _simulate_cohort(out_dir, cases: pd.DataFrame, cfg: Demo, workers: int, philips: bool = False) -> pd.DataFrame:
+def _simulate_cohort(out_dir, cases: pd.DataFrame, cfg: Demo, workers: int, philips: bool = False) -> tuple:
     """Simulate the chosen real case rows (seeded by `cfg.seed`), write `<caseid>.vital` files and return
-    the rows with the simulated case times (shared by the demo and the second hospital)."""
+    the rows with the simulated case times and {caseid: manifest summary} (shared by the demo and the
+    second hospital)."""
     rng = np.random.default_rng(cfg.seed)
     durations = np.round(rng.uniform(cfg.min_minutes, cfg.max_minutes, len(cases)) * 60).astype(int)
     ioh = demo.choose_ioh_cases(cases, cfg.ioh_fraction, cfg.seed + 1)
@@ -72,22 +78,23 @@ def _simulate_cohort(out_dir, cases: pd.DataFrame, cfg: Demo, workers: int, phil
     patients = [demo.Patient.from_row(row) for _, row in cases.iterrows()]   # baselines from the real row
     jobs = [(int(c), int(d), bool(h), p, s, Path(out_dir) / f"{int(c)}.vital")
             for c, d, h, p, s in zip(cases["caseid"], durations, ioh, patients, case_seeds, strict=True)]
-    parallel_map(partial(_simulate_and_write, srate=cfg.srate, philips=philips), jobs, workers,
-                 "simulate second-hospital cases" if philips else "simulate demo cases")
-    return demo.demo_clinical_rows(cases, durations)
+    summaries = parallel_map(partial(_simulate_and_write, srate=cfg.srate, philips=philips), jobs, workers,
+                             "simulate second-hospital cases" if philips else "simulate demo cases")
+    return demo.demo_clinical_rows(cases, durations), {job[0]: summary for job, summary in zip(jobs, summaries)}
 
 
-def generate_demo(out_dir, clinical: pd.DataFrame, cfg: Demo, workers: int) -> pd.DataFrame:
-    """Write the simulated demo cohort (`<caseid>.vital` files) and return its clinical rows."""
+def generate_demo(out_dir, clinical: pd.DataFrame, cfg: Demo, workers: int) -> tuple:
+    """Write the simulated demo cohort (`<caseid>.vital` files); returns its clinical rows and
+    {caseid: manifest summary} (`summarise_case`'s, taken from the samples written)."""
     eligible, _ = vitaldb_source.select_cases(clinical, DEMO_CRITERIA)
     cases = demo.select_demo_cases(eligible, cfg.n_cases, cfg.n_multi_case_subjects, cfg.seed)
     return _simulate_cohort(out_dir, cases, cfg, workers)
 
 
 def generate_second_hospital(out_dir, clinical: pd.DataFrame, cfg: ExternalDemo, exclude_subjects,
-                             workers: int) -> pd.DataFrame:
-    """Write the simulated second hospital (`<caseid>.vital` files) and return its clinical rows (same format
-    as generate_demo's).
+                             workers: int) -> tuple:
+    """Write the simulated second hospital (`<caseid>.vital` files); returns its clinical rows and
+    summaries (as generate_demo's).
 
     The external cohort's default: real case rows as the demo's (`DEMO_CRITERIA`), simulated by the same
     simulator, with a documented shift from the training demo: another seed (`cfg.seed`), older and sicker
@@ -111,22 +118,46 @@ def summarise_case(path, track_aliases: dict, fs: int = 125) -> dict:
     """Duration and whether the case has hypotension, from its ABP waveform; or its skip reason
     (unreadable or truncated file, a channel's track missing, unusable sample rate)."""
     try:
-        samples, srate = read_channels(path, track_aliases, verify=True)["abp"]
-        abp, invalid = filters.resample_to(samples, srate, fs)
-        map_1hz = labels.map_per_second(abp, invalid, fs)
-        return {"duration_s": round(len(samples) / srate, 2),
-                "has_hypotension": labels.has_hypotension(map_1hz), "skip_reason": "", "skip_message": ""}
+        return summarise_abp(*read_channels(path, track_aliases, verify=True)["abp"], fs)
     except CaseError as err:
         return {"duration_s": 0.0, "has_hypotension": False, "skip_reason": err.reason,
                 "skip_message": str(err)}
 
 
-def build_manifest(clinical: pd.DataFrame, files: dict, track_aliases: dict, workers: int) -> pd.DataFrame:
-    """Manifest rows for every clinical case that has a file; cases without one are dropped."""
+def _reads_as_simulated(aliases: dict, philips: bool) -> bool:
+    """Whether `read_channels` with these track aliases reads each simulated wave track as its own
+    channel (so a simulated case's summary is the one reading its file would give)."""
+    written = {"abp": demo.ABP, "ppg": demo.PPG, "ecg": demo.ECG}
+    if philips:
+        written = {channel: demo.PHILIPS_TRACKS[name] for channel, name in written.items()}
+    in_file = [*written.values(), *(() if philips else (demo.MAP_NUMERIC, demo.HR_NUMERIC))]
+    for channel, names in vital_io.track_aliases(aliases).items():
+        if channel not in NUMERIC_TRENDS.values():
+            found = next((track for name in names for track in in_file if vital_io.is_track(track, name)), None)
+            if found != written.get(channel):
+                return False
+    return True
+
+
+def summarise_abp(samples: np.ndarray, srate: float, fs: int = 125) -> dict:
+    """A readable case's manifest summary from its ABP samples: duration and whether it has hypotension."""
+    abp, invalid = filters.resample_to(samples, srate, fs)
+    map_1hz = labels.map_per_second(abp, invalid, fs)
+    return {"duration_s": round(len(samples) / srate, 2),
+            "has_hypotension": labels.has_hypotension(map_1hz), "skip_reason": "", "skip_message": ""}
+
+
+def build_manifest(clinical: pd.DataFrame, files: dict, track_aliases: dict, workers: int,
+                   known: dict | None = None) -> pd.DataFrame:
+    """Manifest rows for every clinical case that has a file; cases without one are dropped.
+    `known` {caseid: summary}: cases summarised already (the simulator's); the others are read."""
+    known = known or {}
     rows = clinical[clinical["caseid"].isin(list(files))].sort_values("caseid")
     paths = [str(files[c]) for c in rows["caseid"]]
-    summaries = parallel_map(partial(summarise_case, track_aliases=track_aliases), paths, workers,
-                             "summarise cases")
+    unknown = [path for caseid, path in zip(rows["caseid"], paths) if int(caseid) not in known]
+    read = iter(parallel_map(partial(summarise_case, track_aliases=track_aliases), unknown, workers,
+                             "summarise cases") if unknown else [])
+    summaries = [known[int(c)] if int(c) in known else next(read) for c in rows["caseid"]]
     manifest = pd.DataFrame({"caseid": rows["caseid"].astype(int).to_numpy(),
                              "subjectid": rows["subjectid"].astype(int).to_numpy(), "path": paths})
     summary = pd.DataFrame(summaries)
@@ -162,12 +193,12 @@ def materialise(out_dir: Path, final_dir: Path, cfg: Data, demo_cfg: Demo, exclu
     required = ["caseid", "subjectid"] if cfg.source == "local" else REQUIRED_CLINICAL_COLUMNS
     clinical = load_clinical(cfg.clinical_csv, required)
     clinical = clinical[~clinical["subjectid"].isin(list(exclude_subjects))]
-    download_skips, selection = {}, None
+    download_skips, selection, simulated = {}, None, None
     if cfg.source == "demo":
         if isinstance(demo_cfg, ExternalDemo):   # exclude_subjects are already out of the table
-            clinical = generate_second_hospital(out_dir / "vital", clinical, demo_cfg, (), cfg.workers)
+            clinical, simulated = generate_second_hospital(out_dir / "vital", clinical, demo_cfg, (), cfg.workers)
         else:
-            clinical = generate_demo(out_dir / "vital", clinical, demo_cfg, cfg.workers)
+            clinical, simulated = generate_demo(out_dir / "vital", clinical, demo_cfg, cfg.workers)
         files = vital_io.vital_files(out_dir / "vital")
     elif cfg.source == "local":
         files = local_files(cfg.vital_dir, clinical)
@@ -176,7 +207,9 @@ def materialise(out_dir: Path, final_dir: Path, cfg: Data, demo_cfg: Demo, exclu
     if not files:
         raise PipelineError(f"{section}.source={cfg.source}: no recordings found ({section}.vital_dir={cfg.vital_dir}: "
                             "<caseid>.vital/.hea/.parquet, or a file column in the table)")
-    manifest = build_manifest(clinical, files, cfg.tracks, cfg.workers)
+    if simulated and not _reads_as_simulated(cfg.tracks, isinstance(demo_cfg, ExternalDemo)):
+        simulated = None   # the files are read as data.tracks says, whatever the simulator named its tracks
+    manifest = build_manifest(clinical, files, cfg.tracks, cfg.workers, known=simulated)
     if cfg.source == "demo":  # the files move with the directory
         manifest["path"] = [str(final_dir / "vital" / Path(f).name) for f in manifest["path"]]
     if manifest.empty:

@@ -45,6 +45,7 @@ def train_model(model, train: Split, val: Split, cfg: LoopConfig, device, *, res
     torch.manual_seed(cfg.seed)
     model.to(device)
     check_splits(model, train, val, cfg, world_size)
+    val_scored = val_sample(val, cfg.val_windows_per_epoch, cfg.seed, model.task)
     net = training_module(model, train, device, world_size)
     n_per_epoch = len(train) if train.embeddings is not None or cfg.windows_per_epoch <= 0 else \
         min(cfg.windows_per_epoch, len(train))
@@ -67,14 +68,17 @@ def train_model(model, train: Split, val: Split, cfg: LoopConfig, device, *, res
         train_loss = run_epoch(net, train, mine, loss, opt, cfg.batch_size // world_size, cfg.grad_accum_steps,
                                device, desc=f"epoch {epoch + 1}/{cfg.epochs}", show=rank == 0)
         record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": opt.lr,
-                  **val_record(model, val, loss, device)}
+                  **val_record(model, val_scored, loss, device)}
         if log_epoch:
             log_epoch(record)
         history.append(record)
         stopper.update(record, model)
         if resume_path and rank == 0:
             save_resume_state(resume_path, fingerprint, model, opt, stopper, history)
-    return finish(model, stopper, len(history), cfg, train, val, history[-1] if history else None)
+    summary = finish(model, stopper, len(history), cfg, train, val, history[-1] if history else None)
+    if len(val_scored) < len(val):
+        summary["n_val_windows_per_epoch"] = int(len(val_scored))
+    return summary
 
 
 def check_splits(model, train: Split, val: Split, cfg: LoopConfig, world_size: int) -> None:
@@ -83,6 +87,23 @@ def check_splits(model, train: Split, val: Split, cfg: LoopConfig, world_size: i
             require_both_classes(name, y)
     if cfg.batch_size % world_size:
         raise PipelineError(f"train.batch_size={cfg.batch_size} is not divisible by the {world_size} processes")
+
+
+# The seed stream of the val sample, apart from the epochs' training draws ([seed, epoch]).
+VAL_SAMPLE_STREAM = 1 << 20
+
+
+def val_sample(val: Split, n: int, seed: int, task: str) -> Split:
+    """The val windows each epoch's early-stopping record scores: all of them (`n` 0 or >= the
+    split), or `n` drawn once, seeded, the same for every epoch and for LP-FT's warm-up, so every
+    record (and the warm-up's candidate) is measured on the same windows. It bounds the cost of early
+    stopping by the sample, not by the cohort; calibration and alarm thresholds still use all of val."""
+    if n <= 0 or n >= len(val):
+        return val
+    sample = val.subset(np.random.default_rng([seed, VAL_SAMPLE_STREAM]).choice(len(val), n, replace=False))
+    if task == "clf":
+        require_both_classes("val", sample.targets, f" (its sample of {n} windows per epoch)")
+    return sample
 
 
 class _HeadOnEmbeddings(nn.Module):

@@ -425,6 +425,12 @@ def scale_sections(s: dict, png: str, results: Path | None = None) -> list:
             f"{r['wall_s'] / r['signal_hours']:.1f} | {n(r['rss_tree_mb'])} | {r['time_v_max_rss_mb']:,} | "
             f"{'pass' if r['time_v_max_rss_mb'] <= RSS_LIMIT_MB else '**fail**'} | {r['outs_mb']:,.0f} | "
             f"{r['outs_float16_mb']:,.0f} | {r['dvc_cache_mb']:,.0f} |")
+    if all("matmul_gflops" in r for r in rows):
+        rates = ", ".join(f"{times(r['scale'])} {before:.0f} / {after:.0f}"
+                          for r in rows for before, after in [r["matmul_gflops"]])
+        lines += ["", f"The CPU's float32 matmul rate (2048², torch on 2 threads) before / after each scale: {rates} "
+                  "GFLOP/s. On a CPU shared with other work it moves between runs, and every stage's wall time "
+                  "with it: compare runs at similar rates."]
     four = next((r for r in rows if r["scale"] == 4), None)
     check = four or rows[-1]
     verdict = "**pass**" if check["time_v_max_rss_mb"] <= RSS_LIMIT_MB else "**FAIL**"

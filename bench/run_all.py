@@ -236,7 +236,8 @@ def main():
     if "scale" in args.only:
         rows = []
         for scale in args.scales:
-            rows.append(run_scale(scale, args.sets))
+            rate = matmul_gflops()   # the CPU's speed around the run: a shared CPU's varies between runs
+            rows.append({**run_scale(scale, args.sets), "matmul_gflops": [round(rate, 1), round(matmul_gflops(), 1)]})
             print(json.dumps(rows[-1]), flush=True)
         figures["scale"] = {"default_cases": default_cases(), "sets": args.sets, "rows": rows,
                             "projection": project(rows), "commit": figures["commit"]}

@@ -48,14 +48,6 @@ class Split:
         out[order] = picked[inverse]
         return out
 
-    def subset(self, positions) -> "Split":
-        """The windows at `positions` as a split of their own, in file order (their cached embeddings,
-        if any, read into memory: meant for a bounded sample)."""
-        positions = np.sort(np.asarray(positions))
-        embeddings = None if self.embeddings is None else np.asarray(self.embeddings[positions], dtype=np.float32)
-        return dataclasses.replace(self, indices=self.indices[positions], targets=self.targets[positions],
-                                   context=self.context[positions], embeddings=embeddings)
-
     def inputs(self, positions) -> torch.Tensor:
         """The model's inputs at `positions`, in that order: cached embeddings when the split has
         them, else windows (either read from its file, these windows only)."""

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from lib.core.config import LoopConfig
 from lib.core.errors import PipelineError
-from lib.data.dataset import Split, require_both_classes
+from lib.data.dataset import Split, require_both_classes, subset
 from lib.model.engines import require_eager
 from lib.model.inference import autocast, predict, set_mode
 from lib.model.ttm import save_torch, trained_state
@@ -100,7 +100,7 @@ def val_sample(val: Split, n: int, seed: int, task: str) -> Split:
     stopping by the sample, not by the cohort; calibration and alarm thresholds still use all of val."""
     if n <= 0 or n >= len(val):
         return val
-    sample = val.subset(np.random.default_rng([seed, VAL_SAMPLE_STREAM]).choice(len(val), n, replace=False))
+    sample = subset(val, np.random.default_rng([seed, VAL_SAMPLE_STREAM]).choice(len(val), n, replace=False))
     if task == "clf":
         require_both_classes("val", sample.targets, f" (its sample of {n} windows per epoch)")
     return sample

@@ -131,12 +131,8 @@ def _reads_as_simulated(aliases: dict, philips: bool) -> bool:
     if philips:
         written = {channel: demo.PHILIPS_TRACKS[name] for channel, name in written.items()}
     in_file = [*written.values(), *(() if philips else (demo.MAP_NUMERIC, demo.HR_NUMERIC))]
-    for channel, names in vital_io.track_aliases(aliases).items():
-        if channel not in NUMERIC_TRENDS.values():
-            found = next((track for name in names for track in in_file if vital_io.is_track(track, name)), None)
-            if found != written.get(channel):
-                return False
-    return True
+    return all(vital_io.first_track(names, in_file) == written.get(channel)
+               for channel, names in vital_io.track_aliases(aliases).items() if channel not in NUMERIC_TRENDS.values())
 
 
 def summarise_abp(samples: np.ndarray, srate: float, fs: int = 125) -> dict:

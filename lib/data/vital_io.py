@@ -55,14 +55,18 @@ def is_track(dtname: str, name: str) -> bool:
     return dtname == name or dtname.endswith("/" + name)
 
 
+def first_track(names, tracks):
+    """The track of `tracks` (names in a file) that the first of the aliases `names` matches
+    (`is_track`): the first alias present wins; None when none is."""
+    return next((track for name in names for track in tracks if is_track(track, name)), None)
+
+
 def _find_track(vf, names, numeric: bool = False):
     """The first of `names` the file has as a wave track (or, `numeric`, as a numeric track with samples);
     (None, None) when it has none of them."""
-    for name in names:
-        for dtname, trk in vf.trks.items():
-            if is_track(dtname, name) and (not numeric or (trk.type == NUMERIC_TYPE and trk.recs)):
-                return dtname, trk
-    return None, None
+    dtname = first_track(names, [dtname for dtname, trk in vf.trks.items()
+                                 if not numeric or (trk.type == NUMERIC_TYPE and trk.recs)])
+    return (None, None) if dtname is None else (dtname, vf.trks[dtname])
 
 
 def numeric_samples(vf, names) -> tuple | None:
